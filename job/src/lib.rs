@@ -1,0 +1,1 @@
+//! TODO: this crate is being written.

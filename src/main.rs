@@ -1,0 +1,2 @@
+//! The `rim` binary: one executable for every role (`rim dev | edge | control | job`).
+fn main() {}
