@@ -1,1 +1,69 @@
-//! TODO: this crate is being written.
+//! rim's bus: carries accepted pushes from the control plane to the job workers of each region.
+//!
+//! Production uses Kafka ([`kafka`]): one topic per region, records keyed by the push's target so one
+//! target's pushes share a partition and stay in order, an idempotent producer with `acks=all`, and
+//! consumers that commit offsets only after the edges took the pushes (at-least-once). The embedded
+//! default of `rim dev` is [`memory`], an in-process log with the same contract.
+//!
+//! Contract of both implementations (checked by the same test suite):
+//! - [`BusProducer::publish`] returns only once every record is durably accepted; on error, the caller
+//!   must assume none were (and answer the business caller 503).
+//! - A consumer sees one key's records in publish order.
+//! - Records not committed are delivered again to the next consumer of the group (after a restart).
+
+pub mod error;
+pub mod kafka;
+pub mod memory;
+
+pub use error::BusError;
+
+use async_trait::async_trait;
+use rim_proto::schema::PushMessage;
+
+/// One push on its way into a region's topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutgoingPush {
+    /// Region whose topic receives it.
+    pub region: String,
+    /// Ordering key: the push's target (`key:<key>`, `mid:<mid>`, `room:<room>` or `broadcast`).
+    pub partition_key: String,
+    /// The push itself.
+    pub message: PushMessage,
+}
+
+/// Where a delivered record sits in its region's log, so it can be committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogPosition {
+    /// Partition (always 0 for the in-process bus).
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+}
+
+/// A push read from a region's topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncomingPush {
+    /// The ordering key it was published with.
+    pub partition_key: String,
+    /// Where it sits, for [`BusConsumer::commit`].
+    pub position: LogPosition,
+    /// The push itself.
+    pub message: PushMessage,
+}
+
+/// The control plane's side of the bus.
+#[async_trait]
+pub trait BusProducer: Send + Sync + 'static {
+    /// Publishes pushes (possibly to several regions) and waits until all are durably accepted.
+    async fn publish(&self, pushes: Vec<OutgoingPush>) -> Result<(), BusError>;
+}
+
+/// A job worker's side of the bus: one consumer of one region's group.
+#[async_trait]
+pub trait BusConsumer: Send + 'static {
+    /// Waits for the next pushes of the region (at least one, at most `max`), in log order per
+    /// partition.
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<IncomingPush>, BusError>;
+    /// Marks these pushes done (the edges took them): they will not be delivered again to this group.
+    async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError>;
+}

@@ -1,1 +1,98 @@
-//! TODO: this crate is being written.
+//! rim's store: everything the stateless control plane knows, kept outside its processes.
+//!
+//! [`Store`] is the one interface; [`postgres::PostgresStore`] is the production implementation and
+//! [`memory::MemoryStore`] the embedded default of `rim dev`. Both pass the same behavioural suite
+//! (`tests/`), so swapping them changes durability, not behaviour.
+//!
+//! ## Session rules (both stores)
+//! - A connect creates or replaces the session of its key, unless the stored session is newer
+//!   (`connected_at` later than the event's time): late connects from a replaced connection are ignored.
+//! - A disconnect removes the session only if it still belongs to the same node and connection id.
+//!   (goim deletes whatever session the key has, so a stale disconnect kills the newer connection.)
+//! - A renew extends `expires_at` (and updates the room) of the matching node + connection only.
+//! - Sessions expire at `expires_at`; a node that stops reporting is marked dead by [`Store::expire`]
+//!   and its sessions are removed with it.
+
+pub mod error;
+pub mod memory;
+pub mod model;
+pub mod postgres;
+
+pub use error::StoreError;
+pub use model::*;
+
+use async_trait::async_trait;
+use rim_proto::schema::{NodeHeartbeat, NodeRegistration, SessionEvent};
+use std::collections::HashMap;
+
+/// Durations the store applies to sessions; the same for every implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// How long a session lives after its connect or last renew, in milliseconds.
+    pub session_ttl_ms: i64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        // goim: heartbeat 4 min x 2 missed; edges renew well within that.
+        Self {
+            session_ttl_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+/// Sessions, nodes, regions, room counts and API keys.
+///
+/// Every method is one short transaction; implementations are shared behind `Arc<dyn Store>` by
+/// all request handlers. Errors say whether the caller is at fault ([`StoreError::UnknownNode`],
+/// [`StoreError::Invalid`]) or the store is unavailable ([`StoreError::Unavailable`]).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or updates a region.
+    async fn upsert_region(&self, region: &Region) -> Result<(), StoreError>;
+    /// All regions, by name.
+    async fn regions(&self) -> Result<Vec<Region>, StoreError>;
+
+    /// Registers an edge node (or re-registers it after a restart): stores its metadata, marks it
+    /// active and seen at `now`. Creates its region (at the node's location) if unknown.
+    async fn register_node(&self, node: &NodeRegistration, now: UnixMillis) -> Result<(), StoreError>;
+    /// Records a node's periodic report: counts, room counts (replacing the previous ones) and
+    /// whether it is draining. [`StoreError::UnknownNode`] if it never registered.
+    async fn node_heartbeat(&self, report: &NodeHeartbeat, now: UnixMillis) -> Result<(), StoreError>;
+    /// Sets a node's state (the admin API drains nodes). [`StoreError::UnknownNode`] if absent.
+    async fn set_node_state(&self, node_id: &str, state: NodeState) -> Result<(), StoreError>;
+    /// All nodes, by id.
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
+
+    /// Applies a batch of a node's session events in order, by the rules in the crate docs.
+    /// [`StoreError::UnknownNode`] if the node never registered.
+    async fn apply_session_events(
+        &self,
+        node_id: &str,
+        events: &[SessionEvent],
+        now: UnixMillis,
+    ) -> Result<SessionApplyReport, StoreError>;
+    /// Live sessions (not expired at `now`) of these keys.
+    async fn sessions_by_keys(&self, keys: &[String], now: UnixMillis) -> Result<Vec<Session>, StoreError>;
+    /// Live sessions (not expired at `now`) of these users.
+    async fn sessions_by_mids(&self, mids: &[i64], now: UnixMillis) -> Result<Vec<Session>, StoreError>;
+    /// Marks nodes not seen for `node_timeout_ms` dead and removes their sessions and room counts;
+    /// removes sessions whose `expires_at` has passed.
+    async fn expire(&self, now: UnixMillis, node_timeout_ms: i64) -> Result<ExpiryReport, StoreError>;
+
+    /// Online counts of these rooms over live nodes; rooms nobody is in count 0.
+    async fn room_online(&self, rooms: &[String]) -> Result<HashMap<String, u64>, StoreError>;
+    /// Rooms whose id starts with `room_type://`, most online first (ties by room id), at most `limit`.
+    async fn top_rooms(&self, room_type: &str, limit: usize) -> Result<Vec<RoomOnline>, StoreError>;
+    /// Connection and IP totals over live nodes.
+    async fn online_totals(&self) -> Result<OnlineTotals, StoreError>;
+
+    /// Stores a new API key. [`StoreError::Invalid`] if the id or hash already exists.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// The key with this secret hash, revoked or not (the caller checks `revoked_at`).
+    async fn api_key_by_hash(&self, secret_hash: &[u8]) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// All API keys, by id.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revokes a key; `false` if no such key.
+    async fn revoke_api_key(&self, id: &str, now: UnixMillis) -> Result<bool, StoreError>;
+}
