@@ -1,2 +1,3 @@
 //! The `rim` binary: one executable for every role (`rim dev | edge | control | job`).
+mod config;
 fn main() {}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what rim's tests need on a fresh Debian machine, then runs every test of the workspace.
+#
+# Needs: PostgreSQL server binaries (initdb, pg_ctl, postgres), the `tansu` Kafka-protocol broker
+# (crates.io, built with --features dynostore) and cargo-nextest. Each is installed only when missing.
+# Tests start and stop their own PostgreSQL clusters and brokers on free ports; nothing is left running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${RIM_PG_BIN:-}" ]; then
+    log "installing PostgreSQL server (apt)"
+    as_root apt-get update -q
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q postgresql
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if [ -z "${RIM_TANSU_BIN:-}" ] && ! command -v tansu >/dev/null 2>&1; then
+    log "installing the tansu Kafka-protocol broker (cargo install, takes a while once)"
+    cargo install --locked tansu --version 0.6.0 --features dynostore
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest
+fi
+
+log "format and lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests"
+cargo nextest run --workspace --locked --no-fail-fast "$@"
+cargo test --workspace --doc --locked
