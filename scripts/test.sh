@@ -22,7 +22,7 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 if [ -z "${RIM_TANSU_BIN:-}" ] && ! command -v tansu >/dev/null 2>&1; then
     log "installing the tansu Kafka-protocol broker (cargo install, takes a while once)"
-    cargo install --locked tansu --version 0.6.0 --features dynostore
+    cargo install --locked --debug tansu --version 0.6.0 --features dynostore
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
