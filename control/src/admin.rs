@@ -1,0 +1,206 @@
+//! The admin API (`/v1/admin/*`, admin scope): regions, API keys and draining nodes.
+//!
+//! API keys are created here: the answer to `POST /v1/admin/api-keys` is the only time the secret
+//! is shown; the store keeps its SHA-256 only. Draining a node tells the balancer to send it no new
+//! clients while its connections finish (the edge itself may also report draining on shutdown).
+
+use crate::auth::generate_key;
+use crate::error::ApiError;
+use crate::observe::timed_store;
+use crate::state::AppState;
+use crate::v1::json_body;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use rim_store::{ApiKeyRecord, NodeState, Region, Scope};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Largest admin request body.
+const MAX_ADMIN_BODY: usize = 16 * 1024;
+
+/// Longest region or key name.
+const MAX_NAME: usize = 128;
+
+/// Routes of the admin API.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/regions", get(regions))
+        .route("/v1/admin/regions/{name}", put(put_region))
+        .route("/v1/admin/api-keys", get(api_keys).post(create_api_key))
+        .route("/v1/admin/api-keys/{id}", delete(revoke_api_key))
+        .route("/v1/admin/nodes/{id}/drain", post(drain_node))
+}
+
+/// Requires the admin scope.
+async fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    state
+        .callers
+        .require(state.store.as_ref(), headers, Scope::Admin)
+        .await
+}
+
+/// Checks a name given by an admin: non-empty, bounded.
+fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(ApiError::BadRequest(format!(
+            "{what} must be 1..={MAX_NAME} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// `GET /v1/admin/regions`: `{"regions": [...]}`.
+async fn regions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin(&state, &headers).await?;
+    let regions = timed_store("regions", state.store.regions()).await?;
+    Ok(Json(json!({ "regions": regions })))
+}
+
+/// `PUT /v1/admin/regions/{name}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegionBody {
+    latitude: f64,
+    longitude: f64,
+}
+
+/// `PUT /v1/admin/regions/{name}`: creates or moves a region; answers it.
+async fn put_region(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Region>, ApiError> {
+    admin(&state, &headers).await?;
+    check_name("region name", &name)?;
+    let body: RegionBody = json_body(&headers, body, MAX_ADMIN_BODY).await?;
+    if !(-90.0..=90.0).contains(&body.latitude) || !(-180.0..=180.0).contains(&body.longitude) {
+        return Err(ApiError::BadRequest(
+            "latitude must be in [-90, 90] and longitude in [-180, 180]".into(),
+        ));
+    }
+    let region = Region {
+        name,
+        latitude: body.latitude,
+        longitude: body.longitude,
+    };
+    timed_store("upsert_region", state.store.upsert_region(&region)).await?;
+    Ok(Json(region))
+}
+
+/// An API key as listed: everything but the hash.
+#[derive(Debug, Serialize)]
+struct KeyView {
+    id: String,
+    name: String,
+    scopes: Vec<Scope>,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl From<ApiKeyRecord> for KeyView {
+    fn from(record: ApiKeyRecord) -> Self {
+        Self {
+            id: record.id,
+            name: record.name,
+            scopes: record.scopes,
+            created_at: record.created_at,
+            revoked_at: record.revoked_at,
+        }
+    }
+}
+
+/// `GET /v1/admin/api-keys`: `{"api_keys": [...]}`, without secrets.
+async fn api_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin(&state, &headers).await?;
+    let keys: Vec<KeyView> = timed_store("api_keys", state.store.api_keys())
+        .await?
+        .into_iter()
+        .map(KeyView::from)
+        .collect();
+    Ok(Json(json!({ "api_keys": keys })))
+}
+
+/// `POST /v1/admin/api-keys` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    scopes: Vec<Scope>,
+}
+
+/// `POST /v1/admin/api-keys`: 201 with the key's view plus `secret`, shown this once.
+async fn create_api_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    admin(&state, &headers).await?;
+    let request: NewKey = json_body(&headers, body, MAX_ADMIN_BODY).await?;
+    check_name("key name", &request.name)?;
+    if request.scopes.is_empty() {
+        return Err(ApiError::BadRequest(
+            "a key needs at least one scope (push, read, admin)".into(),
+        ));
+    }
+    let (secret, hash) = generate_key();
+    let record = ApiKeyRecord {
+        id: format!("key_{}", uuid::Uuid::now_v7().simple()),
+        secret_hash: hash.to_vec(),
+        name: request.name,
+        scopes: request.scopes,
+        created_at: crate::now_ms(),
+        revoked_at: None,
+    };
+    timed_store("insert_api_key", state.store.insert_api_key(&record)).await?;
+    tracing::info!(id = %record.id, name = %record.name, "API key created");
+    let mut view = json!(KeyView::from(record));
+    view["secret"] = Value::String(secret);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `DELETE /v1/admin/api-keys/{id}`: 204, or 404 for an unknown key.
+async fn revoke_api_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    admin(&state, &headers).await?;
+    if timed_store(
+        "revoke_api_key",
+        state.store.revoke_api_key(&id, crate::now_ms()),
+    )
+    .await?
+    {
+        tracing::info!(%id, "API key revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no API key {id:?}")))
+    }
+}
+
+/// `POST /v1/admin/nodes/{id}/drain`: 204, or 404 for an unknown node.
+async fn drain_node(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    admin(&state, &headers).await?;
+    timed_store(
+        "set_node_state",
+        state.store.set_node_state(&id, NodeState::Draining),
+    )
+    .await?;
+    state.directory.invalidate();
+    tracing::info!(node = %id, "node draining by admin request");
+    Ok(StatusCode::NO_CONTENT)
+}

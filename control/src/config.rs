@@ -1,0 +1,96 @@
+//! The control plane's settings, as command-line flags, environment variables and TOML keys.
+//!
+//! Field names are the TOML keys of the `[control]` section and must stay unique across the edge,
+//! control and job configs (the all-in-one `rim dev` flattens them), hence the `control_` prefixes on
+//! the ambiguous ones. The cluster secret is deliberately absent: it is a parameter of
+//! [`crate::serve`], so it never ends up in a config dump.
+
+use rim_balancer::BalancerConfig;
+use std::net::SocketAddr;
+
+/// Everything a control-plane instance needs besides its store, bus and the cluster secret.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ControlConfig {
+    /// Address the business, edge and admin HTTP APIs listen on (port 0 picks a free port).
+    #[arg(long, env = "RIM_CONTROL_LISTEN", default_value = "0.0.0.0:3111")]
+    pub control_listen: SocketAddr,
+
+    /// Bootstrap admin API key: a caller presenting it has every scope. Used to create the other
+    /// keys; leave unset once real keys exist.
+    #[arg(long, env = "RIM_CONTROL_ADMIN_KEY")]
+    pub control_admin_key: Option<String>,
+
+    /// Serve the goim-compatible `/goim/*` routes without an API key, as goim does (logs a warning).
+    #[arg(long, env = "RIM_CONTROL_GOIM_ROUTES_OPEN", default_value_t = false)]
+    pub goim_routes_open: bool,
+
+    /// Largest accepted push body (the message payload), in bytes; larger requests get 413.
+    #[arg(long, env = "RIM_CONTROL_PUSH_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub control_push_body_limit: usize,
+
+    /// Largest accepted edge API body (a session batch, a heartbeat), in bytes; larger get 413.
+    #[arg(long, env = "RIM_CONTROL_EDGE_BODY_LIMIT", default_value_t = 4 * 1024 * 1024)]
+    pub control_edge_body_limit: usize,
+
+    /// Most session events accepted in one batch from an edge; larger batches get 413.
+    #[arg(long, env = "RIM_CONTROL_MAX_SESSION_BATCH", default_value_t = 20_000)]
+    pub control_max_session_batch: usize,
+
+    /// Most targets (keys, user ids or rooms) accepted in one push or query; more get 400. Each
+    /// key or user becomes its own bus record carrying the body, so this times the body limit
+    /// bounds the memory of one push.
+    #[arg(long, env = "RIM_CONTROL_MAX_TARGETS", default_value_t = 1_000)]
+    pub control_max_targets: usize,
+
+    /// URL of the business backend's auth webhook (edges forward client auth bodies here through
+    /// `/edge/v1/auth`). Unset: the auth hook answers 404.
+    #[arg(long, env = "RIM_CONTROL_AUTH_WEBHOOK_URL")]
+    pub control_auth_webhook_url: Option<String>,
+
+    /// How long the auth webhook may take before the client is refused, in milliseconds.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_AUTH_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub control_auth_webhook_timeout_ms: u64,
+
+    /// How often the expiry sweeper runs, in milliseconds.
+    #[arg(long, env = "RIM_CONTROL_SWEEP_INTERVAL_MS", default_value_t = 5_000)]
+    pub control_sweep_interval_ms: u64,
+
+    /// A node that has not registered or sent a heartbeat for this long is marked dead and its
+    /// sessions are removed, in milliseconds.
+    #[arg(long, env = "RIM_CONTROL_NODE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub control_node_timeout_ms: i64,
+
+    /// How long the cached node directory (node → region) is trusted before it is re-read from the
+    /// store, in milliseconds. A node missing from it forces an earlier refresh.
+    #[arg(long, env = "RIM_CONTROL_NODE_CACHE_MS", default_value_t = 1_000)]
+    pub control_node_cache_ms: u64,
+
+    /// HTTPDNS answer settings (`/goim/nodes/weighted`, `/v1/dns`).
+    #[command(flatten)]
+    pub balancer: BalancerConfig,
+}
+
+impl Default for ControlConfig {
+    /// The same values as the flag defaults, listening on a free loopback port (tests, `rim dev`).
+    fn default() -> Self {
+        Self {
+            control_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control_admin_key: None,
+            goim_routes_open: false,
+            control_push_body_limit: 64 * 1024,
+            control_edge_body_limit: 4 * 1024 * 1024,
+            control_max_session_batch: 20_000,
+            control_max_targets: 1_000,
+            control_auth_webhook_url: None,
+            control_auth_webhook_timeout_ms: 3_000,
+            control_sweep_interval_ms: 5_000,
+            control_node_timeout_ms: 60_000,
+            control_node_cache_ms: 1_000,
+            balancer: BalancerConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The push pipeline: from "send this to these users" to records on the regions' bus topics.
+//!
+//! Targets are resolved against the store (user → sessions → keys → nodes → regions; keys →
+//! sessions → nodes → regions; room and broadcast → every region with live nodes). Each push gets a
+//! UUIDv7 message id (time-ordered, unique across instances; edges and clients drop duplicates by
+//! it) and becomes one [`PushMessage`] record per target and region, keyed by its target
+//! (`key:<key>`, `mid:<mid>`, `room:<room>`, `broadcast`) so one target's pushes stay ordered in one
+//! partition. The caller is answered only after the bus accepted every record; if the bus fails,
+//! nothing is reported as sent (the bus contract says none may be assumed delivered).
+//!
+//! Unlike goim, which answers success for users who are offline, the report names the offline
+//! users and keys.
+
+use crate::directory::NodeSnapshot;
+use crate::error::ApiError;
+use crate::observe::{timed_publish, timed_store};
+use crate::state::AppState;
+use bytes::Bytes;
+use rim_bus::OutgoingPush;
+use rim_proto::schema::push_message::Target;
+use rim_proto::schema::{BroadcastTarget, KeyOnNode, KeysTarget, PushMessage, RoomTarget};
+use rim_store::Session;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Smallest operation a business push may use: lower ones are protocol operations (auth,
+/// heartbeat, batch) that clients would misinterpret.
+pub const MIN_BUSINESS_OPERATION: i32 = 1000;
+
+/// Longest accepted room id (`type://id`) and connection key, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Whom a push is for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PushTarget {
+    /// Connections by key.
+    Keys(Vec<String>),
+    /// Every connection of these users.
+    Mids(Vec<i64>),
+    /// Every connection in a room (`type://id`).
+    Room(String),
+    /// Every connection, with an optional per-edge rate cap (0 = none).
+    Broadcast {
+        /// Deliveries per second per edge (goim's `speed`).
+        speed: i32,
+    },
+}
+
+impl PushTarget {
+    /// The label used for the pushes-by-type metric.
+    fn kind(&self) -> &'static str {
+        match self {
+            PushTarget::Keys(_) => "keys",
+            PushTarget::Mids(_) => "mids",
+            PushTarget::Room(_) => "room",
+            PushTarget::Broadcast { .. } => "broadcast",
+        }
+    }
+}
+
+/// A push as the APIs hand it to the pipeline.
+#[derive(Clone, Debug)]
+pub struct PushRequest {
+    /// Operation code the clients see (>= [`MIN_BUSINESS_OPERATION`]).
+    pub operation: i32,
+    /// Payload, delivered unchanged.
+    pub body: Bytes,
+    /// Whom it is for.
+    pub target: PushTarget,
+}
+
+/// What the pipeline did with a push: the answer both APIs give.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PushReport {
+    /// The push's id (UUIDv7), as clients will see it in duplicates suppression.
+    pub message_id: String,
+    /// Sessions the push was addressed to (keys and users pushes; 0 for room and broadcast,
+    /// whose recipients the edges determine).
+    pub sessions: u64,
+    /// Regions whose topics received a record.
+    pub regions: Vec<String>,
+    /// Records published to the bus.
+    pub records: usize,
+    /// Requested keys without a live session.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub offline_keys: Vec<String>,
+    /// Requested users without a live session.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub offline_mids: Vec<i64>,
+}
+
+/// Checks a push's operation and target against the configured bounds (400 otherwise).
+pub fn validate(request: &PushRequest, max_targets: usize) -> Result<(), ApiError> {
+    if request.operation < MIN_BUSINESS_OPERATION {
+        return Err(ApiError::BadRequest(format!(
+            "operation must be >= {MIN_BUSINESS_OPERATION} (lower codes are protocol operations), got {}",
+            request.operation
+        )));
+    }
+    let count = match &request.target {
+        PushTarget::Keys(keys) => {
+            if let Some(bad) = keys.iter().find(|k| k.is_empty() || k.len() > MAX_NAME_LEN) {
+                return Err(ApiError::BadRequest(format!(
+                    "key {bad:?} must be 1..={MAX_NAME_LEN} bytes"
+                )));
+            }
+            keys.len()
+        }
+        PushTarget::Mids(mids) => mids.len(),
+        PushTarget::Room(room) => {
+            validate_room(room)?;
+            1
+        }
+        PushTarget::Broadcast { speed } => {
+            if *speed < 0 {
+                return Err(ApiError::BadRequest(format!(
+                    "speed must be >= 0, got {speed}"
+                )));
+            }
+            1
+        }
+    };
+    if count == 0 {
+        return Err(ApiError::BadRequest("no target given".into()));
+    }
+    if count > max_targets {
+        return Err(ApiError::BadRequest(format!(
+            "at most {max_targets} targets per push, got {count}"
+        )));
+    }
+    Ok(())
+}
+
+/// A room id must be `type://id` with both parts non-empty and bounded.
+pub fn validate_room(room: &str) -> Result<(), ApiError> {
+    match room.split_once("://") {
+        Some((kind, id)) if !kind.is_empty() && !id.is_empty() && room.len() <= MAX_NAME_LEN => {
+            Ok(())
+        }
+        _ => Err(ApiError::BadRequest(format!(
+            "room must be `type://id` (both non-empty, at most {MAX_NAME_LEN} bytes), got {room:?}"
+        ))),
+    }
+}
+
+/// Resolves, publishes and reports one push. Validates first (see [`validate`]).
+pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, ApiError> {
+    validate(&request, state.config.control_max_targets)?;
+    let kind = request.target.kind();
+    let now = crate::now_ms();
+    let message_id = uuid::Uuid::now_v7().to_string();
+    let template = PushMessage {
+        message_id: message_id.clone(),
+        operation: request.operation,
+        body: request.body,
+        accepted_at_unix_ms: now,
+        target: None,
+    };
+    let mut report = PushReport {
+        message_id,
+        ..PushReport::default()
+    };
+    let records = match request.target {
+        PushTarget::Keys(keys) => {
+            let keys = dedup(keys);
+            let sessions =
+                timed_store("sessions_by_keys", state.store.sessions_by_keys(&keys, now)).await?;
+            let nodes = state
+                .directory
+                .snapshot_with(sessions.iter().map(|s| s.node_id.as_str()))
+                .await?;
+            let mut records = Vec::new();
+            let mut online = BTreeSet::new();
+            for session in &sessions {
+                let Some(region) = nodes.live_region(&session.node_id) else {
+                    continue;
+                };
+                online.insert(session.key.as_str());
+                records.push(record(
+                    &template,
+                    region,
+                    format!("key:{}", session.key),
+                    keys_target([session]),
+                ));
+            }
+            report.sessions = online.len() as u64;
+            report.offline_keys = keys
+                .iter()
+                .filter(|k| !online.contains(k.as_str()))
+                .cloned()
+                .collect();
+            records
+        }
+        PushTarget::Mids(mids) => {
+            let mids = dedup(mids);
+            let sessions =
+                timed_store("sessions_by_mids", state.store.sessions_by_mids(&mids, now)).await?;
+            let nodes = state
+                .directory
+                .snapshot_with(sessions.iter().map(|s| s.node_id.as_str()))
+                .await?;
+            let grouped = group_by_mid_and_region(&sessions, &nodes);
+            let mut records = Vec::new();
+            for ((mid, region), user_sessions) in &grouped {
+                report.sessions += user_sessions.len() as u64;
+                records.push(record(
+                    &template,
+                    region,
+                    format!("mid:{mid}"),
+                    keys_target(user_sessions.iter().copied()),
+                ));
+            }
+            let online: BTreeSet<i64> = grouped.keys().map(|(mid, _)| *mid).collect();
+            report.offline_mids = mids
+                .iter()
+                .filter(|m| !online.contains(m))
+                .copied()
+                .collect();
+            records
+        }
+        PushTarget::Room(room) => {
+            let nodes = state.directory.snapshot().await?;
+            let target = Target::Room(RoomTarget { room: room.clone() });
+            nodes
+                .live_regions()
+                .map(|region| record(&template, region, format!("room:{room}"), target.clone()))
+                .collect()
+        }
+        PushTarget::Broadcast { speed } => {
+            let nodes = state.directory.snapshot().await?;
+            let target = Target::Broadcast(BroadcastTarget { speed });
+            nodes
+                .live_regions()
+                .map(|region| record(&template, region, "broadcast".to_owned(), target.clone()))
+                .collect()
+        }
+    };
+    report.records = records.len();
+    report.regions = records
+        .iter()
+        .map(|r: &OutgoingPush| r.region.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !records.is_empty() {
+        timed_publish(state.bus.publish(records)).await?;
+    }
+    metrics::counter!("rim_control_pushes_total", "type" => kind).increment(1);
+    Ok(report)
+}
+
+/// Removes repeated targets, keeping first-seen order (a key named twice gets one record).
+fn dedup<T: Ord + Clone>(items: Vec<T>) -> Vec<T> {
+    let mut seen = BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|item| seen.insert(item.clone()))
+        .collect()
+}
+
+/// Sessions of each user on live nodes, grouped by (user, region): one record each.
+fn group_by_mid_and_region<'a>(
+    sessions: &'a [Session],
+    nodes: &NodeSnapshot,
+) -> BTreeMap<(i64, String), Vec<&'a Session>> {
+    let mut grouped: BTreeMap<(i64, String), Vec<&Session>> = BTreeMap::new();
+    for session in sessions {
+        if let Some(region) = nodes.live_region(&session.node_id) {
+            grouped
+                .entry((session.mid, region.to_owned()))
+                .or_default()
+                .push(session);
+        }
+    }
+    grouped
+}
+
+/// The keys target naming each session's key and node.
+fn keys_target<'a>(sessions: impl IntoIterator<Item = &'a Session>) -> Target {
+    Target::Keys(KeysTarget {
+        keys: sessions
+            .into_iter()
+            .map(|s| KeyOnNode {
+                key: s.key.clone(),
+                node_id: s.node_id.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// One bus record of the push for one target in one region.
+fn record(
+    template: &PushMessage,
+    region: &str,
+    partition_key: String,
+    target: Target,
+) -> OutgoingPush {
+    OutgoingPush {
+        region: region.to_owned(),
+        partition_key,
+        message: PushMessage {
+            target: Some(target),
+            ..template.clone()
+        },
+    }
+}

@@ -1,0 +1,165 @@
+//! Putting an instance together: the router of every API, the background expiry sweeper, and the
+//! listener with graceful shutdown.
+//!
+//! [`start`] binds (port 0 works, for tests and `rim dev`) and returns a handle that knows its
+//! address; [`serve`] is the same for a process that simply runs until a shutdown signal.
+
+use crate::config::ControlConfig;
+use crate::error::ApiError;
+use crate::observe::{timed_store, track_requests};
+use crate::state::AppState;
+use crate::{admin, edge_api, goim, openapi, v1};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rim_bus::BusProducer;
+use rim_store::Store;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::trace::TraceLayer;
+
+/// Every route of the control plane, with request metrics and tracing.
+pub fn build_router(state: AppState) -> Router {
+    Router::new()
+        .merge(goim::routes())
+        .merge(v1::routes())
+        .merge(admin::routes())
+        .merge(edge_api::routes())
+        .route(
+            "/v1/openapi.json",
+            get(|| async { Json(openapi::document()) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(track_requests))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.prometheus.render(),
+    )
+}
+
+/// Periodically removes expired sessions and marks silent nodes dead, until `stop` changes.
+async fn sweep(state: AppState, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_millis(state.config.control_sweep_interval_ms.max(100));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match timed_store(
+            "expire",
+            state
+                .store
+                .expire(crate::now_ms(), state.config.control_node_timeout_ms),
+        )
+        .await
+        {
+            Ok(report) if report.nodes_marked_dead > 0 || report.sessions_removed > 0 => {
+                if report.nodes_marked_dead > 0 {
+                    state.directory.invalidate();
+                }
+                tracing::info!(
+                    nodes_marked_dead = report.nodes_marked_dead,
+                    sessions_removed = report.sessions_removed,
+                    "expiry sweep"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "expiry sweep failed; retrying next interval"),
+        }
+    }
+}
+
+/// A running control-plane instance.
+pub struct RunningControl {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    sweeper: JoinHandle<()>,
+}
+
+impl RunningControl {
+    /// The address the instance listens on (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops the sweeper.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Receivers are gone only if both tasks already ended, which the joins below report.
+        let _ = self.stop.send(true);
+        self.sweeper.await?;
+        Ok(self.server.await??)
+    }
+}
+
+/// Binds `config.control_listen` and starts serving and sweeping in the background.
+pub async fn start(
+    config: ControlConfig,
+    cluster_secret: &str,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn BusProducer>,
+    prometheus: PrometheusHandle,
+) -> anyhow::Result<RunningControl> {
+    if cluster_secret.is_empty() {
+        anyhow::bail!("the cluster secret is empty: edges could not authenticate");
+    }
+    if config.goim_routes_open {
+        tracing::warn!(
+            "goim_routes_open: /goim/* routes accept pushes and reads WITHOUT an API key"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.control_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.control_listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(config, cluster_secret, store, bus, prometheus)?;
+    let (stop, stopped) = watch::channel(false);
+    let sweeper = tokio::spawn(sweep(state.clone(), stopped.clone()));
+    let mut until_stop = stopped;
+    let server = tokio::spawn(
+        axum::serve(listener, build_router(state))
+            .with_graceful_shutdown(async move {
+                // An error means the sender is gone: stop as well.
+                let _ = until_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    tracing::info!(%addr, "control plane listening");
+    Ok(RunningControl {
+        addr,
+        stop,
+        server,
+        sweeper,
+    })
+}
+
+/// Runs an instance until `shutdown` completes, then stops it gracefully.
+pub async fn serve(
+    config: ControlConfig,
+    cluster_secret: &str,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn BusProducer>,
+    prometheus: PrometheusHandle,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let running = start(config, cluster_secret, store, bus, prometheus).await?;
+    shutdown.await;
+    running.shutdown().await
+}

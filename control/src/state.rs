@@ -1,0 +1,78 @@
+//! What every request handler shares: the store, the bus, the configuration and the caches built
+//! from them. Cheap to clone (one `Arc`), so axum hands a copy to each handler.
+
+use crate::auth::{CallerAuth, EdgeAuth};
+use crate::config::ControlConfig;
+use crate::directory::NodeDirectory;
+use crate::webhook::AuthWebhook;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rim_bus::BusProducer;
+use rim_store::Store;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Handler state; dereferences to [`Shared`].
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+pub struct Shared {
+    /// The configuration the instance started with.
+    pub config: ControlConfig,
+    /// Sessions, nodes, regions, API keys.
+    pub store: Arc<dyn Store>,
+    /// Where accepted pushes go.
+    pub bus: Arc<dyn BusProducer>,
+    /// Cached node → region map.
+    pub directory: NodeDirectory,
+    /// API key checks for business callers.
+    pub callers: CallerAuth,
+    /// Cluster-secret check for edges.
+    pub edges: EdgeAuth,
+    /// The business auth webhook, if configured.
+    pub webhook: Option<AuthWebhook>,
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
+}
+
+impl AppState {
+    /// Builds the state of one control instance. Fails only if the webhook client cannot be built
+    /// (an unusable webhook URL).
+    pub fn new(
+        config: ControlConfig,
+        cluster_secret: &str,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn BusProducer>,
+        prometheus: PrometheusHandle,
+    ) -> anyhow::Result<Self> {
+        let webhook = match &config.control_auth_webhook_url {
+            Some(url) if !url.is_empty() => Some(AuthWebhook::new(
+                url,
+                Duration::from_millis(config.control_auth_webhook_timeout_ms),
+            )?),
+            _ => None,
+        };
+        Ok(Self(Arc::new(Shared {
+            directory: NodeDirectory::new(
+                store.clone(),
+                Duration::from_millis(config.control_node_cache_ms),
+            ),
+            callers: CallerAuth::new(config.control_admin_key.as_deref()),
+            edges: EdgeAuth::new(cluster_secret),
+            webhook,
+            store,
+            bus,
+            prometheus,
+            config,
+        })))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}

@@ -1,0 +1,281 @@
+//! rim's own versioned business API (`/v1/*`): JSON bodies, real HTTP status codes, described by the
+//! OpenAPI document at `/v1/openapi.json` ([`crate::openapi`]).
+//!
+//! Pushes take a JSON body naming the operation, the targets and the payload, given either as
+//! UTF-8 text (`body_text`) or as base64 bytes (`body_base64`, standard alphabet, padded), exactly
+//! one of the two. The decoded payload is limited to `control_push_body_limit` bytes (413), the
+//! JSON request to [`MAX_JSON_BODY`]. A push is answered `202 Accepted` once the bus holds it, with
+//! the [`PushReport`](crate::push::PushReport). Reads need the read scope, pushes the push scope;
+//! the HTTPDNS answer (`/v1/dns`) is public, as clients call it before they have any credentials.
+
+use crate::dns;
+use crate::error::ApiError;
+use crate::input::{Params, read_body};
+use crate::observe::timed_store;
+use crate::push::{PushReport, PushRequest, PushTarget, push, validate_room};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use rim_store::Scope;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// Largest JSON request body of the `/v1` API (targets plus an encoded payload).
+pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
+
+/// Routes of the versioned business API.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/push/keys", post(push_keys))
+        .route("/v1/push/users", post(push_users))
+        .route("/v1/push/room", post(push_room))
+        .route("/v1/push/all", post(push_all))
+        .route("/v1/online/total", get(online_total))
+        .route("/v1/online/rooms", get(online_rooms))
+        .route("/v1/online/top", get(online_top))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/dns", get(dns_answer))
+}
+
+/// Reads and decodes a JSON request body of at most `limit` bytes.
+pub async fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read_body(headers, body, limit).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// The payload of a push, as text or base64.
+#[derive(Debug, Deserialize)]
+struct Payload {
+    #[serde(default)]
+    body_text: Option<String>,
+    #[serde(default)]
+    body_base64: Option<String>,
+}
+
+impl Payload {
+    /// The payload bytes; 400 unless exactly one form is given, 413 over the limit.
+    fn decode(self, limit: usize) -> Result<Bytes, ApiError> {
+        let bytes =
+            match (self.body_text, self.body_base64) {
+                (Some(text), None) => Bytes::from(text),
+                (None, Some(encoded)) => Bytes::from(STANDARD.decode(encoded).map_err(|e| {
+                    ApiError::BadRequest(format!("body_base64 is not base64: {e}"))
+                })?),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "give exactly one of `body_text` and `body_base64`".into(),
+                    ));
+                }
+            };
+        if bytes.len() > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "push payload of {} bytes is larger than the limit of {limit} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+/// `POST /v1/push/keys` body.
+#[derive(Debug, Deserialize)]
+struct KeysPush {
+    operation: i32,
+    keys: Vec<String>,
+    #[serde(flatten)]
+    payload: Payload,
+}
+
+/// `POST /v1/push/users` body.
+#[derive(Debug, Deserialize)]
+struct UsersPush {
+    operation: i32,
+    mids: Vec<i64>,
+    #[serde(flatten)]
+    payload: Payload,
+}
+
+/// `POST /v1/push/room` body.
+#[derive(Debug, Deserialize)]
+struct RoomPush {
+    operation: i32,
+    room: String,
+    #[serde(flatten)]
+    payload: Payload,
+}
+
+/// `POST /v1/push/all` body.
+#[derive(Debug, Deserialize)]
+struct BroadcastPush {
+    operation: i32,
+    #[serde(default)]
+    speed: i32,
+    #[serde(flatten)]
+    payload: Payload,
+}
+
+/// Authenticates a push, decodes its body, and runs the pipeline: 202 with the report.
+async fn accept<T: DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    into_request: impl FnOnce(T, usize) -> Result<PushRequest, ApiError>,
+) -> Result<(StatusCode, Json<PushReport>), ApiError> {
+    state
+        .callers
+        .require(state.store.as_ref(), headers, Scope::Push)
+        .await?;
+    let parsed: T = json_body(headers, body, MAX_JSON_BODY).await?;
+    let request = into_request(parsed, state.config.control_push_body_limit)?;
+    Ok((StatusCode::ACCEPTED, Json(push(state, request).await?)))
+}
+
+/// `POST /v1/push/keys`.
+async fn push_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PushReport>), ApiError> {
+    accept(&state, &headers, body, |p: KeysPush, limit| {
+        Ok(PushRequest {
+            operation: p.operation,
+            body: p.payload.decode(limit)?,
+            target: PushTarget::Keys(p.keys),
+        })
+    })
+    .await
+}
+
+/// `POST /v1/push/users`.
+async fn push_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PushReport>), ApiError> {
+    accept(&state, &headers, body, |p: UsersPush, limit| {
+        Ok(PushRequest {
+            operation: p.operation,
+            body: p.payload.decode(limit)?,
+            target: PushTarget::Mids(p.mids),
+        })
+    })
+    .await
+}
+
+/// `POST /v1/push/room`.
+async fn push_room(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PushReport>), ApiError> {
+    accept(&state, &headers, body, |p: RoomPush, limit| {
+        Ok(PushRequest {
+            operation: p.operation,
+            body: p.payload.decode(limit)?,
+            target: PushTarget::Room(p.room),
+        })
+    })
+    .await
+}
+
+/// `POST /v1/push/all`.
+async fn push_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PushReport>), ApiError> {
+    accept(&state, &headers, body, |p: BroadcastPush, limit| {
+        Ok(PushRequest {
+            operation: p.operation,
+            body: p.payload.decode(limit)?,
+            target: PushTarget::Broadcast { speed: p.speed },
+        })
+    })
+    .await
+}
+
+/// `GET /v1/online/total`: `{"conn_count", "ip_count"}`.
+async fn online_total(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .callers
+        .require(state.store.as_ref(), &headers, Scope::Read)
+        .await?;
+    let totals = timed_store("online_totals", state.store.online_totals()).await?;
+    Ok(Json(json!(totals)))
+}
+
+/// `GET /v1/online/rooms?rooms=type://id,...`: `{"rooms": {"type://id": count}}`.
+async fn online_rooms(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .callers
+        .require(state.store.as_ref(), &headers, Scope::Read)
+        .await?;
+    let rooms: Vec<String> = params
+        .list("rooms")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if rooms.is_empty() || rooms.len() > state.config.control_max_targets {
+        return Err(ApiError::BadRequest(format!(
+            "`rooms` must name 1..={} rooms",
+            state.config.control_max_targets
+        )));
+    }
+    rooms.iter().try_for_each(|room| validate_room(room))?;
+    let counts = timed_store("room_online", state.store.room_online(&rooms)).await?;
+    Ok(Json(json!({ "rooms": counts })))
+}
+
+/// `GET /v1/online/top?type=&limit=`: `{"rooms": [{"room", "count"}]}`, full room ids.
+async fn online_top(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .callers
+        .require(state.store.as_ref(), &headers, Scope::Read)
+        .await?;
+    let room_type = params.required("type")?;
+    let limit = crate::goim::top_limit(&params)?;
+    let top = timed_store("top_rooms", state.store.top_rooms(room_type, limit)).await?;
+    Ok(Json(json!({ "rooms": top })))
+}
+
+/// `GET /v1/nodes`: every node the store knows, dead ones included, with state and load.
+async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    state
+        .callers
+        .require(state.store.as_ref(), &headers, Scope::Read)
+        .await?;
+    let nodes = timed_store("nodes", state.store.nodes()).await?;
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+/// `GET /v1/dns?lat=&lon=&platform=&region=`: `{"answer": goim answer, "ranked": [explained nodes]}`.
+async fn dns_answer(
+    State(state): State<AppState>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let (answer, ranked) = dns::answer(&state, &params).await?;
+    Ok(Json(json!({ "answer": answer, "ranked": ranked })))
+}
