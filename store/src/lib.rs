@@ -12,11 +12,19 @@
 //! - A renew extends `expires_at` (and updates the room) of the matching node + connection only.
 //! - Sessions expire at `expires_at`; a node that stops reporting is marked dead by [`Store::expire`]
 //!   and its sessions are removed with it.
+//! - Events are replayed in their batch order: a connect and its disconnect in one batch leave nothing,
+//!   a duplicate disconnect is ignored, a duplicate connect replaces the session with itself.
+//! - A dead node is treated as unknown: its heartbeats and session events fail with
+//!   [`StoreError::UnknownNode`] until it registers again (and then reports its connections anew),
+//!   so a node that was declared dead cannot quietly resurrect sessions that were removed.
+//! - "Live" nodes are those not dead (draining nodes still hold connections and count).
 
 pub mod error;
 pub mod memory;
 pub mod model;
+mod node_input;
 pub mod postgres;
+mod session_rules;
 
 pub use error::StoreError;
 pub use model::*;
@@ -55,42 +63,69 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registers an edge node (or re-registers it after a restart): stores its metadata, marks it
     /// active and seen at `now`. Creates its region (at the node's location) if unknown.
-    async fn register_node(&self, node: &NodeRegistration, now: UnixMillis) -> Result<(), StoreError>;
-    /// Records a node's periodic report: counts, room counts (replacing the previous ones) and
-    /// whether it is draining. [`StoreError::UnknownNode`] if it never registered.
-    async fn node_heartbeat(&self, report: &NodeHeartbeat, now: UnixMillis) -> Result<(), StoreError>;
-    /// Sets a node's state (the admin API drains nodes). [`StoreError::UnknownNode`] if absent.
+    /// Load figures and room counts stay as last reported until the next heartbeat.
+    /// [`StoreError::Invalid`] for an empty id or region, a port above 65535 or coordinates off the globe.
+    async fn register_node(
+        &self,
+        node: &NodeRegistration,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Records a node's periodic report: counts, room counts (replacing the previous ones; a room
+    /// listed twice is summed) and whether it is draining (`draining: false` does not undo an
+    /// admin's drain). [`StoreError::UnknownNode`] if it never registered or is dead.
+    async fn node_heartbeat(
+        &self,
+        report: &NodeHeartbeat,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Sets a node's state (the admin API drains nodes). Setting [`NodeState::Dead`] removes its
+    /// sessions and room counts, as expiry does. [`StoreError::UnknownNode`] if absent.
     async fn set_node_state(&self, node_id: &str, state: NodeState) -> Result<(), StoreError>;
     /// All nodes, by id.
     async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
 
     /// Applies a batch of a node's session events in order, by the rules in the crate docs.
-    /// [`StoreError::UnknownNode`] if the node never registered.
+    /// [`StoreError::UnknownNode`] if the node never registered or is dead. Events without a key or
+    /// of an unknown kind are counted as ignored.
     async fn apply_session_events(
         &self,
         node_id: &str,
         events: &[SessionEvent],
         now: UnixMillis,
     ) -> Result<SessionApplyReport, StoreError>;
-    /// Live sessions (not expired at `now`) of these keys.
-    async fn sessions_by_keys(&self, keys: &[String], now: UnixMillis) -> Result<Vec<Session>, StoreError>;
-    /// Live sessions (not expired at `now`) of these users.
-    async fn sessions_by_mids(&self, mids: &[i64], now: UnixMillis) -> Result<Vec<Session>, StoreError>;
+    /// Live sessions (not expired at `now`) of these keys, ordered by key.
+    async fn sessions_by_keys(
+        &self,
+        keys: &[String],
+        now: UnixMillis,
+    ) -> Result<Vec<Session>, StoreError>;
+    /// Live sessions (not expired at `now`) of these users, ordered by key.
+    async fn sessions_by_mids(
+        &self,
+        mids: &[i64],
+        now: UnixMillis,
+    ) -> Result<Vec<Session>, StoreError>;
     /// Marks nodes not seen for `node_timeout_ms` dead and removes their sessions and room counts;
     /// removes sessions whose `expires_at` has passed.
-    async fn expire(&self, now: UnixMillis, node_timeout_ms: i64) -> Result<ExpiryReport, StoreError>;
+    async fn expire(
+        &self,
+        now: UnixMillis,
+        node_timeout_ms: i64,
+    ) -> Result<ExpiryReport, StoreError>;
 
     /// Online counts of these rooms over live nodes; rooms nobody is in count 0.
     async fn room_online(&self, rooms: &[String]) -> Result<HashMap<String, u64>, StoreError>;
     /// Rooms whose id starts with `room_type://`, most online first (ties by room id), at most `limit`.
-    async fn top_rooms(&self, room_type: &str, limit: usize) -> Result<Vec<RoomOnline>, StoreError>;
+    async fn top_rooms(&self, room_type: &str, limit: usize)
+    -> Result<Vec<RoomOnline>, StoreError>;
     /// Connection and IP totals over live nodes.
     async fn online_totals(&self) -> Result<OnlineTotals, StoreError>;
 
     /// Stores a new API key. [`StoreError::Invalid`] if the id or hash already exists.
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
     /// The key with this secret hash, revoked or not (the caller checks `revoked_at`).
-    async fn api_key_by_hash(&self, secret_hash: &[u8]) -> Result<Option<ApiKeyRecord>, StoreError>;
+    async fn api_key_by_hash(&self, secret_hash: &[u8])
+    -> Result<Option<ApiKeyRecord>, StoreError>;
     /// All API keys, by id.
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Revokes a key; `false` if no such key.

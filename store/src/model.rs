@@ -165,6 +165,27 @@ pub enum Scope {
     Admin,
 }
 
+impl Scope {
+    /// The name used in the database and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Push => "push",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Parses [`Scope::as_str`] back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "push" => Some(Scope::Push),
+            "read" => Some(Scope::Read),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
 /// A business caller's API key. Only a hash of the secret is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {

@@ -1,0 +1,330 @@
+//! [`MemoryStore`]: the embedded store of `rim dev` and single-process deployments.
+//!
+//! All state sits behind one `RwLock`: lookups (the push path) share it, and every write is a short
+//! critical section, so one lock is simpler than sharding and fast enough for one process. It keeps
+//! exactly what edges and admins report, so its size is bounded by the cluster it serves, like the
+//! database's. Nothing survives a restart: edges re-register and re-report their sessions.
+
+mod sessions;
+
+use crate::error::StoreError;
+use crate::model::{
+    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RoomOnline, Session,
+    SessionApplyReport, UnixMillis,
+};
+use crate::node_input::{check_region, load_of, node_from_registration, region_of};
+use crate::session_rules::plan_session_events;
+use crate::{Store, StoreSettings};
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use rim_proto::schema::{NodeHeartbeat, NodeRegistration, SessionEvent};
+use sessions::SessionTable;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+/// A [`Store`] kept in this process's memory.
+#[derive(Debug)]
+pub struct MemoryStore {
+    settings: StoreSettings,
+    state: RwLock<State>,
+}
+
+/// A node with the room counts of its last heartbeat.
+#[derive(Debug)]
+struct NodeEntry {
+    node: Node,
+    rooms: BTreeMap<String, u64>,
+}
+
+impl NodeEntry {
+    fn is_live(&self) -> bool {
+        self.node.state != NodeState::Dead
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    regions: BTreeMap<String, Region>,
+    nodes: BTreeMap<String, NodeEntry>,
+    sessions: SessionTable,
+    api_keys: BTreeMap<String, ApiKeyRecord>,
+}
+
+impl State {
+    /// The node, if it is registered and not dead (a dead node must register again).
+    fn live_node_mut(&mut self, node_id: &str) -> Result<&mut NodeEntry, StoreError> {
+        self.nodes
+            .get_mut(node_id)
+            .filter(|entry| entry.is_live())
+            .ok_or_else(|| StoreError::UnknownNode(node_id.to_owned()))
+    }
+
+    /// Marks a node dead and drops what it reported; returns how many sessions went with it.
+    fn bury(&mut self, node_id: &str) -> u64 {
+        if let Some(entry) = self.nodes.get_mut(node_id) {
+            entry.node.state = NodeState::Dead;
+            entry.rooms.clear();
+        }
+        self.sessions.remove_node(node_id)
+    }
+
+    fn live_nodes(&self) -> impl Iterator<Item = &NodeEntry> {
+        self.nodes.values().filter(|entry| entry.is_live())
+    }
+}
+
+impl MemoryStore {
+    /// An empty store applying `settings`.
+    pub fn new(settings: StoreSettings) -> Self {
+        Self {
+            settings,
+            state: RwLock::new(State::default()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn upsert_region(&self, region: &Region) -> Result<(), StoreError> {
+        check_region(region)?;
+        self.state
+            .write()
+            .regions
+            .insert(region.name.clone(), region.clone());
+        Ok(())
+    }
+
+    async fn regions(&self) -> Result<Vec<Region>, StoreError> {
+        Ok(self.state.read().regions.values().cloned().collect())
+    }
+
+    async fn register_node(
+        &self,
+        reg: &NodeRegistration,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut node = node_from_registration(reg, now)?;
+        let mut state = self.state.write();
+        state
+            .regions
+            .entry(node.region.clone())
+            .or_insert_with(|| region_of(&node));
+        match state.nodes.get_mut(&node.id) {
+            Some(entry) => {
+                node.connection_count = entry.node.connection_count;
+                node.ip_count = entry.node.ip_count;
+                entry.node = node;
+            }
+            None => {
+                let entry = NodeEntry {
+                    node,
+                    rooms: BTreeMap::new(),
+                };
+                state.nodes.insert(entry.node.id.clone(), entry);
+            }
+        }
+        Ok(())
+    }
+
+    async fn node_heartbeat(
+        &self,
+        report: &NodeHeartbeat,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let load = load_of(report);
+        let mut state = self.state.write();
+        let entry = state.live_node_mut(&report.node_id)?;
+        entry.node.connection_count = load.connection_count;
+        entry.node.ip_count = load.ip_count;
+        entry.node.last_seen = now;
+        if report.draining {
+            entry.node.state = NodeState::Draining;
+        }
+        entry.rooms = load.rooms;
+        Ok(())
+    }
+
+    async fn set_node_state(&self, node_id: &str, node_state: NodeState) -> Result<(), StoreError> {
+        let mut state = self.state.write();
+        let entry = state
+            .nodes
+            .get_mut(node_id)
+            .ok_or_else(|| StoreError::UnknownNode(node_id.to_owned()))?;
+        if node_state == NodeState::Dead {
+            state.bury(node_id);
+        } else {
+            entry.node.state = node_state;
+        }
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        Ok(self
+            .state
+            .read()
+            .nodes
+            .values()
+            .map(|entry| entry.node.clone())
+            .collect())
+    }
+
+    async fn apply_session_events(
+        &self,
+        node_id: &str,
+        events: &[SessionEvent],
+        now: UnixMillis,
+    ) -> Result<SessionApplyReport, StoreError> {
+        let mut state = self.state.write();
+        state.live_node_mut(node_id)?;
+        let plan = plan_session_events(node_id, events, now, self.settings.session_ttl_ms, |key| {
+            state.sessions.get(key).cloned()
+        });
+        let report = plan.report;
+        state.sessions.apply(plan);
+        Ok(report)
+    }
+
+    async fn sessions_by_keys(
+        &self,
+        keys: &[String],
+        now: UnixMillis,
+    ) -> Result<Vec<Session>, StoreError> {
+        Ok(self.state.read().sessions.live_by_keys(keys, now))
+    }
+
+    async fn sessions_by_mids(
+        &self,
+        mids: &[i64],
+        now: UnixMillis,
+    ) -> Result<Vec<Session>, StoreError> {
+        Ok(self.state.read().sessions.live_by_mids(mids, now))
+    }
+
+    async fn expire(
+        &self,
+        now: UnixMillis,
+        node_timeout_ms: i64,
+    ) -> Result<ExpiryReport, StoreError> {
+        let deadline = now.saturating_sub(node_timeout_ms);
+        let mut state = self.state.write();
+        let silent: Vec<String> = state
+            .live_nodes()
+            .filter(|entry| entry.node.last_seen < deadline)
+            .map(|entry| entry.node.id.clone())
+            .collect();
+        let mut report = ExpiryReport {
+            nodes_marked_dead: silent.len() as u64,
+            sessions_removed: 0,
+        };
+        for node_id in &silent {
+            report.sessions_removed += state.bury(node_id);
+        }
+        report.sessions_removed += state.sessions.remove_expired(now);
+        Ok(report)
+    }
+
+    async fn room_online(&self, rooms: &[String]) -> Result<HashMap<String, u64>, StoreError> {
+        let state = self.state.read();
+        Ok(rooms
+            .iter()
+            .map(|room| {
+                let count = state
+                    .live_nodes()
+                    .filter_map(|entry| entry.rooms.get(room))
+                    .fold(0u64, |sum, count| sum.saturating_add(*count));
+                (room.clone(), count)
+            })
+            .collect())
+    }
+
+    async fn top_rooms(
+        &self,
+        room_type: &str,
+        limit: usize,
+    ) -> Result<Vec<RoomOnline>, StoreError> {
+        let prefix = format!("{room_type}://");
+        let state = self.state.read();
+        let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+        for entry in state.live_nodes() {
+            for (room, count) in entry
+                .rooms
+                .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+            {
+                if !room.starts_with(&prefix) {
+                    break;
+                }
+                let total = totals.entry(room).or_default();
+                *total = total.saturating_add(*count);
+            }
+        }
+        let mut rooms: Vec<RoomOnline> = totals
+            .into_iter()
+            .map(|(room, count)| RoomOnline {
+                room: room.to_owned(),
+                count,
+            })
+            .collect();
+        // Stable sort: equal counts keep the id order of the BTreeMap.
+        rooms.sort_by_key(|room| std::cmp::Reverse(room.count));
+        rooms.truncate(limit);
+        Ok(rooms)
+    }
+
+    async fn online_totals(&self) -> Result<OnlineTotals, StoreError> {
+        let state = self.state.read();
+        Ok(state
+            .live_nodes()
+            .fold(OnlineTotals::default(), |totals, entry| OnlineTotals {
+                conn_count: totals
+                    .conn_count
+                    .saturating_add(entry.node.connection_count),
+                ip_count: totals.ip_count.saturating_add(entry.node.ip_count),
+            }))
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut state = self.state.write();
+        if state.api_keys.contains_key(&key.id) {
+            return Err(StoreError::Invalid(format!(
+                "API key id {:?} already exists",
+                key.id
+            )));
+        }
+        if state
+            .api_keys
+            .values()
+            .any(|k| k.secret_hash == key.secret_hash)
+        {
+            return Err(StoreError::Invalid("API key secret already exists".into()));
+        }
+        state.api_keys.insert(key.id.clone(), key.clone());
+        Ok(())
+    }
+
+    async fn api_key_by_hash(
+        &self,
+        secret_hash: &[u8],
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let state = self.state.read();
+        Ok(state
+            .api_keys
+            .values()
+            .find(|k| k.secret_hash == secret_hash)
+            .cloned())
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        Ok(self.state.read().api_keys.values().cloned().collect())
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: UnixMillis) -> Result<bool, StoreError> {
+        let mut state = self.state.write();
+        Ok(match state.api_keys.get_mut(id) {
+            Some(key) => {
+                key.revoked_at.get_or_insert(now);
+                true
+            }
+            None => false,
+        })
+    }
+}

@@ -1,0 +1,454 @@
+//! [`PostgresStore`]: the production store, shared by every control-plane instance.
+//!
+//! Each trait call is one statement or one short transaction on a pooled connection. The pool waits
+//! at most [`PoolSettings::acquire_timeout`] for a connection, so while the database is down calls
+//! fail quickly with [`StoreError::Unavailable`] instead of queueing, and the pool reconnects by
+//! itself when the database is back (each pooled connection is pinged before use, so connections
+//! broken by a database restart are replaced rather than handed out). Migrations (`migrations/` at
+//! the repository root) are embedded and applied by [`PostgresStore::connect`]; sqlx serialises
+//! concurrent migrators with an advisory lock, so instances may start together.
+
+mod errors;
+mod rows;
+mod sessions;
+
+use crate::error::StoreError;
+use crate::model::{
+    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RoomOnline, Session,
+    SessionApplyReport, UnixMillis,
+};
+use crate::node_input::{check_region, load_of, node_from_registration, region_of};
+use crate::{Store, StoreSettings};
+use async_trait::async_trait;
+use errors::store_error;
+use rim_proto::schema::{NodeHeartbeat, NodeRegistration, SessionEvent};
+use rows::{
+    ApiKeyRow, NodeRow, RegionRow, api_key_columns, count_to_sql, node_columns, region_columns,
+};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The schema, embedded at build time.
+static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// How the store uses its connection pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections opened to the database (PostgreSQL's own limit is shared by all instances).
+    pub max_connections: u32,
+    /// Longest a call waits for a connection before failing with [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A [`Store`] in PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    settings: StoreSettings,
+}
+
+impl PostgresStore {
+    /// Connects with the default [`PoolSettings`] and brings the schema up to date.
+    pub async fn connect(url: &str, settings: StoreSettings) -> Result<Self, StoreError> {
+        Self::connect_with(url, settings, PoolSettings::default()).await
+    }
+
+    /// Connects with explicit pool settings and brings the schema up to date.
+    /// [`StoreError::Invalid`] for a malformed URL, [`StoreError::Unavailable`] when the database
+    /// cannot be reached or migrated.
+    pub async fn connect_with(
+        url: &str,
+        settings: StoreSettings,
+        pool: PoolSettings,
+    ) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|err| StoreError::Invalid(format!("database URL: {err}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(pool.max_connections)
+            .acquire_timeout(pool.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(store_error)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|err| StoreError::Unavailable(format!("migrating the database: {err}")))?;
+        Ok(Self { pool, settings })
+    }
+
+    /// Fails with [`StoreError::UnknownNode`] unless the node is registered and not dead.
+    async fn require_live_node(&self, node_id: &str) -> Result<(), StoreError> {
+        let live: Option<bool> =
+            sqlx::query_scalar("SELECT state <> 'dead' FROM nodes WHERE id = $1")
+                .bind(node_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_error)?;
+        match live {
+            Some(true) => Ok(()),
+            _ => Err(StoreError::UnknownNode(node_id.to_owned())),
+        }
+    }
+}
+
+/// Marks nodes dead and removes their sessions and room counts, in the caller's transaction;
+/// returns how many sessions went with them.
+async fn bury(tx: &mut sqlx::PgConnection, node_ids: &[String]) -> Result<u64, sqlx::Error> {
+    sqlx::query("UPDATE nodes SET state = 'dead' WHERE id = ANY($1)")
+        .bind(node_ids)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM room_counts WHERE node_id = ANY($1)")
+        .bind(node_ids)
+        .execute(&mut *tx)
+        .await?;
+    let removed = sqlx::query("DELETE FROM sessions WHERE node_id = ANY($1)")
+        .bind(node_ids)
+        .execute(&mut *tx)
+        .await?;
+    Ok(removed.rows_affected())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn upsert_region(&self, region: &Region) -> Result<(), StoreError> {
+        check_region(region)?;
+        sqlx::query(
+            "INSERT INTO regions (name, latitude, longitude) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude",
+        )
+        .bind(&region.name)
+        .bind(region.latitude)
+        .bind(region.longitude)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn regions(&self) -> Result<Vec<Region>, StoreError> {
+        let rows = sqlx::query_as::<_, RegionRow>(concat!(
+            "SELECT ",
+            region_columns!(),
+            " FROM regions ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(Region::from).collect())
+    }
+
+    async fn register_node(
+        &self,
+        reg: &NodeRegistration,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let node = node_from_registration(reg, now)?;
+        let region = region_of(&node);
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query(
+            "INSERT INTO regions (name, latitude, longitude) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&region.name)
+        .bind(region.latitude)
+        .bind(region.longitude)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        sqlx::query(
+            "INSERT INTO nodes (id, region, latitude, longitude, hostname, addresses, tcp_port, ws_port, wss_port,
+                                push_url, weight, state, last_seen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', $12)
+             ON CONFLICT (id) DO UPDATE SET
+                 region = EXCLUDED.region, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
+                 hostname = EXCLUDED.hostname, addresses = EXCLUDED.addresses, tcp_port = EXCLUDED.tcp_port,
+                 ws_port = EXCLUDED.ws_port, wss_port = EXCLUDED.wss_port, push_url = EXCLUDED.push_url,
+                 weight = EXCLUDED.weight, state = 'active', last_seen = EXCLUDED.last_seen",
+        )
+        .bind(&node.id)
+        .bind(&node.region)
+        .bind(node.latitude)
+        .bind(node.longitude)
+        .bind(&node.hostname)
+        .bind(&node.addresses)
+        .bind(i32::from(node.tcp_port))
+        .bind(i32::from(node.ws_port))
+        .bind(i32::from(node.wss_port))
+        .bind(&node.push_url)
+        .bind(i64::from(node.weight))
+        .bind(node.last_seen)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn node_heartbeat(
+        &self,
+        report: &NodeHeartbeat,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let load = load_of(report);
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let updated = sqlx::query(
+            "UPDATE nodes SET connection_count = $2, ip_count = $3, last_seen = $4,
+                              state = CASE WHEN $5 THEN 'draining' ELSE state END
+             WHERE id = $1 AND state <> 'dead'",
+        )
+        .bind(&report.node_id)
+        .bind(count_to_sql(load.connection_count))
+        .bind(count_to_sql(load.ip_count))
+        .bind(now)
+        .bind(report.draining)
+        .execute(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::UnknownNode(report.node_id.clone()));
+        }
+        sqlx::query("DELETE FROM room_counts WHERE node_id = $1")
+            .bind(&report.node_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if !load.rooms.is_empty() {
+            let (rooms, counts): (Vec<String>, Vec<i64>) = load
+                .rooms
+                .into_iter()
+                .map(|(room, count)| (room, count_to_sql(count)))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO room_counts (node_id, room, count) SELECT $1, room, count
+                 FROM unnest($2::text[], $3::int8[]) AS t(room, count)",
+            )
+            .bind(&report.node_id)
+            .bind(rooms)
+            .bind(counts)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn set_node_state(&self, node_id: &str, state: NodeState) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let updated = sqlx::query("UPDATE nodes SET state = $2 WHERE id = $1")
+            .bind(node_id)
+            .bind(state.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::UnknownNode(node_id.to_owned()));
+        }
+        if state == NodeState::Dead {
+            bury(&mut tx, &[node_id.to_owned()])
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        let rows = sqlx::query_as::<_, NodeRow>(concat!(
+            "SELECT ",
+            node_columns!(),
+            " FROM nodes ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter().map(Node::try_from).collect()
+    }
+
+    async fn apply_session_events(
+        &self,
+        node_id: &str,
+        events: &[SessionEvent],
+        now: UnixMillis,
+    ) -> Result<SessionApplyReport, StoreError> {
+        self.require_live_node(node_id).await?;
+        sessions::apply_batch(
+            &self.pool,
+            node_id,
+            events,
+            now,
+            self.settings.session_ttl_ms,
+        )
+        .await
+    }
+
+    async fn sessions_by_keys(
+        &self,
+        keys: &[String],
+        now: UnixMillis,
+    ) -> Result<Vec<Session>, StoreError> {
+        sessions::by_keys(&self.pool, keys, now).await
+    }
+
+    async fn sessions_by_mids(
+        &self,
+        mids: &[i64],
+        now: UnixMillis,
+    ) -> Result<Vec<Session>, StoreError> {
+        sessions::by_mids(&self.pool, mids, now).await
+    }
+
+    async fn expire(
+        &self,
+        now: UnixMillis,
+        node_timeout_ms: i64,
+    ) -> Result<ExpiryReport, StoreError> {
+        let deadline = now.saturating_sub(node_timeout_ms);
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let silent: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM nodes WHERE state <> 'dead' AND last_seen < $1 FOR UPDATE",
+        )
+        .bind(deadline)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        let mut report = ExpiryReport {
+            nodes_marked_dead: silent.len() as u64,
+            sessions_removed: 0,
+        };
+        if !silent.is_empty() {
+            report.sessions_removed += bury(&mut tx, &silent).await.map_err(store_error)?;
+        }
+        let expired = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        report.sessions_removed += expired.rows_affected();
+        tx.commit().await.map_err(store_error)?;
+        Ok(report)
+    }
+
+    async fn room_online(&self, rooms: &[String]) -> Result<HashMap<String, u64>, StoreError> {
+        let counted: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT rc.room, sum(rc.count)::int8 FROM room_counts rc JOIN nodes n ON n.id = rc.node_id
+             WHERE n.state <> 'dead' AND rc.room = ANY($1) GROUP BY rc.room",
+        )
+        .bind(rooms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let mut online: HashMap<String, u64> = rooms.iter().map(|room| (room.clone(), 0)).collect();
+        for (room, count) in counted {
+            online.insert(room, count.unsigned_abs());
+        }
+        Ok(online)
+    }
+
+    async fn top_rooms(
+        &self,
+        room_type: &str,
+        limit: usize,
+    ) -> Result<Vec<RoomOnline>, StoreError> {
+        // Under the "C" collation, the ids starting with `type://` are exactly those in
+        // [`type://`, `type:/0`) ('0' follows '/'), a range the room index serves.
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT rc.room, sum(rc.count)::int8 AS online FROM room_counts rc JOIN nodes n ON n.id = rc.node_id
+             WHERE n.state <> 'dead' AND rc.room >= $1 AND rc.room < $2
+             GROUP BY rc.room ORDER BY online DESC, rc.room LIMIT $3",
+        )
+        .bind(format!("{room_type}://"))
+        .bind(format!("{room_type}:/0"))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(room, count)| RoomOnline {
+                room,
+                count: count.unsigned_abs(),
+            })
+            .collect())
+    }
+
+    async fn online_totals(&self) -> Result<OnlineTotals, StoreError> {
+        let (conn_count, ip_count): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(connection_count), 0)::int8, coalesce(sum(ip_count), 0)::int8
+             FROM nodes WHERE state <> 'dead'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(OnlineTotals {
+            conn_count: conn_count.unsigned_abs(),
+            ip_count: ip_count.unsigned_abs(),
+        })
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO api_keys (id, secret_hash, name, scopes, created_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&key.id)
+        .bind(&key.secret_hash)
+        .bind(&key.name)
+        .bind(scopes)
+        .bind(key.created_at)
+        .bind(key.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn api_key_by_hash(
+        &self,
+        secret_hash: &[u8],
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query_as::<_, ApiKeyRow>(concat!(
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys WHERE secret_hash = $1"
+        ))
+        .bind(secret_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.map(ApiKeyRecord::try_from).transpose()
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query_as::<_, ApiKeyRow>(concat!(
+            "SELECT ",
+            api_key_columns!(),
+            " FROM api_keys ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.into_iter().map(ApiKeyRecord::try_from).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: UnixMillis) -> Result<bool, StoreError> {
+        let updated =
+            sqlx::query("UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1")
+                .bind(id)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+        Ok(updated.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,103 @@
+//! The behavioural suite against [`PostgresStore`] on a real PostgreSQL (a throwaway cluster from
+//! rim-testkit, a fresh database per test), plus what only a real database does: go away and come back.
+
+mod suite;
+
+use rim_store::postgres::{PoolSettings, PostgresStore};
+use rim_store::{Store, StoreError};
+use rim_testkit::postgres::TestPostgres;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+async fn open() -> PostgresStore {
+    let url = TestPostgres::shared().fresh_database();
+    PostgresStore::connect(&url, suite::settings())
+        .await
+        .unwrap()
+}
+
+suite::store_suite!(open());
+
+/// How long a call may take to report an unreachable database (the pool's acquire timeout is 2 s).
+const FAIL_FAST: Duration = Duration::from_secs(5);
+
+/// Runs a store call that must fail with `Unavailable`, quickly.
+async fn assert_unavailable<T: std::fmt::Debug>(
+    what: &str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) {
+    let started = Instant::now();
+    let result = tokio::time::timeout(FAIL_FAST * 2, call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung while the database was down"));
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{what}: {result:?}"
+    );
+    assert!(
+        started.elapsed() < FAIL_FAST,
+        "{what} took {:?} to fail",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn database_restart_fails_fast_then_recovers() {
+    let pg = TestPostgres::start();
+    let url = pg.fresh_database();
+    let store = PostgresStore::connect(&url, suite::settings())
+        .await
+        .unwrap();
+    store
+        .register_node(&suite::registration("n1"), suite::T0)
+        .await
+        .unwrap();
+    let connect = [suite::connect("k1", 1, 1, suite::T0, "")];
+    store
+        .apply_session_events("n1", &connect, suite::T0)
+        .await
+        .unwrap();
+
+    pg.stop();
+    assert_unavailable("nodes", store.nodes()).await;
+    assert_unavailable(
+        "session batch",
+        store.apply_session_events("n1", &connect, suite::T0),
+    )
+    .await;
+    assert_unavailable("lookup", store.sessions_by_mids(&[1], suite::T0)).await;
+    assert_unavailable("connect", PostgresStore::connect(&url, suite::settings())).await;
+
+    pg.start_again();
+    // The pool replaces its broken connections by itself: the very next calls succeed.
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    let sessions = store.sessions_by_mids(&[1], suite::T0).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    let renew = [suite::renew("k1", 1, suite::T0 + 1, "")];
+    assert_eq!(
+        store
+            .apply_session_events("n1", &renew, suite::T0 + 1)
+            .await
+            .unwrap()
+            .renewed,
+        1
+    );
+}
+
+#[tokio::test]
+async fn malformed_url_is_invalid_and_unreachable_database_unavailable() {
+    let result = PostgresStore::connect("not a url", suite::settings()).await;
+    assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
+    let port = rim_testkit::ports::free_port().unwrap();
+    let pool = PoolSettings {
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(500),
+    };
+    let url = format!("postgres://postgres@127.0.0.1:{port}/none");
+    assert_unavailable(
+        "connect",
+        PostgresStore::connect_with(&url, suite::settings(), pool),
+    )
+    .await;
+}

@@ -1,0 +1,1023 @@
+//! The behavioural suite every [`Store`] must pass, written once and run against each store.
+//!
+//! Each behaviour is one `async fn` taking the store under test; [`store_suite!`] turns the list of
+//! them into `#[tokio::test]`s for a given way of opening a fresh, empty store (`tests/memory.rs`,
+//! `tests/postgres.rs`). Times are explicit (`now` is a parameter of every call), so expiry is tested
+//! without sleeping.
+
+use rim_proto::schema::session_event::Kind;
+use rim_proto::schema::{NodeHeartbeat, NodeRegistration, RoomCount, SessionEvent};
+use rim_store::{
+    ApiKeyRecord, ExpiryReport, NodeState, OnlineTotals, Region, RoomOnline, Scope, Session,
+    SessionApplyReport, Store, StoreError, StoreSettings,
+};
+use std::collections::HashMap;
+
+/// Session lifetime used by every suite store.
+pub const TTL: i64 = 60_000;
+/// A fixed "now" the tests count from.
+pub const T0: i64 = 1_800_000_000_000;
+
+/// The settings every suite store is opened with.
+pub fn settings() -> StoreSettings {
+    StoreSettings {
+        session_ttl_ms: TTL,
+    }
+}
+
+/// Defines one `#[tokio::test]` per behaviour, each on a fresh store from `$open` (an async expression).
+macro_rules! store_suite {
+    ($open:expr) => {
+        suite::store_suite!(@tests $open;
+            register_heartbeat_and_unknown_node,
+            invalid_registrations_are_rejected,
+            regions_are_upserted_and_listed_by_name,
+            admin_drain_survives_heartbeats,
+            connect_renew_disconnect,
+            stale_disconnect_keeps_newer_session,
+            duplicate_events_are_idempotent,
+            out_of_order_events_in_one_batch,
+            connect_older_than_stored_is_ignored,
+            batch_equals_one_event_at_a_time,
+            concurrent_batches_keep_newest_connect,
+            sessions_expire,
+            silent_nodes_die_with_their_sessions,
+            admin_marking_dead_removes_sessions,
+            room_counts_and_totals_over_live_nodes,
+            top_rooms_filter_ties_and_limit,
+            api_keys_lifecycle,
+            lookups_by_mid_and_key_skip_expired
+        );
+    };
+    (@tests $open:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let store = $open.await;
+                suite::$name(&store).await;
+            }
+        )*
+    };
+}
+pub(crate) use store_suite;
+
+/// A registration of `id` in region `sh` with distinct ports.
+pub fn registration(id: &str) -> NodeRegistration {
+    NodeRegistration {
+        node_id: id.into(),
+        region: "sh".into(),
+        latitude: 31.2,
+        longitude: 121.5,
+        hostname: format!("{id}.example.test"),
+        addresses: vec!["192.0.2.1".into(), "2001:db8::1".into()],
+        tcp_port: 3101,
+        ws_port: 3102,
+        wss_port: 3103,
+        push_url: format!("http://{id}:3109"),
+        weight: 10,
+    }
+}
+
+/// A heartbeat of `id` with these room counts.
+pub fn heartbeat(id: &str, conns: u64, ips: u64, rooms: &[(&str, u64)]) -> NodeHeartbeat {
+    NodeHeartbeat {
+        node_id: id.into(),
+        connection_count: conns,
+        ip_count: ips,
+        rooms: rooms
+            .iter()
+            .map(|(room, count)| RoomCount {
+                room: (*room).into(),
+                count: *count,
+            })
+            .collect(),
+        draining: false,
+    }
+}
+
+/// A connect of `key` (user `mid`) on connection `conn` at `at`, in `room`.
+pub fn connect(key: &str, mid: i64, conn: u64, at: i64, room: &str) -> SessionEvent {
+    SessionEvent {
+        kind: Kind::Connect.into(),
+        key: key.into(),
+        mid,
+        room: room.into(),
+        platform: "android".into(),
+        accepts: vec![1000, 1001],
+        connection_id: conn,
+        at_unix_ms: at,
+        ip: "198.51.100.7".into(),
+    }
+}
+
+/// A disconnect of `key` on connection `conn`.
+pub fn disconnect(key: &str, conn: u64, at: i64) -> SessionEvent {
+    SessionEvent {
+        kind: Kind::Disconnect.into(),
+        key: key.into(),
+        connection_id: conn,
+        at_unix_ms: at,
+        ..SessionEvent::default()
+    }
+}
+
+/// A renew of `key` on connection `conn`, now in `room`.
+pub fn renew(key: &str, conn: u64, at: i64, room: &str) -> SessionEvent {
+    SessionEvent {
+        kind: Kind::Renew.into(),
+        key: key.into(),
+        room: room.into(),
+        connection_id: conn,
+        at_unix_ms: at,
+        ..SessionEvent::default()
+    }
+}
+
+fn report(connected: u64, disconnected: u64, renewed: u64, ignored: u64) -> SessionApplyReport {
+    SessionApplyReport {
+        connected,
+        disconnected,
+        renewed,
+        ignored,
+    }
+}
+
+async fn register(store: &dyn Store, ids: &[&str]) {
+    for id in ids {
+        store.register_node(&registration(id), T0).await.unwrap();
+    }
+}
+
+async fn session(store: &dyn Store, key: &str, now: i64) -> Option<Session> {
+    let mut found = store
+        .sessions_by_keys(&[key.to_owned()], now)
+        .await
+        .unwrap();
+    assert!(found.len() <= 1, "one session per key: {found:?}");
+    found.pop()
+}
+
+/// Where a key lives: (node, connection id), for compact assertions.
+async fn owner(store: &dyn Store, key: &str, now: i64) -> Option<(String, u64)> {
+    session(store, key, now)
+        .await
+        .map(|s| (s.node_id, s.connection_id))
+}
+
+fn owned(node: &str, conn: u64) -> Option<(String, u64)> {
+    Some((node.to_owned(), conn))
+}
+
+pub async fn register_heartbeat_and_unknown_node(store: &dyn Store) {
+    register(store, &["n1"]).await;
+    let nodes = store.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    let node = &nodes[0];
+    assert_eq!((node.id.as_str(), node.region.as_str()), ("n1", "sh"));
+    assert_eq!(
+        (node.tcp_port, node.ws_port, node.wss_port),
+        (3101, 3102, 3103)
+    );
+    assert_eq!(node.addresses, vec!["192.0.2.1", "2001:db8::1"]);
+    assert_eq!(
+        (node.hostname.as_str(), node.push_url.as_str()),
+        ("n1.example.test", "http://n1:3109")
+    );
+    assert_eq!(
+        (node.weight, node.state, node.last_seen),
+        (10, NodeState::Active, T0)
+    );
+    assert_eq!((node.connection_count, node.ip_count), (0, 0));
+    // The unknown region was created at the node's location.
+    assert_eq!(
+        store.regions().await.unwrap(),
+        vec![Region {
+            name: "sh".into(),
+            latitude: 31.2,
+            longitude: 121.5
+        }]
+    );
+
+    let unknown = store
+        .node_heartbeat(&heartbeat("ghost", 1, 1, &[]), T0)
+        .await;
+    assert!(matches!(unknown, Err(StoreError::UnknownNode(id)) if id == "ghost"));
+    let unknown = store
+        .apply_session_events("ghost", &[connect("k", 1, 1, T0, "")], T0)
+        .await;
+    assert!(matches!(unknown, Err(StoreError::UnknownNode(_))));
+    let unknown = store.set_node_state("ghost", NodeState::Draining).await;
+    assert!(matches!(unknown, Err(StoreError::UnknownNode(_))));
+
+    store
+        .node_heartbeat(&heartbeat("n1", 42, 7, &[]), T0 + 5_000)
+        .await
+        .unwrap();
+    let node = store.nodes().await.unwrap().remove(0);
+    assert_eq!(
+        (node.connection_count, node.ip_count, node.last_seen),
+        (42, 7, T0 + 5_000)
+    );
+
+    // Re-registering (a restart) refreshes metadata and keeps the last reported load.
+    let mut moved = registration("n1");
+    moved.tcp_port = 4101;
+    store.register_node(&moved, T0 + 6_000).await.unwrap();
+    let node = store.nodes().await.unwrap().remove(0);
+    assert_eq!(
+        (node.tcp_port, node.last_seen, node.connection_count),
+        (4101, T0 + 6_000, 42)
+    );
+}
+
+pub async fn invalid_registrations_are_rejected(store: &dyn Store) {
+    let mut bad_port = registration("n1");
+    bad_port.ws_port = 70_000;
+    let mut no_id = registration("");
+    no_id.node_id.clear();
+    let mut off_globe = registration("n1");
+    off_globe.latitude = 91.0;
+    let mut no_region = registration("n1");
+    no_region.region.clear();
+    for reg in [bad_port, no_id, off_globe, no_region] {
+        let result = store.register_node(&reg, T0).await;
+        assert!(
+            matches!(result, Err(StoreError::Invalid(_))),
+            "{reg:?} gave {result:?}"
+        );
+    }
+    assert!(store.nodes().await.unwrap().is_empty());
+    let bad_region = Region {
+        name: "x".into(),
+        latitude: f64::NAN,
+        longitude: 0.0,
+    };
+    assert!(matches!(
+        store.upsert_region(&bad_region).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+pub async fn regions_are_upserted_and_listed_by_name(store: &dyn Store) {
+    let region = |name: &str, latitude: f64| Region {
+        name: name.into(),
+        latitude,
+        longitude: 10.0,
+    };
+    for r in [
+        region("sh", 31.0),
+        region("eu-west", 50.0),
+        region("Z", 1.0),
+        region("sh", 32.0),
+    ] {
+        store.upsert_region(&r).await.unwrap();
+    }
+    assert_eq!(
+        store.regions().await.unwrap(),
+        vec![
+            region("Z", 1.0),
+            region("eu-west", 50.0),
+            region("sh", 32.0)
+        ]
+    );
+    // A node registering into a known region leaves the region's own location alone.
+    register(store, &["n1"]).await;
+    assert_eq!(store.regions().await.unwrap()[2], region("sh", 32.0));
+}
+
+pub async fn admin_drain_survives_heartbeats(store: &dyn Store) {
+    register(store, &["n1", "n2"]).await;
+    store
+        .set_node_state("n1", NodeState::Draining)
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&heartbeat("n1", 1, 1, &[]), T0)
+        .await
+        .unwrap();
+    let mut draining = heartbeat("n2", 1, 1, &[]);
+    draining.draining = true;
+    store.node_heartbeat(&draining, T0).await.unwrap();
+    let states: Vec<_> = store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.state)
+        .collect();
+    assert_eq!(states, vec![NodeState::Draining, NodeState::Draining]);
+    // A restarted edge registers as active again.
+    register(store, &["n1"]).await;
+    assert_eq!(store.nodes().await.unwrap()[0].state, NodeState::Active);
+}
+
+pub async fn connect_renew_disconnect(store: &dyn Store) {
+    register(store, &["n1"]).await;
+    let applied = store
+        .apply_session_events("n1", &[connect("k1", 7, 1, T0, "live://1")], T0)
+        .await
+        .unwrap();
+    assert_eq!(applied, report(1, 0, 0, 0));
+    let stored = session(store, "k1", T0).await.unwrap();
+    assert_eq!(
+        stored,
+        Session {
+            key: "k1".into(),
+            mid: 7,
+            node_id: "n1".into(),
+            room: "live://1".into(),
+            platform: "android".into(),
+            accepts: vec![1000, 1001],
+            connection_id: 1,
+            ip: "198.51.100.7".into(),
+            connected_at: T0,
+            expires_at: T0 + TTL,
+        }
+    );
+
+    let later = T0 + 30_000;
+    let applied = store
+        .apply_session_events("n1", &[renew("k1", 1, later, "live://2")], later)
+        .await
+        .unwrap();
+    assert_eq!(applied, report(0, 0, 1, 0));
+    let renewed = session(store, "k1", later).await.unwrap();
+    assert_eq!(
+        (renewed.room.as_str(), renewed.expires_at),
+        ("live://2", later + TTL)
+    );
+    assert_eq!(renewed.connected_at, T0);
+
+    let applied = store
+        .apply_session_events("n1", &[disconnect("k1", 1, later + 1)], later + 1)
+        .await
+        .unwrap();
+    assert_eq!(applied, report(0, 1, 0, 0));
+    assert_eq!(session(store, "k1", later + 1).await, None);
+}
+
+pub async fn stale_disconnect_keeps_newer_session(store: &dyn Store) {
+    register(store, &["n1", "n2"]).await;
+    store
+        .apply_session_events("n1", &[connect("k1", 7, 1, T0, "")], T0)
+        .await
+        .unwrap();
+    // The device reconnects through another node before the first node reports the disconnect.
+    store
+        .apply_session_events("n2", &[connect("k1", 7, 9, T0 + 10, "")], T0 + 10)
+        .await
+        .unwrap();
+    let stale = [
+        renew("k1", 1, T0 + 20, "old://room"),
+        disconnect("k1", 1, T0 + 20),
+    ];
+    let applied = store
+        .apply_session_events("n1", &stale, T0 + 20)
+        .await
+        .unwrap();
+    assert_eq!(applied, report(0, 0, 0, 2));
+    let kept = session(store, "k1", T0 + 20).await.unwrap();
+    assert_eq!(
+        (
+            kept.node_id.as_str(),
+            kept.connection_id,
+            kept.room.as_str()
+        ),
+        ("n2", 9, "")
+    );
+    // A new connection on the same node with another id is not removed by the old id either.
+    store
+        .apply_session_events(
+            "n2",
+            &[
+                connect("k1", 7, 10, T0 + 30, ""),
+                disconnect("k1", 9, T0 + 31),
+            ],
+            T0 + 31,
+        )
+        .await
+        .unwrap();
+    assert_eq!(owner(store, "k1", T0 + 31).await, owned("n2", 10));
+}
+
+pub async fn duplicate_events_are_idempotent(store: &dyn Store) {
+    register(store, &["n1"]).await;
+    let batch = [
+        connect("k1", 1, 1, T0, "a://1"),
+        connect("k2", 2, 2, T0, "a://1"),
+        renew("k2", 2, T0 + 5, "a://2"),
+        disconnect("k1", 1, T0 + 6),
+    ];
+    let first = store
+        .apply_session_events("n1", &batch, T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(first, report(2, 1, 1, 0));
+    let before = store
+        .sessions_by_keys(&["k1".into(), "k2".into()], T0 + 10)
+        .await
+        .unwrap();
+    // The edge retries the whole batch (its first answer was lost): the outcome does not change.
+    let second = store
+        .apply_session_events("n1", &batch, T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(second, report(2, 1, 1, 0));
+    let after = store
+        .sessions_by_keys(&["k1".into(), "k2".into()], T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        (after[0].key.as_str(), after[0].room.as_str()),
+        ("k2", "a://2")
+    );
+    // The same disconnect twice removes once.
+    let twice = [disconnect("k2", 2, T0 + 11), disconnect("k2", 2, T0 + 11)];
+    let applied = store
+        .apply_session_events("n1", &twice, T0 + 11)
+        .await
+        .unwrap();
+    assert_eq!(applied, report(0, 1, 0, 1));
+    assert_eq!(session(store, "k2", T0 + 11).await, None);
+}
+
+pub async fn out_of_order_events_in_one_batch(store: &dyn Store) {
+    register(store, &["n1"]).await;
+    let batch = [
+        // A disconnect reported before the connect it belongs to removes nothing.
+        disconnect("k1", 1, T0 + 5),
+        connect("k1", 1, 1, T0, ""),
+        // The newer connection's connect arrives before the older one's.
+        connect("k2", 2, 20, T0 + 20, ""),
+        connect("k2", 2, 10, T0 + 10, ""),
+        // A connect and its disconnect in one batch leave nothing behind.
+        connect("k3", 3, 3, T0, ""),
+        disconnect("k3", 3, T0 + 1),
+        // A renew after a reconnect within the batch renews the new connection.
+        connect("k4", 4, 40, T0, "r://0"),
+        connect("k4", 4, 41, T0 + 1, "r://1"),
+        renew("k4", 40, T0 + 2, "r://stale"),
+        renew("k4", 41, T0 + 2, "r://2"),
+    ];
+    let applied = store
+        .apply_session_events("n1", &batch, T0 + 30)
+        .await
+        .unwrap();
+    assert_eq!(applied, report(5, 1, 1, 3));
+    assert_eq!(owner(store, "k1", T0 + 30).await, owned("n1", 1));
+    assert_eq!(owner(store, "k2", T0 + 30).await, owned("n1", 20));
+    assert_eq!(owner(store, "k3", T0 + 30).await, None);
+    let k4 = session(store, "k4", T0 + 30).await.unwrap();
+    assert_eq!(
+        (k4.connection_id, k4.room.as_str(), k4.connected_at),
+        (41, "r://2", T0 + 1)
+    );
+    // Events without a key or of an unknown kind are ignored, not fatal.
+    let odd = [
+        connect("", 1, 1, T0, ""),
+        SessionEvent {
+            kind: 99,
+            key: "k1".into(),
+            ..SessionEvent::default()
+        },
+    ];
+    assert_eq!(
+        store
+            .apply_session_events("n1", &odd, T0 + 31)
+            .await
+            .unwrap(),
+        report(0, 0, 0, 2)
+    );
+    assert_eq!(owner(store, "k1", T0 + 31).await, owned("n1", 1));
+}
+
+pub async fn connect_older_than_stored_is_ignored(store: &dyn Store) {
+    register(store, &["n1", "n2"]).await;
+    store
+        .apply_session_events("n2", &[connect("k1", 1, 5, T0 + 100, "")], T0 + 100)
+        .await
+        .unwrap();
+    // A late connect of the connection that was replaced, from another node and from the same one.
+    let late = store
+        .apply_session_events("n1", &[connect("k1", 1, 1, T0 + 50, "")], T0 + 200)
+        .await
+        .unwrap();
+    assert_eq!(late, report(0, 0, 0, 1));
+    let late = store
+        .apply_session_events("n2", &[connect("k1", 1, 4, T0 + 99, "")], T0 + 200)
+        .await
+        .unwrap();
+    assert_eq!(late, report(0, 0, 0, 1));
+    let kept = session(store, "k1", T0 + 200).await.unwrap();
+    assert_eq!(
+        (kept.node_id.as_str(), kept.connection_id, kept.expires_at),
+        ("n2", 5, T0 + 100 + TTL)
+    );
+    // A connect at the same instant replaces (the later report wins).
+    let same = store
+        .apply_session_events("n1", &[connect("k1", 1, 2, T0 + 100, "")], T0 + 200)
+        .await
+        .unwrap();
+    assert_eq!(same, report(1, 0, 0, 0));
+    assert_eq!(owner(store, "k1", T0 + 200).await, owned("n1", 2));
+}
+
+/// Deterministic pseudo-random numbers (an LCG), so a failing sequence can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+pub async fn batch_equals_one_event_at_a_time(store: &dyn Store) {
+    register(store, &["n1", "n2"]).await;
+    let mut rng = Lcg(7);
+    // Events on two nodes over few keys and connection ids, so replacements, stale and
+    // out-of-order events are frequent; every key is applied twice, in "batch/" and "single/".
+    let mut batches: Vec<(&str, Vec<SessionEvent>)> = Vec::new();
+    for _ in 0..8 {
+        let node = if rng.below(2) == 0 { "n1" } else { "n2" };
+        let events = (0..150)
+            .map(|_| {
+                let key = format!("k{}", rng.below(12));
+                let conn = rng.below(4);
+                let at = T0 + rng.below(1_000) as i64;
+                match rng.below(3) {
+                    0 => connect(
+                        &key,
+                        conn as i64,
+                        conn,
+                        at,
+                        &format!("r://{}", rng.below(3)),
+                    ),
+                    1 => disconnect(&key, conn, at),
+                    _ => renew(&key, conn, at, &format!("r://{}", rng.below(3))),
+                }
+            })
+            .collect();
+        batches.push((node, events));
+    }
+    let prefixed = |event: &SessionEvent, prefix: &str| SessionEvent {
+        key: format!("{prefix}{}", event.key),
+        ..event.clone()
+    };
+    let (mut batched, mut single) = (SessionApplyReport::default(), SessionApplyReport::default());
+    let add = |sum: &mut SessionApplyReport, r: SessionApplyReport| {
+        sum.connected += r.connected;
+        sum.disconnected += r.disconnected;
+        sum.renewed += r.renewed;
+        sum.ignored += r.ignored;
+    };
+    for (step, (node, events)) in batches.iter().enumerate() {
+        let now = T0 + 1_000 * step as i64;
+        let batch: Vec<_> = events.iter().map(|e| prefixed(e, "batch/")).collect();
+        add(
+            &mut batched,
+            store.apply_session_events(node, &batch, now).await.unwrap(),
+        );
+        for event in events {
+            let one = [prefixed(event, "single/")];
+            add(
+                &mut single,
+                store.apply_session_events(node, &one, now).await.unwrap(),
+            );
+        }
+    }
+    assert_eq!(batched, single);
+    let keys = |prefix: &str| (0..12).map(|k| format!("{prefix}k{k}")).collect::<Vec<_>>();
+    let strip = |sessions: Vec<Session>, prefix: &str| {
+        sessions
+            .into_iter()
+            .map(|s| Session {
+                key: s.key.trim_start_matches(prefix).to_owned(),
+                ..s
+            })
+            .collect::<Vec<_>>()
+    };
+    let now = T0 + 8_000;
+    let from_batches = strip(
+        store.sessions_by_keys(&keys("batch/"), now).await.unwrap(),
+        "batch/",
+    );
+    let from_single = strip(
+        store.sessions_by_keys(&keys("single/"), now).await.unwrap(),
+        "single/",
+    );
+    assert!(!from_batches.is_empty());
+    assert_eq!(from_batches, from_single);
+}
+
+pub async fn concurrent_batches_keep_newest_connect(store: &dyn Store) {
+    let nodes = ["n0", "n1", "n2", "n3"];
+    register(store, &nodes).await;
+    // Each node connects every key several times; connect times are unique across nodes and rounds
+    // and interleave, so batches of different nodes race on the same rows.
+    let keys = 200u64;
+    let rounds = 5i64;
+    let at = |node: usize, round: i64, key: u64| T0 + round * 10 + ((node as i64 + key as i64) % 4);
+    let writers = nodes.iter().enumerate().map(|(n, node)| async move {
+        for round in 0..rounds {
+            let batch: Vec<_> = (0..keys)
+                .map(|k| connect(&format!("k{k}"), k as i64, n as u64, at(n, round, k), ""))
+                .collect();
+            store.apply_session_events(node, &batch, T0).await.unwrap();
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    let all: Vec<String> = (0..keys).map(|k| format!("k{k}")).collect();
+    let sessions = store.sessions_by_keys(&all, T0).await.unwrap();
+    assert_eq!(sessions.len(), keys as usize);
+    for session in sessions {
+        let k: u64 = session.key[1..].parse().unwrap();
+        let newest = (0..nodes.len())
+            .max_by_key(|&n| at(n, rounds - 1, k))
+            .unwrap();
+        assert_eq!(
+            session.connected_at,
+            at(newest, rounds - 1, k),
+            "{session:?}"
+        );
+        assert_eq!(session.node_id, nodes[newest], "{session:?}");
+    }
+}
+
+pub async fn sessions_expire(store: &dyn Store) {
+    register(store, &["n1"]).await;
+    let batch = [connect("k1", 1, 1, T0, ""), connect("k2", 2, 2, T0, "")];
+    store.apply_session_events("n1", &batch, T0).await.unwrap();
+    // k2 is renewed half-way; k1 is not.
+    let half = T0 + TTL / 2;
+    store
+        .apply_session_events("n1", &[renew("k2", 2, half, "")], half)
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&heartbeat("n1", 1, 1, &[]), T0 + TTL)
+        .await
+        .unwrap();
+    let keys = ["k1".to_owned(), "k2".to_owned()];
+    assert_eq!(
+        store
+            .sessions_by_keys(&keys, T0 + TTL - 1)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // Expired sessions are not returned even before a sweep removes them.
+    let live = store.sessions_by_keys(&keys, T0 + TTL).await.unwrap();
+    assert_eq!(
+        live.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
+        vec!["k2"]
+    );
+    let swept = store.expire(T0 + TTL, 30_000).await.unwrap();
+    assert_eq!(
+        swept,
+        ExpiryReport {
+            nodes_marked_dead: 0,
+            sessions_removed: 1
+        }
+    );
+    // A renew cannot bring a removed session back.
+    let applied = store
+        .apply_session_events("n1", &[renew("k1", 1, T0 + TTL, "")], T0 + TTL)
+        .await
+        .unwrap();
+    assert_eq!(applied, report(0, 0, 0, 1));
+    assert_eq!(
+        store.sessions_by_keys(&keys, T0 + TTL).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.expire(T0 + TTL, 30_000).await.unwrap(),
+        ExpiryReport::default()
+    );
+}
+
+pub async fn silent_nodes_die_with_their_sessions(store: &dyn Store) {
+    register(store, &["n1", "n2"]).await;
+    store
+        .apply_session_events("n1", &[connect("k1", 1, 1, T0, "")], T0)
+        .await
+        .unwrap();
+    store
+        .apply_session_events("n2", &[connect("k2", 2, 2, T0, "")], T0)
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&heartbeat("n1", 10, 5, &[("r://1", 3)]), T0)
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&heartbeat("n2", 20, 6, &[("r://1", 4)]), T0)
+        .await
+        .unwrap();
+    // Only n2 keeps reporting.
+    store
+        .node_heartbeat(&heartbeat("n2", 20, 6, &[("r://1", 4)]), T0 + 20_000)
+        .await
+        .unwrap();
+    let not_yet = store.expire(T0 + 15_000, 15_000).await.unwrap();
+    assert_eq!(not_yet, ExpiryReport::default());
+    let swept = store.expire(T0 + 20_000, 15_000).await.unwrap();
+    assert_eq!(
+        swept,
+        ExpiryReport {
+            nodes_marked_dead: 1,
+            sessions_removed: 1
+        }
+    );
+    let states: Vec<_> = store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.id, n.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("n1".into(), NodeState::Dead),
+            ("n2".into(), NodeState::Active)
+        ]
+    );
+    assert_eq!(owner(store, "k1", T0 + 20_000).await, None);
+    assert_eq!(owner(store, "k2", T0 + 20_000).await, owned("n2", 2));
+    assert_eq!(
+        store.room_online(&["r://1".into()]).await.unwrap()["r://1"],
+        4
+    );
+    assert_eq!(
+        store.online_totals().await.unwrap(),
+        OnlineTotals {
+            conn_count: 20,
+            ip_count: 6
+        }
+    );
+    // A dead node must register again before it may report.
+    let late = store
+        .node_heartbeat(&heartbeat("n1", 10, 5, &[]), T0 + 21_000)
+        .await;
+    assert!(matches!(late, Err(StoreError::UnknownNode(_))));
+    let late = store
+        .apply_session_events("n1", &[connect("k3", 3, 3, T0 + 21_000, "")], T0 + 21_000)
+        .await;
+    assert!(matches!(late, Err(StoreError::UnknownNode(_))));
+    // A dead node is not swept again (n2 reported recently enough).
+    assert_eq!(
+        store.expire(T0 + 30_000, 15_000).await.unwrap(),
+        ExpiryReport::default()
+    );
+    store
+        .register_node(&registration("n1"), T0 + 41_000)
+        .await
+        .unwrap();
+    store
+        .apply_session_events("n1", &[connect("k3", 3, 3, T0 + 41_000, "")], T0 + 41_000)
+        .await
+        .unwrap();
+    assert_eq!(owner(store, "k3", T0 + 41_000).await, owned("n1", 3));
+}
+
+pub async fn admin_marking_dead_removes_sessions(store: &dyn Store) {
+    register(store, &["n1"]).await;
+    store
+        .apply_session_events("n1", &[connect("k1", 1, 1, T0, "")], T0)
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&heartbeat("n1", 1, 1, &[("r://1", 1)]), T0)
+        .await
+        .unwrap();
+    store.set_node_state("n1", NodeState::Dead).await.unwrap();
+    assert_eq!(owner(store, "k1", T0).await, None);
+    assert_eq!(
+        store.room_online(&["r://1".into()]).await.unwrap()["r://1"],
+        0
+    );
+    assert_eq!(
+        store.online_totals().await.unwrap(),
+        OnlineTotals::default()
+    );
+}
+
+pub async fn room_counts_and_totals_over_live_nodes(store: &dyn Store) {
+    register(store, &["n1", "n2", "n3"]).await;
+    // A room listed twice in one heartbeat is summed; empty rooms are dropped.
+    let n1 = heartbeat(
+        "n1",
+        100,
+        50,
+        &[
+            ("live://1", 10),
+            ("live://2", 5),
+            ("live://1", 2),
+            ("live://9", 0),
+        ],
+    );
+    store.node_heartbeat(&n1, T0).await.unwrap();
+    store
+        .node_heartbeat(&heartbeat("n2", 200, 70, &[("live://1", 3)]), T0)
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&heartbeat("n3", 1000, 900, &[("live://1", 1000)]), T0)
+        .await
+        .unwrap();
+    store.set_node_state("n3", NodeState::Dead).await.unwrap();
+    // Draining nodes still hold connections, so they count.
+    store
+        .set_node_state("n2", NodeState::Draining)
+        .await
+        .unwrap();
+    let rooms = ["live://1", "live://2", "live://9", "nobody://0"].map(String::from);
+    let online = store.room_online(&rooms).await.unwrap();
+    let expected: HashMap<String, u64> = [
+        ("live://1", 15),
+        ("live://2", 5),
+        ("live://9", 0),
+        ("nobody://0", 0),
+    ]
+    .into_iter()
+    .map(|(room, count)| (room.to_owned(), count))
+    .collect();
+    assert_eq!(online, expected);
+    assert_eq!(
+        store.online_totals().await.unwrap(),
+        OnlineTotals {
+            conn_count: 300,
+            ip_count: 120
+        }
+    );
+    // The next heartbeat replaces the node's rooms.
+    store
+        .node_heartbeat(&heartbeat("n1", 1, 1, &[("live://2", 1)]), T0 + 1)
+        .await
+        .unwrap();
+    let online = store.room_online(&rooms[..2]).await.unwrap();
+    assert_eq!((online["live://1"], online["live://2"]), (3, 1));
+}
+
+pub async fn top_rooms_filter_ties_and_limit(store: &dyn Store) {
+    register(store, &["n1", "n2", "n3"]).await;
+    let n1 = heartbeat(
+        "n1",
+        0,
+        0,
+        &[
+            ("live://a", 5),
+            ("live://b", 7),
+            ("live://c", 2),
+            ("game://x", 50),
+            ("livex://z", 99),
+        ],
+    );
+    store.node_heartbeat(&n1, T0).await.unwrap();
+    let n2 = heartbeat(
+        "n2",
+        0,
+        0,
+        &[("live://a", 2), ("live://d", 7), ("live:/e", 60)],
+    );
+    store.node_heartbeat(&n2, T0).await.unwrap();
+    store
+        .node_heartbeat(&heartbeat("n3", 0, 0, &[("live://c", 100)]), T0)
+        .await
+        .unwrap();
+    store.set_node_state("n3", NodeState::Dead).await.unwrap();
+    let room = |room: &str, count: u64| RoomOnline {
+        room: room.into(),
+        count,
+    };
+    // a: 5+2 = 7 ties with b and d (ordered by id); c only counts its live node.
+    assert_eq!(
+        store.top_rooms("live", 10).await.unwrap(),
+        vec![
+            room("live://a", 7),
+            room("live://b", 7),
+            room("live://d", 7),
+            room("live://c", 2)
+        ]
+    );
+    assert_eq!(
+        store.top_rooms("live", 2).await.unwrap(),
+        vec![room("live://a", 7), room("live://b", 7)]
+    );
+    assert_eq!(
+        store.top_rooms("game", 10).await.unwrap(),
+        vec![room("game://x", 50)]
+    );
+    assert!(store.top_rooms("live", 0).await.unwrap().is_empty());
+    assert!(store.top_rooms("none", 5).await.unwrap().is_empty());
+}
+
+pub async fn api_keys_lifecycle(store: &dyn Store) {
+    let key = |id: &str, hash: &[u8]| ApiKeyRecord {
+        id: id.into(),
+        secret_hash: hash.to_vec(),
+        name: format!("key {id}"),
+        scopes: vec![Scope::Push, Scope::Read],
+        created_at: T0,
+        revoked_at: None,
+    };
+    let (b, a) = (key("b", &[2; 32]), key("a", &[1; 32]));
+    store.insert_api_key(&b).await.unwrap();
+    store.insert_api_key(&a).await.unwrap();
+    let admin = ApiKeyRecord {
+        scopes: vec![Scope::Admin],
+        ..key("c", &[3; 32])
+    };
+    store.insert_api_key(&admin).await.unwrap();
+    assert_eq!(
+        store.api_keys().await.unwrap(),
+        vec![a.clone(), b.clone(), admin.clone()]
+    );
+    assert_eq!(
+        store.api_key_by_hash(&[2; 32]).await.unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(store.api_key_by_hash(&[9; 32]).await.unwrap(), None);
+
+    let same_id = store.insert_api_key(&key("a", &[4; 32])).await;
+    assert!(
+        matches!(same_id, Err(StoreError::Invalid(_))),
+        "{same_id:?}"
+    );
+    let same_hash = store.insert_api_key(&key("d", &[1; 32])).await;
+    assert!(
+        matches!(same_hash, Err(StoreError::Invalid(_))),
+        "{same_hash:?}"
+    );
+    assert_eq!(store.api_keys().await.unwrap().len(), 3);
+
+    assert!(store.revoke_api_key("a", T0 + 5).await.unwrap());
+    // Revoking again keeps the first revocation time.
+    assert!(store.revoke_api_key("a", T0 + 9).await.unwrap());
+    assert!(!store.revoke_api_key("nope", T0 + 9).await.unwrap());
+    let revoked = store.api_key_by_hash(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(T0 + 5));
+    assert_eq!(
+        store
+            .api_key_by_hash(&[2; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        None
+    );
+}
+
+pub async fn lookups_by_mid_and_key_skip_expired(store: &dyn Store) {
+    register(store, &["n1", "n2"]).await;
+    store
+        .apply_session_events(
+            "n1",
+            &[
+                connect("phone", 7, 1, T0, ""),
+                connect("anon", 0, 2, T0, ""),
+            ],
+            T0,
+        )
+        .await
+        .unwrap();
+    let later = T0 + TTL / 2;
+    let batch = [
+        connect("tablet", 7, 3, later, ""),
+        connect("other", 8, 4, later, ""),
+    ];
+    store
+        .apply_session_events("n2", &batch, later)
+        .await
+        .unwrap();
+    let keys_of = |sessions: Vec<Session>| sessions.into_iter().map(|s| s.key).collect::<Vec<_>>();
+    // Repeated and unknown ids are harmless; results come ordered by key.
+    let mine = store.sessions_by_mids(&[7, 7, 99], later).await.unwrap();
+    assert_eq!(keys_of(mine), vec!["phone", "tablet"]);
+    let both = store.sessions_by_mids(&[8, 7], later).await.unwrap();
+    assert_eq!(keys_of(both), vec!["other", "phone", "tablet"]);
+    // After the first sessions' expiry only the later ones are live.
+    let after = T0 + TTL;
+    assert_eq!(
+        keys_of(store.sessions_by_mids(&[7, 0], after).await.unwrap()),
+        vec!["tablet"]
+    );
+    let keys = ["tablet", "phone", "tablet", "missing", "anon"].map(String::from);
+    assert_eq!(
+        keys_of(store.sessions_by_keys(&keys, later).await.unwrap()),
+        vec!["anon", "phone", "tablet"]
+    );
+    assert_eq!(
+        keys_of(store.sessions_by_keys(&keys, after).await.unwrap()),
+        vec!["tablet"]
+    );
+    assert!(store.sessions_by_mids(&[], after).await.unwrap().is_empty());
+    assert!(store.sessions_by_keys(&[], after).await.unwrap().is_empty());
+}
