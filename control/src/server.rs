@@ -109,7 +109,8 @@ impl RunningControl {
     }
 }
 
-/// Binds `config.control_listen` and starts serving and sweeping in the background.
+/// Binds `config.control_listen` and starts serving and sweeping in the background. Installs ring
+/// as the process's default rustls provider if none is (HTTPS clients of the process need one).
 pub async fn start(
     config: ControlConfig,
     cluster_secret: &str,
@@ -120,6 +121,9 @@ pub async fn start(
     if cluster_secret.is_empty() {
         anyhow::bail!("the cluster secret is empty: edges could not authenticate");
     }
+    // reqwest (the auth webhook) is built without a bundled TLS crypto provider; make the
+    // workspace's (ring) the process default. An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if config.goim_routes_open {
         tracing::warn!(
             "goim_routes_open: /goim/* routes accept pushes and reads WITHOUT an API key"

@@ -61,9 +61,6 @@ struct Refusal {
 impl AuthWebhook {
     /// A webhook client for `url`, giving up after `timeout`. Fails on a malformed URL.
     pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        // reqwest is built without a bundled crypto provider; use the workspace's (ring). An
-        // error only means the process already installed one, which serves as well.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let url = reqwest::Url::parse(url)
             .map_err(|e| anyhow::anyhow!("auth_webhook_url {url:?}: {e}"))?;
         let client = reqwest::Client::builder().timeout(timeout).build()?;
