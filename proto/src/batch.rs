@@ -52,6 +52,11 @@ impl Batch {
         packet.encode_into(&mut self.buf);
     }
 
+    /// Size of the message so far, outer header included.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// True when nothing was appended.
     pub fn is_empty(&self) -> bool {
         self.buf.len() == HEADER_LEN

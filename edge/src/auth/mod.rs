@@ -1,0 +1,98 @@
+//! Client authentication: turning the op-7 auth body into a verified identity.
+//!
+//! goim trusted the JSON the client sent; rim asks a [`Verifier`]. The trait is async and object-safe
+//! (`Arc<dyn Verifier>`) so that verifiers needing I/O (the auth webhook through the control plane, added
+//! later) fit beside the local ones here: [`jwt::JwtVerifier`] (signed tokens, production) and
+//! [`insecure::InsecureVerifier`] (development only).
+
+pub mod body;
+pub mod insecure;
+pub mod jwt;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::{AuthMode, EdgeConfig};
+
+/// Who a connection is, once verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// User id (0 = anonymous).
+    pub mid: i64,
+    /// Connection/device key; empty means the edge makes one up.
+    pub key: String,
+    /// Initial room in `type://id` form; empty means none.
+    pub room: String,
+    /// Free-text platform (web, ios, ...).
+    pub platform: String,
+    /// Initial watch set: the ops of key, user and broadcast pushes this connection wants.
+    pub accepts: Vec<i32>,
+}
+
+/// What a verifier gets to decide on.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRequest<'a> {
+    /// The op-7 body, unchanged.
+    pub body: &'a [u8],
+    /// The client's address.
+    pub client_ip: IpAddr,
+}
+
+/// Why an auth body was refused; the text is sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The body is not something the verifier understands (not JSON, no token, ...).
+    #[error("malformed auth body: {0}")]
+    Malformed(String),
+    /// The credentials were understood and refused (bad signature, expired, wrong issuer, ...).
+    #[error("{0}")]
+    Rejected(String),
+    /// The verifier could not decide (a backend is down); the client should retry later.
+    #[error("auth unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl AuthError {
+    /// Stable label for `rim_edge_auth_total{outcome}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Rejected(_) => "rejected",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Decides who a connecting client is.
+///
+/// Called once per connection inside the handshake timeout; must be cheap or bounded in time.
+#[async_trait]
+pub trait Verifier: Send + Sync + 'static {
+    /// Verifies an auth request and returns the identity it proves.
+    async fn verify(&self, request: AuthRequest<'_>) -> Result<Identity, AuthError>;
+}
+
+/// Builds the verifier the config asks for.
+///
+/// For JWT this loads the key files and starts a background task that re-reads them when they change
+/// and on SIGHUP (the task ends when the verifier is dropped). Must be called inside a Tokio runtime.
+pub fn from_config(config: &EdgeConfig) -> anyhow::Result<Arc<dyn Verifier>> {
+    match config.edge_auth {
+        AuthMode::Insecure => Ok(Arc::new(insecure::InsecureVerifier::new())),
+        AuthMode::Jwt => {
+            let issuer = Some(config.edge_jwt_issuer.clone()).filter(|i| !i.is_empty());
+            let verifier = Arc::new(jwt::JwtVerifier::load(
+                config.edge_jwt_keys.clone(),
+                issuer,
+            )?);
+            jwt::JwtVerifier::watch(
+                &verifier,
+                Duration::from_millis(config.edge_jwt_reload_ms.max(100)),
+            );
+            Ok(verifier)
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The edge's configuration: listeners, timing, bounds and auth.
+//!
+//! One flat `clap::Args` struct so the `rim` binary can fill it from flags, `RIM_EDGE_*` variables or the
+//! `[edge]` section of its TOML file (field names are the TOML keys, all prefixed `edge_` so they stay
+//! unique when `rim dev` flattens edge, control and job together). Defaults follow goim where goim has one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything an edge process can be told; see `--help` for each field.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EdgeConfig {
+    /// Address of the plain TCP listener (goim: 3101). Port 0 picks a free port.
+    #[arg(long, env = "RIM_EDGE_TCP_LISTEN", default_value = "0.0.0.0:3101")]
+    pub edge_tcp_listen: String,
+    /// Address of the WebSocket listener, path /sub (goim: 3102).
+    #[arg(long, env = "RIM_EDGE_WS_LISTEN", default_value = "0.0.0.0:3102")]
+    pub edge_ws_listen: String,
+    /// Address of the WebSocket-over-TLS listener (goim: 3103); started only with a cert and key.
+    #[arg(long, env = "RIM_EDGE_WSS_LISTEN", default_value = "0.0.0.0:3103")]
+    pub edge_wss_listen: String,
+    /// Address of the TCP-over-TLS listener; started only with a cert and key.
+    #[arg(long, env = "RIM_EDGE_TLS_LISTEN", default_value = "0.0.0.0:3104")]
+    pub edge_tls_listen: String,
+    /// PEM certificate chain for the TLS listeners (TLS is off unless both cert and key are set).
+    #[arg(long, env = "RIM_EDGE_TLS_CERT")]
+    pub edge_tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listeners.
+    #[arg(long, env = "RIM_EDGE_TLS_KEY")]
+    pub edge_tls_key: Option<PathBuf>,
+    /// Address of the internal HTTP endpoint: POST /internal/push (job workers), /metrics, /healthz.
+    #[arg(long, env = "RIM_EDGE_INTERNAL_LISTEN", default_value = "0.0.0.0:3109")]
+    pub edge_internal_listen: String,
+    /// Milliseconds a new connection has to authenticate before it is closed (goim: 5 s, example 8 s).
+    #[arg(long, env = "RIM_EDGE_HANDSHAKE_TIMEOUT_MS", default_value_t = 8_000)]
+    pub edge_handshake_timeout_ms: u64,
+    /// Milliseconds between the heartbeats a client is expected to send (goim example: 4 min).
+    #[arg(
+        long,
+        env = "RIM_EDGE_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 240_000
+    )]
+    pub edge_heartbeat_interval_ms: u64,
+    /// Heartbeat intervals a client may miss before it is closed (goim example: 2).
+    #[arg(long, env = "RIM_EDGE_HEARTBEAT_MAX", default_value_t = 2)]
+    pub edge_heartbeat_max: u32,
+    /// Largest body a client may send, in bytes (goim: 4096).
+    #[arg(long, env = "RIM_EDGE_MAX_CLIENT_BODY", default_value_t = rim_proto::packet::DEFAULT_MAX_BODY)]
+    pub edge_max_client_body: usize,
+    /// Largest push body accepted on the internal endpoint, in bytes.
+    #[arg(long, env = "RIM_EDGE_MAX_PUSH_BODY", default_value_t = 1 << 20)]
+    pub edge_max_push_body: usize,
+    /// Number of buckets connections are sharded into by key (split locks).
+    #[arg(long, env = "RIM_EDGE_BUCKETS", default_value_t = 32)]
+    pub edge_buckets: usize,
+    /// Packets that may wait in one connection's send queue.
+    #[arg(long, env = "RIM_EDGE_QUEUE_CAPACITY", default_value_t = 128)]
+    pub edge_queue_capacity: usize,
+    /// What to do when a connection's send queue is full: close it (it reconnects and resumes) or drop
+    /// the packet. Both are counted.
+    #[arg(long, env = "RIM_EDGE_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumerPolicy::Close)]
+    pub edge_slow_consumer: SlowConsumerPolicy,
+    /// Connections allowed from one IP address (0 = unlimited).
+    #[arg(long, env = "RIM_EDGE_MAX_CONNS_PER_IP", default_value_t = 10_000)]
+    pub edge_max_conns_per_ip: usize,
+    /// Connections allowed on this edge in total (0 = unlimited).
+    #[arg(long, env = "RIM_EDGE_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    pub edge_max_connections: usize,
+    /// Message ids remembered to drop duplicate pushes (delivery upstream is at-least-once).
+    #[arg(long, env = "RIM_EDGE_DEDUP_CAPACITY", default_value_t = 65_536)]
+    pub edge_dedup_capacity: usize,
+    /// Milliseconds graceful shutdown waits for connections to flush and close.
+    #[arg(long, env = "RIM_EDGE_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub edge_shutdown_timeout_ms: u64,
+    /// How clients are authenticated: `jwt` (signed tokens) or `insecure` (development only: trusts the
+    /// client's goim JSON).
+    #[arg(long, env = "RIM_EDGE_AUTH", value_enum, default_value_t = AuthMode::Jwt)]
+    pub edge_auth: AuthMode,
+    /// JWT verification key files, comma-separated: a PEM public key (RS256) or a raw shared secret
+    /// (HS256). Re-read on change and on SIGHUP, so keys rotate without a restart.
+    #[arg(long, env = "RIM_EDGE_JWT_KEYS", value_delimiter = ',')]
+    pub edge_jwt_keys: Vec<PathBuf>,
+    /// Required `iss` claim of client tokens (unchecked when empty).
+    #[arg(long, env = "RIM_EDGE_JWT_ISSUER", default_value = "")]
+    pub edge_jwt_issuer: String,
+    /// Milliseconds between checks of the JWT key files for changes.
+    #[arg(long, env = "RIM_EDGE_JWT_RELOAD_MS", default_value_t = 5_000)]
+    pub edge_jwt_reload_ms: u64,
+}
+
+/// Policy for a push that finds a connection's queue full.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Close the connection with a reason; the client reconnects and resumes.
+    Close,
+    /// Drop the packet and keep the connection.
+    Drop,
+}
+
+/// How the auth body of a client is turned into an identity.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Signed JWT (HS256/RS256), as a `token` field of the JSON body or as the whole body.
+    Jwt,
+    /// Trust the goim JSON body as is. Development only; logs a warning at startup.
+    Insecure,
+}
+
+impl EdgeConfig {
+    /// A config with every default (or `RIM_EDGE_*` variable), listening on loopback port 0 everywhere:
+    /// what tests and the all-in-one `rim dev` start from.
+    pub fn local() -> Result<Self, clap::Error> {
+        use clap::{Args, FromArgMatches};
+        let command = Self::augment_args(clap::Command::new("edge").no_binary_name(true));
+        let matches = command.try_get_matches_from(std::iter::empty::<String>())?;
+        let mut config = Self::from_arg_matches(&matches)?;
+        for listen in [
+            &mut config.edge_tcp_listen,
+            &mut config.edge_ws_listen,
+            &mut config.edge_wss_listen,
+            &mut config.edge_tls_listen,
+            &mut config.edge_internal_listen,
+        ] {
+            *listen = "127.0.0.1:0".into();
+        }
+        Ok(config)
+    }
+
+    /// How long a client may stay silent after auth before it is closed.
+    pub fn heartbeat_deadline(&self) -> Duration {
+        Duration::from_millis(self.edge_heartbeat_interval_ms)
+            .saturating_mul(self.edge_heartbeat_max.max(1))
+    }
+
+    /// Auth must complete within this.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.edge_handshake_timeout_ms)
+    }
+}

@@ -1,0 +1,252 @@
+//! Executing pushes: from one `EdgePush` to frames queued on connections.
+//!
+//! A push is encoded once (`rim_proto::batch::encode_push`) and the same `Bytes` is queued on every
+//! recipient. Key pushes look keys up in their buckets; room and broadcast pushes walk the buckets,
+//! split across tasks when the edge is large enough for it to pay. Key, user and broadcast pushes are
+//! filtered by each connection's watch set; room pushes are not (goim semantics).
+//!
+//! A full queue is handled by the configured [`SlowConsumerPolicy`] and counted. A broadcast with a
+//! `speed` cap is snapshotted and handed to one pacing task (a bounded backlog, in order), which queues
+//! at most `speed` deliveries per second; its reported count is the number of recipients scheduled.
+//! Duplicate message ids are skipped (reported as 0 delivered).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rim_proto::schema::{EdgePush, edge_push::Target};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bucket::Buckets;
+use crate::channel::Channel;
+use crate::close::CloseReason;
+use crate::config::SlowConsumerPolicy;
+use crate::dedup::RecentIds;
+use crate::metrics;
+use crate::outbox::{Frame, Offer};
+
+/// Below this many connections a room or broadcast push runs on the caller's task alone.
+const PARALLEL_MIN_CONNECTIONS: usize = 4096;
+/// Paced broadcasts waiting for the pacer; more are refused (counted as `broadcast_backlog` drops).
+const PACED_BACKLOG: usize = 16;
+/// The pacer releases a tenth of a second's worth of deliveries at a time.
+const PACE_TICK: Duration = Duration::from_millis(100);
+
+/// Which connections a bucket walk reaches.
+#[derive(Clone)]
+enum Walk {
+    Room(Arc<str>),
+    Everyone { op: i32 },
+}
+
+struct Paced {
+    frame: Bytes,
+    recipients: Vec<Arc<Channel>>,
+    per_second: usize,
+}
+
+/// Turns pushes into queued frames; shared by the internal endpoint and in-process callers.
+pub struct Fanout {
+    buckets: Arc<Buckets>,
+    recent: Mutex<RecentIds>,
+    queue_capacity: usize,
+    policy: SlowConsumerPolicy,
+    workers: usize,
+    paced: mpsc::Sender<Paced>,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout")
+            .field("queue_capacity", &self.queue_capacity)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fanout {
+    /// Creates the fan-out and its pacing task (which stops on `shutdown`).
+    pub fn new(
+        buckets: Arc<Buckets>,
+        queue_capacity: usize,
+        policy: SlowConsumerPolicy,
+        dedup_capacity: usize,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (paced, backlog) = mpsc::channel(PACED_BACKLOG);
+        let fanout = Arc::new(Self {
+            buckets,
+            recent: Mutex::new(RecentIds::new(dedup_capacity)),
+            queue_capacity: queue_capacity.max(1),
+            policy,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            paced,
+        });
+        tokio::spawn(pace(Arc::downgrade(&fanout), backlog, shutdown));
+        fanout
+    }
+
+    /// Executes one push; returns how many connections it reached.
+    pub async fn push(self: &Arc<Self>, push: &EdgePush) -> u32 {
+        if !self.recent.lock().insert(&push.message_id) {
+            metrics::duplicate();
+            return 0;
+        }
+        let frame = rim_proto::batch::encode_push(push.operation, &push.body);
+        let (target, delivered) = match &push.target {
+            Some(Target::Keys(keys)) => {
+                ("keys", self.push_keys(&keys.keys, push.operation, &frame))
+            }
+            Some(Target::Room(room)) => {
+                let room: Arc<str> = Arc::from(room.as_str());
+                ("room", self.walk(Walk::Room(room), frame).await)
+            }
+            Some(Target::Broadcast(broadcast)) => {
+                let delivered = match usize::try_from(broadcast.speed) {
+                    Ok(per_second) if per_second > 0 => {
+                        self.paced_broadcast(push.operation, frame, per_second)
+                    }
+                    _ => {
+                        self.walk(Walk::Everyone { op: push.operation }, frame)
+                            .await
+                    }
+                };
+                ("broadcast", delivered)
+            }
+            None => ("none", 0),
+        };
+        metrics::pushed(target, u64::from(delivered));
+        delivered
+    }
+
+    /// Queues `frame` on `channel`, applying the slow-consumer policy if its queue is full.
+    fn deliver(&self, channel: &Channel, frame: &Bytes) -> bool {
+        match channel
+            .outbox
+            .offer(Frame::Push(frame.clone()), self.queue_capacity)
+        {
+            Offer::Queued => true,
+            Offer::Full => {
+                metrics::dropped("queue_full", 1);
+                if self.policy == SlowConsumerPolicy::Close {
+                    channel.outbox.close(CloseReason::SlowConsumer);
+                }
+                false
+            }
+            Offer::Closed => {
+                metrics::dropped("closing", 1);
+                false
+            }
+        }
+    }
+
+    fn push_keys(&self, keys: &[String], op: i32, frame: &Bytes) -> u32 {
+        let mut delivered = 0;
+        for key in keys {
+            if let Some(channel) = self.buckets.get(key)
+                && channel.accepts_op(op)
+                && self.deliver(&channel, frame)
+            {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Delivers to every connection the walk selects in buckets `indices`.
+    fn walk_buckets(&self, indices: std::ops::Range<usize>, walk: &Walk, frame: &Bytes) -> u32 {
+        let mut delivered = 0;
+        for index in indices {
+            match walk {
+                Walk::Room(room) => self.buckets.for_each_in_room(index, room, |channel| {
+                    delivered += u32::from(self.deliver(channel, frame));
+                }),
+                Walk::Everyone { op } => self.buckets.for_each(index, |channel| {
+                    if channel.accepts_op(*op) {
+                        delivered += u32::from(self.deliver(channel, frame));
+                    }
+                }),
+            }
+        }
+        delivered
+    }
+
+    /// Walks every bucket, on several tasks when the edge is large.
+    async fn walk(self: &Arc<Self>, walk: Walk, frame: Bytes) -> u32 {
+        let buckets = self.buckets.len();
+        let parts = if self.buckets.connection_count() >= PARALLEL_MIN_CONNECTIONS {
+            self.workers.min(buckets)
+        } else {
+            1
+        };
+        let per_part = buckets.div_ceil(parts);
+        let mut helpers = Vec::with_capacity(parts.saturating_sub(1));
+        for part in 1..parts {
+            let range = part * per_part..((part + 1) * per_part).min(buckets);
+            let (this, walk, frame) = (self.clone(), walk.clone(), frame.clone());
+            helpers.push(tokio::spawn(async move {
+                this.walk_buckets(range, &walk, &frame)
+            }));
+        }
+        let mut delivered = self.walk_buckets(0..per_part.min(buckets), &walk, &frame);
+        for helper in helpers {
+            match helper.await {
+                Ok(count) => delivered += count,
+                Err(error) => tracing::error!(%error, "fan-out task failed"),
+            }
+        }
+        delivered
+    }
+
+    fn paced_broadcast(&self, op: i32, frame: Bytes, per_second: usize) -> u32 {
+        let mut recipients = Vec::new();
+        for index in 0..self.buckets.len() {
+            self.buckets.for_each(index, |channel| {
+                if channel.accepts_op(op) {
+                    recipients.push(channel.clone());
+                }
+            });
+        }
+        let count = recipients.len();
+        let paced = Paced {
+            frame,
+            recipients,
+            per_second,
+        };
+        match self.paced.try_send(paced) {
+            Ok(()) => u32::try_from(count).unwrap_or(u32::MAX),
+            Err(_) => {
+                tracing::warn!("paced broadcast backlog full; broadcast dropped");
+                metrics::dropped("broadcast_backlog", count as u64);
+                0
+            }
+        }
+    }
+}
+
+/// The pacing task: runs paced broadcasts one after another, `per_second / 10` deliveries per tick.
+async fn pace(
+    fanout: std::sync::Weak<Fanout>,
+    mut backlog: mpsc::Receiver<Paced>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(PACE_TICK);
+    while let Some(Some(paced)) = shutdown.run_until_cancelled(backlog.recv()).await {
+        let per_tick = (paced.per_second / 10).max(1);
+        for chunk in paced.recipients.chunks(per_tick) {
+            if shutdown.run_until_cancelled(tick.tick()).await.is_none() {
+                return;
+            }
+            let Some(fanout) = fanout.upgrade() else {
+                return;
+            };
+            let delivered = chunk
+                .iter()
+                .filter(|channel| fanout.deliver(channel, &paced.frame))
+                .count();
+            metrics::deliveries(delivered as u64);
+        }
+    }
+}

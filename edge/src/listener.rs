@@ -1,0 +1,133 @@
+//! Accept loops for the client listeners (TCP, TLS, WS, WSS).
+//!
+//! Admission (per-IP and total bounds) is decided right at accept, before any TLS or HTTP work. Each
+//! admitted socket gets one task, tracked so that shutdown can wait for it; the TLS handshake, the
+//! WebSocket upgrade and auth together must finish within the handshake timeout.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics;
+use crate::session;
+use crate::state::Shared;
+use crate::transport::stream::StreamTransport;
+use crate::transport::upgrade;
+use crate::transport::ws::{WsTransport, ws_config};
+
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The protocol a listener speaks.
+#[derive(Clone)]
+pub enum Kind {
+    /// goim packets over plain TCP.
+    Tcp,
+    /// goim packets over TLS.
+    Tls(TlsAcceptor),
+    /// WebSocket at /sub.
+    Ws,
+    /// WebSocket over TLS at /sub.
+    Wss(TlsAcceptor),
+}
+
+impl Kind {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls(_) => "tls",
+            Self::Ws => "ws",
+            Self::Wss(_) => "wss",
+        }
+    }
+}
+
+/// Accepts connections until shutdown, spawning one tracked task per admitted socket.
+pub async fn accept_loop(
+    listener: TcpListener,
+    kind: Kind,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, listener = kind.label(), "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let permit = match shared.limiter.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                metrics::rejected(refusal.label());
+                tracing::debug!(%peer, reason = refusal.label(), "connection refused");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        metrics::accepted(kind.label());
+        let deadline = Instant::now() + shared.settings.handshake_timeout;
+        let (kind, shared) = (kind.clone(), shared.clone());
+        tracker.spawn(async move {
+            connection(stream, kind, shared, peer.ip(), deadline).await;
+            drop(permit);
+            metrics::socket_closed();
+        });
+    }
+}
+
+/// Completes the transport handshake of one socket and runs its session.
+async fn connection(
+    stream: TcpStream,
+    kind: Kind,
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    deadline: Instant,
+) {
+    let max_body = shared.settings.max_body;
+    match kind {
+        Kind::Tcp => {
+            session::run(StreamTransport::new(stream, max_body), shared, ip, deadline).await
+        }
+        Kind::Tls(acceptor) => {
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    session::run(StreamTransport::new(tls, max_body), shared, ip, deadline).await
+                }
+                _ => metrics::rejected("tls_handshake"),
+            }
+        }
+        Kind::Ws => {
+            let upgrade = upgrade::accept(stream, ws_config(max_body));
+            match tokio::time::timeout_at(deadline, upgrade).await {
+                Ok(Ok(ws)) => {
+                    session::run(WsTransport::new(ws, max_body), shared, ip, deadline).await
+                }
+                _ => metrics::rejected("ws_upgrade"),
+            }
+        }
+        Kind::Wss(acceptor) => {
+            let upgrade = async {
+                let tls = acceptor.accept(stream).await?;
+                upgrade::accept(tls, ws_config(max_body)).await
+            };
+            match tokio::time::timeout_at(deadline, upgrade).await {
+                Ok(Ok(ws)) => {
+                    session::run(WsTransport::new(ws, max_body), shared, ip, deadline).await
+                }
+                _ => metrics::rejected("wss_handshake"),
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The life of one client connection, written once for every transport.
+//!
+//! 1. Handshake: within the handshake timeout, wait for op 7 (other packets are ignored, like goim),
+//!    verify it, register the channel (replacing any connection with the same key), reply op 8. A
+//!    refused auth gets an op-8 reply whose body is a JSON error, then the close.
+//! 2. Serve: a single task `select!`s over the socket, the outbox, the heartbeat deadline and shutdown.
+//!    The deadline is one `Sleep` reset on each heartbeat (Tokio's shared timer wheel), so an idle
+//!    connection costs one small task and no buffers. Whatever is queued is written in one go.
+//! 3. Close: unregister (only if the key is still ours), report, tell the client why.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rim_proto::{Packet, op};
+use tokio::time::{Instant, Sleep};
+
+use crate::auth::AuthRequest;
+use crate::channel::Channel;
+use crate::close::CloseReason;
+use crate::hooks::UpstreamMessage;
+use crate::metrics;
+use crate::outbox::Frame;
+use crate::state::Shared;
+use crate::transport::Transport;
+
+/// Longest time spent telling a client it is being closed.
+const CLOSE_BUDGET: Duration = Duration::from_secs(1);
+
+/// Runs a connection from its first byte to its close. `deadline` is when auth must be done by.
+pub async fn run<T: Transport>(
+    mut transport: T,
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    deadline: Instant,
+) {
+    let reason = match handshake(&mut transport, &shared, ip, deadline).await {
+        Err(reason) => reason,
+        Ok((channel, auth_reply)) => {
+            let reason = serve(&mut transport, &shared, &channel, auth_reply).await;
+            let owned = shared.buckets.unregister(&channel);
+            metrics::connection(false);
+            shared.events.disconnected(&channel, owned);
+            tracing::debug!(key = %channel.key(), id = channel.id(), %reason, "connection closed");
+            reason
+        }
+    };
+    metrics::closed(reason.label());
+    if !matches!(reason, CloseReason::ClientClosed | CloseReason::Io) {
+        let _ = tokio::time::timeout(CLOSE_BUDGET, transport.close(&reason)).await;
+    }
+}
+
+/// Waits for the auth packet, verifies it and registers the connection. Returns the channel and the
+/// encoded auth reply to send first.
+async fn handshake<T: Transport>(
+    transport: &mut T,
+    shared: &Shared,
+    ip: IpAddr,
+    deadline: Instant,
+) -> Result<(Arc<Channel>, Bytes), CloseReason> {
+    let auth = tokio::select! {
+        () = shared.shutdown.cancelled() => return Err(CloseReason::Shutdown),
+        auth = tokio::time::timeout_at(deadline, wait_for_auth(transport)) => auth,
+    };
+    let auth = match auth {
+        Err(_) => {
+            metrics::auth("timeout");
+            return Err(CloseReason::HandshakeTimeout);
+        }
+        Ok(auth) => auth?,
+    };
+    let request = AuthRequest {
+        body: &auth.body,
+        client_ip: ip,
+    };
+    let identity = match tokio::time::timeout_at(deadline, shared.verifier.verify(request)).await {
+        Err(_) => {
+            metrics::auth("timeout");
+            return Err(CloseReason::HandshakeTimeout);
+        }
+        Ok(Err(error)) => {
+            metrics::auth(error.label());
+            tracing::debug!(%ip, %error, "auth refused");
+            let body = serde_json::json!({ "error": error.to_string(), "reason": error.label() });
+            let reply = auth.reply(op::AUTH_REPLY, body.to_string().into_bytes());
+            let refusal = [Frame::Packet(reply.to_bytes())];
+            let _ = tokio::time::timeout(CLOSE_BUDGET, transport.send(&refusal)).await;
+            return Err(CloseReason::AuthFailed(error.to_string()));
+        }
+        Ok(Ok(identity)) => identity,
+    };
+    metrics::auth("ok");
+    let key: Arc<str> = match identity.key.is_empty() {
+        true => Arc::from(uuid::Uuid::now_v7().simple().to_string()),
+        false => Arc::from(identity.key.as_str()),
+    };
+    let channel = Arc::new(Channel::new(
+        shared.next_connection_id(),
+        key,
+        &identity,
+        ip,
+    ));
+    if let Some(replaced) = shared.buckets.register(&channel) {
+        replaced.outbox.close(CloseReason::Replaced);
+    }
+    metrics::connection(true);
+    shared.events.connected(&channel);
+    Ok((channel, auth.reply(op::AUTH_REPLY, Bytes::new()).to_bytes()))
+}
+
+/// Reads packets until op 7; anything else before auth is ignored (goim behaviour).
+async fn wait_for_auth<T: Transport>(transport: &mut T) -> Result<Packet, CloseReason> {
+    loop {
+        match transport.recv().await {
+            Ok(Some(packet)) if packet.op == op::AUTH => return Ok(packet),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(CloseReason::ClientClosed),
+            Err(error) => return Err(error.close_reason()),
+        }
+    }
+}
+
+/// The authenticated phase; returns why it ended.
+async fn serve<T: Transport>(
+    transport: &mut T,
+    shared: &Shared,
+    channel: &Arc<Channel>,
+    auth_reply: Bytes,
+) -> CloseReason {
+    let heartbeat = shared.settings.heartbeat_deadline;
+    let deadline = tokio::time::sleep(heartbeat);
+    tokio::pin!(deadline);
+    // One registration with the shutdown token for the whole connection, not one per loop turn.
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    if let Err(reason) = flush(
+        transport,
+        channel,
+        &mut deadline,
+        vec![Frame::Packet(auth_reply)],
+    )
+    .await
+    {
+        return reason;
+    }
+    loop {
+        let reply = tokio::select! {
+            biased;
+            () = &mut shutdown => return close_for_shutdown(transport, channel).await,
+            () = channel.outbox.ready() => None,
+            () = &mut deadline => return CloseReason::HeartbeatTimeout,
+            packet = transport.recv() => match packet {
+                Ok(Some(packet)) => match handle(shared, channel, packet, &mut deadline, heartbeat).await {
+                    Ok(reply) => reply,
+                    Err(reason) => return reason,
+                },
+                Ok(None) => return CloseReason::ClientClosed,
+                Err(error) => return error.close_reason(),
+            },
+        };
+        let pending = reply
+            .map(|reply| vec![Frame::Packet(reply)])
+            .unwrap_or_default();
+        if let Err(reason) = flush(transport, channel, &mut deadline, pending).await {
+            return reason;
+        }
+    }
+}
+
+/// Writes `pending` and everything queued, draining until the outbox is empty. A write that cannot
+/// finish is abandoned when the connection is asked to close or its heartbeat deadline passes.
+async fn flush<T: Transport>(
+    transport: &mut T,
+    channel: &Channel,
+    deadline: &mut Pin<&mut Sleep>,
+    mut pending: Vec<Frame>,
+) -> Result<(), CloseReason> {
+    loop {
+        let (queued, closed) = channel.outbox.drain();
+        if let Some(reason) = closed {
+            return Err(reason);
+        }
+        if pending.is_empty() {
+            pending = queued;
+        } else {
+            pending.extend(queued);
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        metrics::write_batch(pending.len());
+        tokio::select! {
+            written = transport.send(&pending) => written.map_err(|_| CloseReason::Io)?,
+            reason = channel.outbox.closed() => return Err(reason),
+            () = deadline.as_mut() => return Err(CloseReason::HeartbeatTimeout),
+        }
+        pending = Vec::new();
+    }
+}
+
+/// On shutdown: write what is still queued (bounded), then close with the shutdown reason.
+async fn close_for_shutdown<T: Transport>(transport: &mut T, channel: &Channel) -> CloseReason {
+    let (queued, _) = channel.outbox.drain();
+    if !queued.is_empty() {
+        let _ = tokio::time::timeout(CLOSE_BUDGET, transport.send(&queued)).await;
+    }
+    CloseReason::Shutdown
+}
+
+/// Answers one client packet after auth; returns the reply to send, if any.
+async fn handle(
+    shared: &Shared,
+    channel: &Arc<Channel>,
+    packet: Packet,
+    deadline: &mut Pin<&mut Sleep>,
+    heartbeat: Duration,
+) -> Result<Option<Bytes>, CloseReason> {
+    let reply = match packet.op {
+        op::HEARTBEAT => {
+            deadline.as_mut().reset(Instant::now() + heartbeat);
+            let online = channel
+                .room()
+                .map_or(0, |room| shared.buckets.room_online(&room));
+            let online = i32::try_from(online).unwrap_or(i32::MAX);
+            packet.reply(op::HEARTBEAT_REPLY, online.to_be_bytes().to_vec())
+        }
+        op::AUTH => {
+            tracing::debug!(key = %channel.key(), "auth packet after auth ignored");
+            return Ok(None);
+        }
+        op::CHANGE_ROOM => {
+            let room = std::str::from_utf8(&packet.body)
+                .map_err(|_| CloseReason::Protocol("room id is not UTF-8".into()))?;
+            let room = Some(room).filter(|r| !r.is_empty()).map(Arc::from);
+            let previous = shared.buckets.change_room(channel, room);
+            shared.events.room_changed(channel, previous.as_deref());
+            packet.reply(op::CHANGE_ROOM_REPLY, packet.body.clone())
+        }
+        op::SUB => {
+            channel.watch(&op::parse_op_list(&packet.body));
+            packet.reply(op::SUB_REPLY, packet.body.clone())
+        }
+        op::UNSUB => {
+            channel.unwatch(&op::parse_op_list(&packet.body));
+            packet.reply(op::UNSUB_REPLY, packet.body.clone())
+        }
+        other => {
+            shared
+                .upstream
+                .deliver(UpstreamMessage {
+                    key: channel.key().clone(),
+                    mid: channel.mid(),
+                    connection_id: channel.id(),
+                    op: other,
+                    body: packet.body.clone(),
+                })
+                .await;
+            packet.reply(other, Bytes::new())
+        }
+    };
+    Ok(Some(reply.to_bytes()))
+}

@@ -1,0 +1,92 @@
+//! goim over a byte stream (TCP, or TLS over TCP).
+//!
+//! Reading: bytes go into a small buffer sized by what the next packet still needs
+//! (`rim_proto::stream::missing`), and the buffer is let go as soon as it holds no partial packet, so an
+//! idle connection keeps at most a small read reservation. A bad header is rejected as soon as its 16
+//! bytes are in, before any body is buffered.
+//!
+//! Writing: pushes are op-9 batches of one; TCP clients get only the inner packet (no outer header), and
+//! everything queued goes out in one vectored write.
+
+use std::io::{self, IoSlice};
+
+use bytes::BytesMut;
+use rim_proto::{HEADER_LEN, Packet};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{RecvError, Transport};
+use crate::close::CloseReason;
+use crate::outbox::Frame;
+
+/// Smallest read; packets already announced by a header are read whole.
+const READ_CHUNK: usize = 128;
+
+/// A packet stream over any async byte stream.
+#[derive(Debug)]
+pub struct StreamTransport<S> {
+    io: S,
+    buf: BytesMut,
+    max_body: usize,
+}
+
+impl<S> StreamTransport<S> {
+    /// Wraps `io`, accepting client bodies up to `max_body` bytes.
+    pub fn new(io: S, max_body: usize) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            max_body,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for StreamTransport<S> {
+    async fn recv(&mut self) -> Result<Option<Packet>, RecvError> {
+        loop {
+            if let Some(packet) = rim_proto::stream::decode(&mut self.buf, self.max_body)? {
+                if self.buf.is_empty() {
+                    // Drop our share of the allocation: the packet body keeps what it needs.
+                    self.buf = BytesMut::new();
+                }
+                return Ok(Some(packet));
+            }
+            let want = rim_proto::stream::missing(&self.buf, self.max_body).max(READ_CHUNK);
+            self.buf.reserve(want);
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return match self.buf.is_empty() {
+                    true => Ok(None),
+                    false => Err(RecvError::Protocol("connection closed mid-packet".into())),
+                };
+            }
+        }
+    }
+
+    async fn send(&mut self, frames: &[Frame]) -> io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = frames
+            .iter()
+            .map(|frame| match frame {
+                Frame::Push(batch) => IoSlice::new(batch.get(HEADER_LEN..).unwrap_or_default()),
+                Frame::Packet(packet) => IoSlice::new(packet),
+            })
+            .collect();
+        let mut rest = &mut slices[..];
+        IoSlice::advance_slices(&mut rest, 0);
+        while !rest.is_empty() {
+            let written = self.io.write_vectored(rest).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, written);
+        }
+        self.io.flush().await
+    }
+
+    async fn close(&mut self, _reason: &CloseReason) {
+        // Send FIN (and TLS close_notify), then read until the client closes too, so that unread
+        // input does not turn our close into a reset that could discard the last reply.
+        if self.io.shutdown().await.is_ok() {
+            let mut sink = [0u8; 256];
+            while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {}
+        }
+    }
+}
