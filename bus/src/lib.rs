@@ -14,6 +14,7 @@
 pub mod error;
 pub mod kafka;
 pub mod memory;
+mod offsets;
 
 pub use error::BusError;
 
@@ -62,8 +63,16 @@ pub trait BusProducer: Send + Sync + 'static {
 #[async_trait]
 pub trait BusConsumer: Send + 'static {
     /// Waits for the next pushes of the region (at least one, at most `max`), in log order per
-    /// partition.
+    /// partition. Returns what is already there without waiting to fill `max`.
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no record, so a worker may
+    /// `select!` it against other work.
     async fn next_batch(&mut self, max: usize) -> Result<Vec<IncomingPush>, BusError>;
     /// Marks these pushes done (the edges took them): they will not be delivered again to this group.
+    ///
+    /// Batches may be marked done in any order: a partition's committed position never passes a
+    /// record that was handed out and not yet marked done. If the commit itself fails, the records
+    /// stay done for this consumer and their offsets are committed with the next commit of their
+    /// partition (or delivered again to the next consumer: at-least-once).
     async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError>;
 }

@@ -1,0 +1,90 @@
+//! The production bus: Kafka (librdkafka through rdkafka), one topic per region.
+//!
+//! - Topic of region `R` is `<prefix>R` (default prefix [`DEFAULT_TOPIC_PREFIX`]); topics are
+//!   created on first use with [`KafkaSettings::partitions`] partitions ([`topics`]).
+//! - Record key = [`crate::OutgoingPush::partition_key`], so one target's pushes share a partition
+//!   and stay in order; value = the protobuf [`rim_proto::schema::PushMessage`].
+//! - [`KafkaProducer`]: idempotent, `acks=all`, short linger; `publish` waits for every delivery
+//!   report, bounded by [`KafkaSettings::delivery_timeout`] (a dead broker is an error within that
+//!   time, never a hang).
+//! - [`KafkaConsumer`]: one consumer group per region, no auto-commit; commits exactly what the
+//!   job finished, never beyond an unfinished record; undecodable records are skipped and counted.
+
+mod consumer;
+mod producer;
+mod topics;
+
+pub use consumer::KafkaConsumer;
+pub use producer::KafkaProducer;
+
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+/// Topic name prefix shared by producers and consumers unless configured otherwise.
+pub const DEFAULT_TOPIC_PREFIX: &str = "rim-push-";
+
+/// How to reach the Kafka cluster and lay out the region topics; shared by producer and consumer
+/// so both sides agree on topic names.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// Region topic name prefix: region `R` lives in topic `<topic_prefix>R`.
+    pub topic_prefix: String,
+    /// Partitions of a region topic when rim creates it (more partitions, more parallel job workers).
+    pub partitions: i32,
+    /// Replication factor of a region topic when rim creates it (3 in production clusters).
+    pub replication_factor: i32,
+    /// Longest a publish may wait for the broker to take its records before failing with
+    /// [`crate::BusError::Unavailable`]; also bounds topic creation and commits.
+    pub delivery_timeout: Duration,
+    /// How long the producer waits to fill a batch; small, since a push is latency-sensitive.
+    pub linger: Duration,
+    /// Further librdkafka properties (e.g. `security.protocol`, `sasl.mechanism`), applied last.
+    pub client_options: Vec<(String, String)>,
+}
+
+impl KafkaSettings {
+    /// Settings with rim's defaults for this broker list.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: DEFAULT_TOPIC_PREFIX.to_owned(),
+            partitions: 12,
+            replication_factor: 1,
+            delivery_timeout: Duration::from_secs(5),
+            linger: Duration::from_millis(1),
+            client_options: Vec::new(),
+        }
+    }
+
+    /// The topic carrying `region`'s pushes.
+    pub fn topic(&self, region: &str) -> String {
+        format!("{}{region}", self.topic_prefix)
+    }
+
+    /// Client configuration: brokers and connection timeout, then the client's own `properties`,
+    /// then [`KafkaSettings::client_options`] (so an operator can override anything).
+    fn client_config(&self, properties: &[(&str, String)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set(
+                "socket.connection.setup.timeout.ms",
+                millis(self.delivery_timeout),
+            )
+            .set("log.connection.close", "false");
+        for (key, value) in properties {
+            config.set(*key, value);
+        }
+        for (key, value) in &self.client_options {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// A duration as librdkafka's millisecond property text (at least 1).
+fn millis(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
+}

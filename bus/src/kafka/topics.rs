@@ -1,0 +1,94 @@
+//! Creating region topics on first use.
+//!
+//! Regions appear at run time (an edge registers in a new region), and brokers in production
+//! usually disable auto-creation, so producers and consumers create a region's topic themselves
+//! with the configured partition count and replication factor. Each client remembers the topics it
+//! saw created (or already existing), so only the first publish to a region pays the round trip.
+
+use super::KafkaSettings;
+use crate::BusError;
+use parking_lot::Mutex;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Creates missing region topics; remembers which exist.
+pub(crate) struct TopicCreator {
+    admin: AdminClient<DefaultClientContext>,
+    partitions: i32,
+    replication_factor: i32,
+    timeout: Duration,
+    known: Mutex<HashSet<String>>,
+}
+
+impl TopicCreator {
+    /// An admin client for the settings' cluster (connects lazily).
+    pub(crate) fn new(settings: &KafkaSettings) -> Result<Self, BusError> {
+        let admin = settings
+            .client_config(&[])
+            .create()
+            .map_err(|err| BusError::Unavailable(format!("kafka admin client: {err}")))?;
+        Ok(Self {
+            admin,
+            partitions: settings.partitions.max(1),
+            replication_factor: settings.replication_factor.max(1),
+            timeout: settings.delivery_timeout,
+            known: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Makes sure these topics exist, creating the ones not seen before.
+    pub(crate) async fn ensure(&self, topics: &[String]) -> Result<(), BusError> {
+        let missing: Vec<&String> = {
+            let known = self.known.lock();
+            topics
+                .iter()
+                .filter(|topic| !known.contains(*topic))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let new_topics: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|topic| {
+                NewTopic::new(
+                    topic,
+                    self.partitions,
+                    TopicReplication::Fixed(self.replication_factor),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new()
+            .request_timeout(Some(self.timeout))
+            .operation_timeout(Some(self.timeout));
+        let results = tokio::time::timeout(
+            self.timeout + Duration::from_secs(1),
+            self.admin.create_topics(&new_topics, &options),
+        )
+        .await
+        .map_err(|_| {
+            BusError::Unavailable(format!(
+                "creating topics timed out after {:?}",
+                self.timeout
+            ))
+        })?
+        .map_err(|err| BusError::Unavailable(format!("creating topics: {err}")))?;
+        let mut known = self.known.lock();
+        for result in results {
+            match result {
+                Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    known.insert(topic);
+                }
+                Err((topic, code)) => {
+                    return Err(BusError::Unavailable(format!(
+                        "creating topic {topic}: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! Which offsets a consumer may commit, given the records it handed out and the ones marked done.
+//!
+//! A job worker finishes batches out of order (one slow edge holds its batch while later batches to
+//! other edges complete), yet a log commit means "everything before this offset is done". So the
+//! commit point of a partition is the earliest record handed out and not yet done, or, when none is
+//! pending, the offset after the last record handed out: never beyond an unfinished record. Both bus
+//! implementations use this one rule.
+
+use crate::LogPosition;
+use std::collections::{BTreeSet, HashMap};
+
+/// Records handed out by one consumer and not yet done, per partition.
+#[derive(Debug, Default)]
+pub(crate) struct PendingOffsets {
+    partitions: HashMap<i32, PartitionPending>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionPending {
+    /// Offsets handed out and not yet done.
+    pending: BTreeSet<i64>,
+    /// The offset after the highest one handed out.
+    next: i64,
+}
+
+impl PartitionPending {
+    /// The offset to commit: nothing at or after it is known to be done for sure.
+    fn commit_point(&self) -> i64 {
+        self.pending.first().copied().unwrap_or(self.next)
+    }
+}
+
+impl PendingOffsets {
+    /// Notes a record handed out to the caller (offsets grow within a partition).
+    pub(crate) fn delivered(&mut self, position: LogPosition) {
+        let partition = self.partitions.entry(position.partition).or_default();
+        partition.pending.insert(position.offset);
+        partition.next = partition.next.max(position.offset + 1);
+    }
+
+    /// Marks records done and returns, for each partition whose commit point this moved, the
+    /// partition and its new commit point (the next offset to read). Positions not handed out by
+    /// this consumer (already done, or of a partition since taken away) are ignored.
+    pub(crate) fn done(
+        &mut self,
+        positions: impl IntoIterator<Item = LogPosition>,
+    ) -> Vec<(i32, i64)> {
+        let mut moved: HashMap<i32, i64> = HashMap::new();
+        for position in positions {
+            let Some(partition) = self.partitions.get_mut(&position.partition) else {
+                continue;
+            };
+            let before = partition.commit_point();
+            if partition.pending.remove(&position.offset) && partition.commit_point() > before {
+                moved.insert(position.partition, partition.commit_point());
+            }
+        }
+        let mut commits: Vec<(i32, i64)> = moved
+            .into_keys()
+            .filter_map(|p| {
+                self.partitions
+                    .get(&p)
+                    .map(|state| (p, state.commit_point()))
+            })
+            .collect();
+        commits.sort_unstable();
+        commits
+    }
+
+    /// Forgets a partition this consumer no longer owns: its records will be delivered to whoever
+    /// owns it now, and commits for them must not come from here.
+    pub(crate) fn forget(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(partition: i32, offset: i64) -> LogPosition {
+        LogPosition { partition, offset }
+    }
+
+    #[test]
+    fn commit_point_stops_at_the_earliest_unfinished_record() {
+        let mut offsets = PendingOffsets::default();
+        for offset in 10..15 {
+            offsets.delivered(at(0, offset));
+        }
+        assert_eq!(offsets.done([at(0, 12), at(0, 13)]), vec![]);
+        assert_eq!(offsets.done([at(0, 10)]), vec![(0, 11)]);
+        assert_eq!(offsets.done([at(0, 11)]), vec![(0, 14)]);
+        assert_eq!(offsets.done([at(0, 14)]), vec![(0, 15)]);
+    }
+
+    #[test]
+    fn partitions_move_independently_and_unknown_positions_are_ignored() {
+        let mut offsets = PendingOffsets::default();
+        offsets.delivered(at(0, 0));
+        offsets.delivered(at(1, 7));
+        offsets.delivered(at(1, 8));
+        assert_eq!(offsets.done([at(1, 7), at(2, 3), at(0, 5)]), vec![(1, 8)]);
+        assert_eq!(offsets.done([at(1, 8), at(0, 0)]), vec![(0, 1), (1, 9)]);
+        assert_eq!(
+            offsets.done([at(1, 8)]),
+            vec![],
+            "done twice commits nothing new"
+        );
+    }
+
+    #[test]
+    fn a_forgotten_partition_commits_nothing() {
+        let mut offsets = PendingOffsets::default();
+        offsets.delivered(at(3, 1));
+        offsets.forget(3);
+        assert_eq!(offsets.done([at(3, 1)]), vec![]);
+    }
+}
