@@ -99,6 +99,14 @@ impl Client {
         }
     }
 
+    /// Sends a WebSocket text message (goim packets must be binary).
+    pub async fn send_text(&mut self, text: &str) {
+        let Wire::Ws(ws) = &mut self.wire else {
+            panic!("not a WebSocket client")
+        };
+        ws.send(Message::text(text)).await.unwrap();
+    }
+
     pub async fn send(&mut self, packet: &Packet) {
         self.send_raw(&packet.to_bytes()).await;
     }

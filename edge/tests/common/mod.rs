@@ -104,7 +104,9 @@ impl TestEdge {
 
     /// Proves the edge is unharmed: every client in `others` still answers a heartbeat, and new TCP and
     /// WebSocket connections authenticate and answer heartbeats.
+    /// The fresh connections are closed again before this returns.
     pub async fn assert_unaffected(&self, others: &mut [&mut Client]) {
+        let before = self.handle.connection_count();
         for other in others.iter_mut() {
             other.heartbeat().await;
         }
@@ -113,6 +115,7 @@ impl TestEdge {
             let key = format!("{fresh}-{kind:?}");
             self.client(kind, &key, "", &[]).await.heartbeat().await;
         }
+        self.wait_connections(before).await;
     }
 
     /// Waits until the edge counts `n` authenticated connections.
