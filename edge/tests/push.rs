@@ -1,0 +1,223 @@
+//! The internal push endpoint: cluster-secret auth, delivered counts, dedup, slow consumers, metrics.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{Kind, broadcast_push, key_push, room_push, start, start_with};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use prost::Message;
+use rim_edge::EdgeHooks;
+use rim_edge::config::{AuthMode, SlowConsumerPolicy};
+use rim_proto::schema::EdgePushRequest;
+
+#[tokio::test]
+async fn push_requires_the_cluster_secret() {
+    let edge = start(|_| {}).await;
+    let mut client = edge.client(Kind::Tcp, "k1", "", &[1000]).await;
+    let body = EdgePushRequest {
+        pushes: vec![key_push("m", 1000, b"x", &["k1"])],
+    }
+    .encode_to_vec();
+    assert_eq!(edge.post_push(None, body.clone()).await.status(), 401);
+    assert_eq!(
+        edge.post_push(Some("wrong"), body.clone()).await.status(),
+        401
+    );
+    assert_eq!(
+        edge.post_push(Some(&format!("{}x", common::SECRET)), body.clone())
+            .await
+            .status(),
+        401
+    );
+    assert!(
+        client.silent_for(100).await,
+        "nothing delivered without the secret"
+    );
+    assert_eq!(
+        edge.post_push(Some(common::SECRET), body).await.status(),
+        200
+    );
+    assert_eq!(client.recv().await.body, &b"x"[..]);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_are_refused() {
+    let edge = start(|c| c.edge_max_push_body = 1024).await;
+    let garbage = vec![0xff; 16];
+    assert_eq!(
+        edge.post_push(Some(common::SECRET), garbage).await.status(),
+        400
+    );
+    let big = EdgePushRequest {
+        pushes: vec![key_push("m", 1000, &[b'x'; 2048], &["k1"])],
+    }
+    .encode_to_vec();
+    assert_eq!(
+        edge.post_push(Some(common::SECRET), big).await.status(),
+        413
+    );
+    edge.assert_unaffected(&mut []).await;
+}
+
+#[tokio::test]
+async fn delivered_counts_per_push() {
+    let edge = start(|_| {}).await;
+    let mut a = edge.client(Kind::Tcp, "a", "live://1", &[1000]).await;
+    let mut b = edge.client(Kind::Ws, "b", "live://1", &[1000, 2000]).await;
+    let mut c = edge.client(Kind::Tcp, "c", "live://2", &[2000]).await;
+    let delivered = edge
+        .push(vec![
+            key_push("1", 1000, b"keys", &["a", "b", "c", "nobody"]),
+            room_push("2", 1500, b"room", "live://1"),
+            room_push("3", 1500, b"empty", "live://404"),
+            broadcast_push("4", 2000, b"all", 0),
+        ])
+        .await;
+    assert_eq!(delivered, [2, 2, 0, 2]);
+    for (client, expected) in [
+        (&mut a, &["keys", "room"][..]),
+        (&mut b, &["keys", "room", "all"][..]),
+        (&mut c, &["all"][..]),
+    ] {
+        for body in expected {
+            assert_eq!(client.recv().await.body, body.as_bytes());
+        }
+        assert!(client.silent_for(50).await);
+    }
+}
+
+#[tokio::test]
+async fn duplicate_message_ids_are_dropped() {
+    let edge = start(|_| {}).await;
+    let mut client = edge.client(Kind::Tcp, "k", "", &[1000]).await;
+    let push = key_push("same-id", 1000, b"once", &["k"]);
+    assert_eq!(edge.push(vec![push.clone(), push.clone()]).await, [1, 0]);
+    assert_eq!(edge.push(vec![push]).await, [0]);
+    assert_eq!(client.recv().await.body, &b"once"[..]);
+    assert!(client.silent_for(100).await);
+}
+
+#[tokio::test]
+async fn paced_broadcast_reaches_everyone_in_order() {
+    let edge = start(|_| {}).await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        clients.push(edge.client(Kind::Tcp, &format!("k{i}"), "", &[1000]).await);
+    }
+    let started = tokio::time::Instant::now();
+    let delivered = edge
+        .push(vec![
+            broadcast_push("p1", 1000, b"first", 20),
+            broadcast_push("p2", 1000, b"second", 20),
+        ])
+        .await;
+    assert_eq!(delivered, [5, 5], "recipients scheduled");
+    for client in &mut clients {
+        assert_eq!(client.recv().await.body, &b"first"[..]);
+        assert_eq!(client.recv().await.body, &b"second"[..]);
+    }
+    // 10 deliveries at 20/s are released two per 100 ms tick.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(350));
+}
+
+/// Pushes large bodies to `victim` until one is refused; returns how many were accepted.
+async fn flood(edge: &common::TestEdge, victim: &str) -> usize {
+    let body = vec![b'x'; 256 * 1024];
+    for i in 0..400 {
+        let push = key_push(&format!("flood-{i}"), 1000, &body, &[victim]);
+        if edge.push(vec![push]).await == [0] {
+            return i;
+        }
+    }
+    panic!("the queue never filled");
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_and_others_are_fine() {
+    for kind in [Kind::Tcp, Kind::Ws] {
+        let edge = start(|c| {
+            c.edge_queue_capacity = 4;
+            c.edge_max_push_body = 1 << 20;
+        })
+        .await;
+        let mut bystander = edge.client(Kind::Ws, "bystander", "", &[1000]).await;
+        let _victim = edge.client(kind, "victim", "", &[1000]).await;
+        flood(&edge, "victim").await;
+        edge.wait_connections(1).await;
+        assert_eq!(
+            edge.push(vec![key_push("after", 1000, b"ok", &["bystander"])])
+                .await,
+            [1]
+        );
+        assert_eq!(bystander.recv().await.body, &b"ok"[..]);
+        edge.assert_unaffected(&mut [&mut bystander]).await;
+    }
+}
+
+#[tokio::test]
+async fn drop_policy_keeps_the_slow_consumer() {
+    let edge = start(|c| {
+        c.edge_queue_capacity = 4;
+        c.edge_slow_consumer = SlowConsumerPolicy::Drop;
+    })
+    .await;
+    let mut victim = edge.client(Kind::Tcp, "victim", "", &[1000]).await;
+    let accepted = flood(&edge, "victim").await;
+    assert!(accepted >= 4);
+    assert_eq!(edge.handle.connection_count(), 1);
+    for _ in 0..accepted {
+        assert_eq!(victim.recv().await.op, 1000);
+    }
+    victim.heartbeat().await;
+}
+
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
+        .clone()
+}
+
+#[tokio::test]
+async fn metrics_and_health_on_the_internal_port() {
+    let hooks = EdgeHooks {
+        metrics: Some(prometheus()),
+        ..EdgeHooks::default()
+    };
+    let edge = start_with(AuthMode::Jwt, hooks, |_| {}).await;
+    let mut client = edge.client(Kind::Tcp, "k", "", &[1000]).await;
+    edge.push(vec![key_push("m", 1000, b"x", &["k"])]).await;
+    client.recv().await;
+    let http = reqwest::Client::new();
+    let health = http
+        .get(edge.internal_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let text = http
+        .get(edge.internal_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "rim_edge_pushes_total",
+        "rim_edge_deliveries_total",
+        "rim_edge_auth_total",
+        "rim_edge_connections",
+        "rim_edge_write_batch_frames",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+}
+
+#[tokio::test]
+async fn metrics_without_a_recorder_is_404() {
+    let edge = start(|_| {}).await;
+    let response = reqwest::get(edge.internal_url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 404);
+}
