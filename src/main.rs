@@ -1,3 +1,85 @@
 //! The `rim` binary: one executable for every role (`rim dev | edge | control | job`).
+//!
+//! `main` only assembles: it layers the configuration ([`config`]), installs logs and metrics
+//! ([`telemetry`]) and hands each role its options, the cluster secret and a stop signal
+//! ([`roles`], [`shutdown`]).
+
+mod cli;
 mod config;
-fn main() {}
+mod roles;
+mod shutdown;
+mod telemetry;
+
+use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use cli::{Cli, Role};
+use rim_edge::config::AuthMode;
+use std::ffi::OsString;
+
+fn main() -> anyhow::Result<()> {
+    let (cli, matches) = parse_command_line(std::env::args_os().collect())?;
+    telemetry::init_logs(cli.log_format);
+    let prometheus = telemetry::init_metrics()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
+    let role = cli.role.context("no role selected")?;
+    let secret = cli.cluster_secret;
+    runtime.block_on(async move {
+        match role {
+            Role::Dev(mut args) => {
+                let dev_matches = matches.subcommand_matches("dev").context("dev options")?;
+                apply_dev_defaults(&mut args, dev_matches);
+                let secret = secret.unwrap_or_else(random_token);
+                roles::dev(args, secret, prometheus).await
+            }
+            Role::Edge(args) => roles::edge(args, required(secret)?, prometheus).await,
+            Role::Control(args) => roles::control(args, required(secret)?, prometheus).await,
+            Role::Job(args) => roles::job(args, required(secret)?).await,
+        }
+    })
+}
+
+/// Parses the command line over the configuration file; no subcommand means `dev`.
+fn parse_command_line(mut args: Vec<OsString>) -> anyhow::Result<(Cli, ArgMatches)> {
+    let mut command = Cli::command();
+    if let Some(path) = config::config_path(&args) {
+        command = config::apply_file(command, &path)?;
+    }
+    let matches = command.clone().get_matches_from(args.clone());
+    if matches.subcommand().is_none() {
+        args.push("dev".into());
+        return parse_command_line(args);
+    }
+    Ok((Cli::from_arg_matches(&matches)?, matches))
+}
+
+/// `rim dev` is for one machine and demos: where the user left an option at its built-in default,
+/// trust goim clients' JSON (so goim's own clients work unchanged), open the goim routes (so goim's
+/// curl examples work) and create an admin key for the `/v1` API. Each is announced loudly.
+fn apply_dev_defaults(args: &mut cli::DevArgs, matches: &ArgMatches) {
+    let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
+    if defaulted("edge_auth") && args.edge.edge_jwt_keys.is_empty() {
+        args.edge.edge_auth = AuthMode::Insecure;
+    }
+    if defaulted("goim_routes_open") {
+        args.control.goim_routes_open = true;
+    }
+    if args.control.control_admin_key.is_none() {
+        let key = random_token();
+        println!("admin API key for /v1 (this run only): {key}");
+        args.control.control_admin_key = Some(key);
+    }
+}
+
+/// The cluster secret, which every production role needs.
+fn required(secret: Option<String>) -> anyhow::Result<String> {
+    secret
+        .filter(|s| !s.is_empty())
+        .context("set the cluster secret: --cluster-secret or RIM_CLUSTER_SECRET")
+}
+
+/// 32 random bytes as hex, for secrets `rim dev` makes up.
+fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,120 @@
+//! The command line of the `rim` binary: global options and one subcommand per role.
+//!
+//! Every role's options come from that role's crate (`EdgeConfig`, `ControlConfig`, `JobConfig`), so a
+//! crate documents its own settings once and `--help`, environment variables and the TOML file (see
+//! [`crate::config`]) all follow from it. What only the binary knows — which store and which bus a role
+//! runs on — is declared here.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rim_control::ControlConfig;
+use rim_edge::EdgeConfig;
+use rim_job::JobConfig;
+use std::path::PathBuf;
+
+/// rim: a goim-compatible long-connection gateway.
+///
+/// Without a subcommand, runs `rim dev`: edge, control plane and job worker in one process with an
+/// in-memory store and bus.
+#[derive(Parser, Debug)]
+#[command(name = "rim", version, about, long_about)]
+pub struct Cli {
+    /// TOML configuration file: top-level keys set global options, `[edge]`, `[control]` and `[job]`
+    /// set the options of that role (keys are the option names with `_`, e.g. `edge_tcp_listen`).
+    /// Environment variables and flags override the file.
+    #[arg(long, global = true, env = crate::config::CONFIG_ENV)]
+    pub config: Option<PathBuf>,
+
+    /// Shared secret with which edges, job workers and the control plane authenticate each other.
+    /// Required by `edge`, `control` and `job`; `dev` makes a random one when unset.
+    #[arg(
+        long,
+        global = true,
+        env = "RIM_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
+
+    /// Log output format.
+    #[arg(long, global = true, env = "RIM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Which role to run.
+    #[command(subcommand)]
+    pub role: Option<Role>,
+}
+
+/// The roles one `rim` process can play.
+#[derive(Subcommand, Debug)]
+pub enum Role {
+    /// All in one process (edge + control + job), in-memory store and bus: for development and demos.
+    Dev(DevArgs),
+    /// An edge (comet): holds client connections of one region.
+    Edge(EdgeArgs),
+    /// A control-plane instance: business, edge and admin APIs, on PostgreSQL and Kafka.
+    Control(ControlArgs),
+    /// A job worker of one region: delivers that region's pushes from Kafka to its edges.
+    Job(JobArgs),
+}
+
+/// `rim dev`: every role's options, with defaults suited to one machine.
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Options of the embedded edge.
+    #[command(flatten, next_help_heading = "Edge")]
+    pub edge: EdgeConfig,
+    /// Options of the embedded control plane.
+    #[command(flatten, next_help_heading = "Control plane")]
+    pub control: ControlConfig,
+    /// Options of the embedded job worker (its Kafka options are unused: `dev` has an in-process bus).
+    #[command(flatten, next_help_heading = "Job worker")]
+    pub job: JobConfig,
+}
+
+/// `rim edge`.
+#[derive(Args, Debug)]
+pub struct EdgeArgs {
+    /// The edge's options.
+    #[command(flatten)]
+    pub edge: EdgeConfig,
+}
+
+/// `rim control`.
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// The control plane's options.
+    #[command(flatten)]
+    pub control: ControlConfig,
+    /// PostgreSQL URL of the store, e.g. `postgres://rim:secret@db:5432/rim` (migrated at start).
+    #[arg(long, env = "RIM_CONTROL_DATABASE_URL", hide_env_values = true)]
+    pub control_database_url: String,
+    /// Kafka bootstrap servers (`host:port,...`) the push pipeline produces to.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub control_kafka_brokers: String,
+    /// Prefix of the per-region push topics (must match the job workers' `job_topic_prefix`).
+    #[arg(long, env = "RIM_CONTROL_TOPIC_PREFIX", default_value = rim_bus::kafka::DEFAULT_TOPIC_PREFIX)]
+    pub control_topic_prefix: String,
+}
+
+/// `rim job`.
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// The job worker's options.
+    #[command(flatten)]
+    pub job: JobConfig,
+    /// PostgreSQL URL of the store, where the worker finds the edges of its region.
+    #[arg(long, env = "RIM_JOB_DATABASE_URL", hide_env_values = true)]
+    pub job_database_url: String,
+}
+
+/// How log lines are written.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}

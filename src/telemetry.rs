@@ -1,0 +1,23 @@
+//! Process-wide observability: the tracing subscriber (logs) and the Prometheus recorder (metrics).
+//!
+//! Installed once by `main` before any role starts, so every crate can just use `tracing` and the
+//! `metrics` facade; each role renders the returned handle on its own `/metrics` endpoint.
+
+use crate::cli::LogFormat;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the log subscriber (filter from `RUST_LOG`, default `info`) in the chosen format.
+pub fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Installs the process's Prometheus recorder and returns the handle that renders it.
+pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+    Ok(PrometheusBuilder::new().install_recorder()?)
+}
