@@ -21,7 +21,7 @@ pub type BoxIo = Box<dyn Io>;
 
 enum Wire {
     Stream { io: BoxIo, buf: BytesMut },
-    Ws(WebSocketStream<BoxIo>),
+    Ws(Box<WebSocketStream<BoxIo>>),
 }
 
 /// How a connection ended, as the client saw it.
@@ -68,7 +68,7 @@ impl Client {
 
     pub async fn ws_over(io: BoxIo, url: &str) -> Self {
         let (ws, _) = tokio_tungstenite::client_async(url, io).await.unwrap();
-        Self::new(Wire::Ws(ws))
+        Self::new(Wire::Ws(Box::new(ws)))
     }
 
     /// TLS to `addr`, trusting `cert_der` for the name "localhost".
