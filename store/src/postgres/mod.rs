@@ -87,20 +87,6 @@ impl PostgresStore {
             .map_err(|err| StoreError::Unavailable(format!("migrating the database: {err}")))?;
         Ok(Self { pool, settings })
     }
-
-    /// Fails with [`StoreError::UnknownNode`] unless the node is registered and not dead.
-    async fn require_live_node(&self, node_id: &str) -> Result<(), StoreError> {
-        let live: Option<bool> =
-            sqlx::query_scalar("SELECT state <> 'dead' FROM nodes WHERE id = $1")
-                .bind(node_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_error)?;
-        match live {
-            Some(true) => Ok(()),
-            _ => Err(StoreError::UnknownNode(node_id.to_owned())),
-        }
-    }
 }
 
 /// Marks nodes dead and removes their sessions and room counts, in the caller's transaction;
@@ -280,15 +266,10 @@ impl Store for PostgresStore {
         events: &[SessionEvent],
         now: UnixMillis,
     ) -> Result<SessionApplyReport, StoreError> {
-        self.require_live_node(node_id).await?;
-        sessions::apply_batch(
-            &self.pool,
-            node_id,
-            events,
-            now,
-            self.settings.session_ttl_ms,
-        )
-        .await
+        // One connection for the whole batch: its three or four statements need no further acquires.
+        let mut conn = self.pool.acquire().await.map_err(store_error)?;
+        let ttl = self.settings.session_ttl_ms;
+        sessions::apply_batch(&mut conn, node_id, events, now, ttl).await
     }
 
     async fn sessions_by_keys(

@@ -1,14 +1,14 @@
 //! Session batches in PostgreSQL: a constant number of round trips per batch, whatever its size.
 //!
-//! A batch is applied in three steps: the node is checked, the stored sessions of the batch's keys are
-//! read with one `= ANY` lookup, and the events are replayed in Rust against them
-//! ([`plan_session_events`]), leaving at most one write per key (plus, rarely, a removal before an
-//! upsert). The writes then go out as at most two statements: a `DELETE` joined to `unnest`ed arrays,
-//! then an `UPDATE` joined the same way and an `INSERT ... SELECT unnest` upsert as data-modifying
-//! CTEs over disjoint keys. Every write re-checks the rules in SQL against
-//! the row it touches (the identity read in step two, or "not newer" for connects), so a batch racing
-//! with another node's batch for the same key can lose its write but never break a rule; no row locks
-//! are held between the read and the write.
+//! A batch is applied on one pooled connection in three steps: the node is checked, the stored
+//! sessions of the batch's keys are read with one `= ANY` lookup, and the events are replayed in Rust
+//! against them ([`plan_session_events`]), leaving at most one write per key (plus, rarely, a removal
+//! before an upsert). The writes then go out as at most two statements: a `DELETE` joined to
+//! `unnest`ed arrays, then an `UPDATE` joined the same way and an `INSERT ... SELECT unnest` upsert as
+//! data-modifying CTEs over disjoint keys. Every write re-checks the rules in SQL against the row it
+//! touches (the identity read in step two, or "not newer" for connects), so a batch racing with
+//! another node's batch for the same key can lose its write but never break a rule; no row locks are
+//! held between the read and the write.
 
 use super::errors::store_error;
 use super::rows::{SessionRow, connection_id_to_sql, session_columns};
@@ -16,7 +16,7 @@ use crate::error::StoreError;
 use crate::model::{Session, SessionApplyReport, UnixMillis};
 use crate::session_rules::{SessionIdentity, SessionPlan, plan_session_events};
 use rim_proto::schema::SessionEvent;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::HashMap;
 
 /// The plan's removals, each guarded by the identity of the row the plan was computed from.
@@ -53,14 +53,23 @@ WITH renewed AS (
 SELECT 1
 "#;
 
-/// Applies one node's batch (see the module docs). The caller has checked that the node is live.
+/// Applies one node's batch (see the module docs); [`StoreError::UnknownNode`] unless the node is
+/// registered and not dead.
 pub(super) async fn apply_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     node_id: &str,
     events: &[SessionEvent],
     now: UnixMillis,
     session_ttl_ms: i64,
 ) -> Result<SessionApplyReport, StoreError> {
+    let live: Option<bool> = sqlx::query_scalar("SELECT state <> 'dead' FROM nodes WHERE id = $1")
+        .bind(node_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(store_error)?;
+    if live != Some(true) {
+        return Err(StoreError::UnknownNode(node_id.to_owned()));
+    }
     let mut keys: Vec<&str> = events.iter().map(|event| event.key.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -70,7 +79,7 @@ pub(super) async fn apply_batch(
         " FROM sessions WHERE key = ANY($1)"
     ))
     .bind(&keys)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(store_error)?
     .into_iter()
@@ -83,7 +92,7 @@ pub(super) async fn apply_batch(
         stored.remove(key)
     });
     let report = plan.report;
-    write_plan(pool, plan).await?;
+    write_plan(conn, plan).await?;
     Ok(report)
 }
 
@@ -109,7 +118,7 @@ impl IdentityColumns {
 /// Sends a plan's writes: removals first (an upsert may replace a row only once the older-but-
 /// removed session it displaces is gone), then renewals and upserts; in one transaction when both
 /// statements are needed, so a batch applies entirely or not at all.
-async fn write_plan(pool: &PgPool, mut plan: SessionPlan) -> Result<(), StoreError> {
+async fn write_plan(conn: &mut PgConnection, mut plan: SessionPlan) -> Result<(), StoreError> {
     let remove = (!plan.removals.is_empty()).then(|| {
         let mut removals = IdentityColumns::default();
         plan.removals
@@ -155,7 +164,7 @@ async fn write_plan(pool: &PgPool, mut plan: SessionPlan) -> Result<(), StoreErr
     });
     match (remove, renew_and_upsert) {
         (Some(remove), Some(renew_and_upsert)) => {
-            let mut tx = pool.begin().await.map_err(store_error)?;
+            let mut tx = conn.begin().await.map_err(store_error)?;
             remove.execute(&mut *tx).await.map_err(store_error)?;
             renew_and_upsert
                 .execute(&mut *tx)
@@ -164,7 +173,7 @@ async fn write_plan(pool: &PgPool, mut plan: SessionPlan) -> Result<(), StoreErr
             tx.commit().await.map_err(store_error)
         }
         (Some(statement), None) | (None, Some(statement)) => {
-            statement.execute(pool).await.map_err(store_error)?;
+            statement.execute(conn).await.map_err(store_error)?;
             Ok(())
         }
         (None, None) => Ok(()),
