@@ -1,0 +1,366 @@
+//! control-bench: how much the control plane takes, measured over real HTTP against an in-process
+//! instance on a loopback port.
+//!
+//! - Pushes accepted per second: concurrent `POST /goim/push/mids` (one online user each, so every
+//!   push resolves a session and publishes one record) with the memory store, once with the
+//!   in-process bus and once with Kafka (a tansu broker from rim-testkit, when installed).
+//! - Session events ingested per second: concurrent `POST /edge/v1/sessions` batches of connects,
+//!   from several edge nodes, into PostgreSQL (a throwaway cluster from rim-testkit).
+//!
+//! The load generator shares the machine (and its cores) with the server, so the numbers are a
+//! floor for what a dedicated control instance does. Run in release:
+//! `cargo run --release -p rim-bench --bin control-bench`.
+
+use anyhow::Context;
+use clap::Parser;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use prost::Message;
+use rim_bus::memory::MemoryBus;
+use rim_bus::{BusConsumer, BusProducer};
+use rim_control::ControlConfig;
+use rim_proto::schema::session_event::Kind;
+use rim_proto::schema::{NodeRegistration, SessionBatch, SessionEvent};
+use rim_store::Store;
+use rim_store::memory::MemoryStore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Cluster secret of the benchmark instance.
+const SECRET: &str = "bench-secret";
+/// Admin key the load generator pushes with.
+const ADMIN_KEY: &str = "bench-admin";
+
+/// Command-line options.
+#[derive(Parser, Debug)]
+struct Args {
+    /// How long each measurement runs, in seconds.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent HTTP requests in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Users online during the push measurements.
+    #[arg(long, default_value_t = 10_000)]
+    users: i64,
+    /// Session events per edge batch in the ingest measurement.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Edge nodes sending batches in the ingest measurement.
+    #[arg(long, default_value_t = 8)]
+    nodes: usize,
+    /// Talk HTTP/2 without TLS (h2c, many requests over one connection) instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
+    /// Skip the Kafka push measurement.
+    #[arg(long)]
+    no_kafka: bool,
+    /// Skip the PostgreSQL ingest measurement.
+    #[arg(long)]
+    no_postgres: bool,
+}
+
+/// A control instance for one measurement.
+struct Instance {
+    control: rim_control::RunningControl,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Instance {
+    async fn start(
+        args: &Args,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn BusProducer>,
+    ) -> anyhow::Result<Self> {
+        let config = ControlConfig {
+            control_admin_key: Some(ADMIN_KEY.into()),
+            control_max_session_batch: 100_000,
+            ..ControlConfig::default()
+        };
+        let prometheus = PrometheusBuilder::new().build_recorder().handle();
+        let control = rim_control::start(config, SECRET, store, bus, prometheus).await?;
+        let base = format!("http://{}", control.local_addr());
+        let builder = reqwest::Client::builder().pool_max_idle_per_host(1024);
+        let http = if args.http2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder
+        }
+        .build()?;
+        Ok(Self {
+            control,
+            base,
+            http,
+        })
+    }
+
+    /// POSTs a protobuf message to the edge API; fails unless 2xx.
+    async fn edge(&self, path: &str, message: &impl Message) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(SECRET)
+            .body(message.encode_to_vec())
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        Ok(())
+    }
+
+    async fn register(&self, node_id: &str) -> anyhow::Result<()> {
+        let registration = NodeRegistration {
+            node_id: node_id.into(),
+            region: "sh".into(),
+            latitude: 31.2,
+            longitude: 121.5,
+            hostname: format!("{node_id}.bench"),
+            addresses: vec!["127.0.0.1".into()],
+            tcp_port: 3101,
+            ws_port: 3102,
+            wss_port: 3103,
+            push_url: "http://127.0.0.1:3109".into(),
+            weight: 10,
+        };
+        self.edge("/edge/v1/register", &registration).await
+    }
+}
+
+/// `count` connect events with keys `<prefix>-<i>`, users `first_mid + i`.
+fn connects(prefix: &str, first_mid: i64, count: usize) -> Vec<SessionEvent> {
+    let at = rim_control::now_ms();
+    (0..count)
+        .map(|i| SessionEvent {
+            kind: Kind::Connect as i32,
+            key: format!("{prefix}-{i}"),
+            mid: first_mid + i as i64,
+            room: "live://1".into(),
+            platform: "android".into(),
+            accepts: vec![1000],
+            connection_id: i as u64 + 1,
+            at_unix_ms: at,
+            ip: "127.0.0.1".into(),
+        })
+        .collect()
+}
+
+/// CPU time this process used so far (user + system), from `/proc/self/stat`; `None` off Linux.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
+    Some(ticks / 100.0)
+}
+
+/// What one measurement saw.
+struct Measured {
+    /// Units (pushes, events) per wall-clock second.
+    rate: f64,
+    /// Requests that failed.
+    failed: u64,
+    /// CPU cores the whole process (server and load generator) kept busy on average.
+    cores: Option<f64>,
+}
+
+impl std::fmt::Display for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:>9.0}/s  failed requests: {}", self.rate, self.failed)?;
+        if let Some(cores) = self.cores {
+            write!(
+                f,
+                "  process CPU: {cores:.2} cores ({:.0}/s per core)",
+                self.rate / cores.max(0.01)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `concurrency` loops of `request` for `seconds`: units per second, failures, CPU used.
+async fn load<F, Fut>(seconds: u64, concurrency: usize, request: F) -> Measured
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let cpu_before = cpu_seconds();
+    let workers: Vec<_> = (0..concurrency as u64)
+        .map(|worker| {
+            let (done, failed, request) = (done.clone(), failed.clone(), request.clone());
+            tokio::spawn(async move {
+                let mut i = worker;
+                while Instant::now() < deadline {
+                    match request(i).await {
+                        Ok(units) => done.fetch_add(units, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    i += concurrency as u64;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Measured {
+        rate: done.load(Ordering::Relaxed) as f64 / elapsed,
+        failed: failed.load(Ordering::Relaxed),
+        cores: cpu_before
+            .zip(cpu_seconds())
+            .map(|(before, after)| (after - before) / elapsed),
+    }
+}
+
+/// Pushes to online users as fast as the instance accepts them; answers pushes/s and failures.
+async fn push_rate(args: &Args, bus: Arc<dyn BusProducer>) -> anyhow::Result<Measured> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(rim_store::StoreSettings::default()));
+    let instance = Arc::new(Instance::start(args, store, bus).await?);
+    instance.register("edge-1").await?;
+    let users = usize::try_from(args.users).context("--users")?;
+    for chunk_start in (0..users).step_by(10_000) {
+        let count = (users - chunk_start).min(10_000);
+        let batch = SessionBatch {
+            node_id: "edge-1".into(),
+            events: connects(&format!("u{chunk_start}"), chunk_start as i64, count),
+        };
+        instance.edge("/edge/v1/sessions", &batch).await?;
+    }
+    let users = args.users;
+    let target = instance.clone();
+    let result = load(args.seconds, args.concurrency, move |i| {
+        let instance = target.clone();
+        async move {
+            let mid = i as i64 % users;
+            let url = format!("{}/goim/push/mids?operation=1000&mids={mid}", instance.base);
+            let response = instance
+                .http
+                .post(url)
+                .bearer_auth(ADMIN_KEY)
+                .body("bench payload")
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "push: {}",
+                response.status()
+            );
+            Ok(1)
+        }
+    })
+    .await;
+    match Arc::try_unwrap(instance) {
+        Ok(instance) => instance.control.shutdown().await?,
+        Err(_) => anyhow::bail!("load workers still hold the instance"),
+    }
+    Ok(result)
+}
+
+/// Keeps a memory bus region drained (as job workers would), so it never fills.
+fn drain_memory_bus(bus: &MemoryBus) -> tokio::task::JoinHandle<()> {
+    let mut consumer = bus.consumer("sh", "bench");
+    tokio::spawn(async move {
+        while let Ok(batch) = consumer.next_batch(10_000).await {
+            if consumer.commit(&batch).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Session events per second into PostgreSQL through the edge API.
+async fn ingest_rate(args: &Args) -> anyhow::Result<Measured> {
+    let cluster = rim_testkit::postgres::TestPostgres::start();
+    let pool = rim_store::postgres::PoolSettings {
+        max_connections: 16,
+        acquire_timeout: Duration::from_secs(5),
+    };
+    let store = rim_store::postgres::PostgresStore::connect_with(
+        &cluster.fresh_database(),
+        rim_store::StoreSettings::default(),
+        pool,
+    )
+    .await?;
+    let instance =
+        Arc::new(Instance::start(args, Arc::new(store), Arc::new(MemoryBus::new(16))).await?);
+    for node in 0..args.nodes {
+        instance.register(&format!("edge-{node}")).await?;
+    }
+    let (batch, nodes) = (args.batch, args.nodes as u64);
+    let target = instance.clone();
+    let result = load(args.seconds, args.nodes, move |i| {
+        let instance = target.clone();
+        async move {
+            let node = format!("edge-{}", i % nodes);
+            let events = connects(&format!("{node}-b{i}"), i as i64 * batch as i64, batch);
+            instance
+                .edge(
+                    "/edge/v1/sessions",
+                    &SessionBatch {
+                        node_id: node,
+                        events,
+                    },
+                )
+                .await?;
+            Ok(batch as u64)
+        }
+    })
+    .await;
+    match Arc::try_unwrap(instance) {
+        Ok(instance) => instance.control.shutdown().await?,
+        Err(_) => anyhow::bail!("load workers still hold the instance"),
+    }
+    Ok(result)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!(
+        "control-bench: {} s per measurement, {} concurrent requests over {}, {} users online",
+        args.seconds,
+        args.concurrency,
+        if args.http2 {
+            "HTTP/2 (h2c)"
+        } else {
+            "HTTP/1.1"
+        },
+        args.users
+    );
+
+    let bus = MemoryBus::new(1_000_000);
+    let drainer = drain_memory_bus(&bus);
+    let measured = push_rate(&args, Arc::new(bus)).await?;
+    drainer.abort();
+    println!("pushes accepted (memory store, memory bus):  {measured}");
+
+    if args.no_kafka {
+        println!("pushes accepted (memory store, Kafka/tansu): skipped (--no-kafka)");
+    } else {
+        let broker = rim_testkit::kafka::TestKafka::start();
+        let settings = rim_bus::kafka::KafkaSettings::new(broker.bootstrap());
+        let producer = rim_bus::kafka::KafkaProducer::new(&settings)?;
+        let measured = push_rate(&args, Arc::new(producer)).await?;
+        println!("pushes accepted (memory store, Kafka/tansu): {measured}");
+    }
+
+    if args.no_postgres {
+        println!("session events ingested (PostgreSQL): skipped (--no-postgres)");
+    } else {
+        let measured = ingest_rate(&args).await?;
+        println!(
+            "session events ingested (PostgreSQL, {} nodes x {}-event batches): {measured}",
+            args.nodes, args.batch
+        );
+    }
+    Ok(())
+}
