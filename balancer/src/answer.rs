@@ -63,12 +63,12 @@ pub fn answer(
             let ports = best.node.ports;
             let mut nodes: Vec<String> = Vec::with_capacity(config.httpdns_max_nodes);
             let same_ports = ordered.iter().filter(|s| s.node.ports == ports);
-            for endpoint in same_ports.flat_map(|s| s.endpoints.iter()) {
+            for endpoint in same_ports.flat_map(|s| selection::endpoints(s.node, client.platform)) {
                 if nodes.len() == config.httpdns_max_nodes {
                     break;
                 }
                 if !nodes.iter().any(|n| n == endpoint) {
-                    nodes.push((*endpoint).to_owned());
+                    nodes.push(endpoint.to_owned());
                 }
             }
             ((ports.tcp, ports.ws, ports.wss), nodes)

@@ -12,8 +12,7 @@ use serde::Serialize;
 use crate::location::GeoPoint;
 
 /// The lifecycle state an operator or the control plane assigned to a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeState {
     /// Accepting new connections.
     Active,
@@ -24,7 +23,7 @@ pub enum NodeState {
 }
 
 /// The ports an edge listens on; a client needs them next to the node's host name or address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Ports {
     /// goim TCP protocol port.
     pub tcp: u16,

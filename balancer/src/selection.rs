@@ -67,7 +67,6 @@ pub struct RankedNode {
 /// A selectable node with its score, borrowed from the caller's snapshot; the answer builder walks these.
 pub(crate) struct Scored<'a> {
     pub(crate) node: &'a NodeCandidate,
-    pub(crate) endpoints: Vec<&'a str>,
     pub(crate) score: Score,
 }
 
@@ -85,7 +84,9 @@ pub fn rank(
         .map(|s| RankedNode {
             node_id: s.node.id.clone(),
             region: s.node.region.clone(),
-            endpoints: s.endpoints.iter().map(|e| (*e).to_owned()).collect(),
+            endpoints: endpoints(s.node, client.platform)
+                .map(str::to_owned)
+                .collect(),
             ports: s.node.ports,
             score: s.score,
         })
@@ -100,25 +101,26 @@ pub(crate) fn ordered<'a>(
     config: &BalancerConfig,
 ) -> Vec<Scored<'a>> {
     let staleness = config.node_staleness();
-    let selectable: Vec<(&NodeCandidate, Vec<&str>, Option<f64>)> = candidates
+    let selectable: Vec<(&NodeCandidate, Option<f64>)> = candidates
         .iter()
         .filter(|node| health::check(node, now, staleness).is_ok())
+        .filter(|node| endpoints(node, client.platform).next().is_some())
         .map(|node| {
-            let distance = client.location.map(|at| at.distance_km(&node.location));
-            (node, endpoints(node, client.platform), distance)
+            (
+                node,
+                client.location.map(|at| at.distance_km(&node.location)),
+            )
         })
-        .filter(|(_, endpoints, _)| !endpoints.is_empty())
         .collect();
     let nearest = selectable
         .iter()
-        .filter_map(|(_, _, d)| *d)
+        .filter_map(|(_, d)| *d)
         .min_by(f64::total_cmp);
     let band_km = f64::from(config.httpdns_distance_band_km);
     let mut scored: Vec<Scored<'a>> = selectable
         .into_iter()
-        .map(|(node, endpoints, distance_km)| Scored {
+        .map(|(node, distance_km)| Scored {
             node,
-            endpoints,
             score: Score {
                 distance_band: distance_km
                     .zip(nearest)
@@ -136,16 +138,13 @@ pub(crate) fn ordered<'a>(
     scored
 }
 
-/// What a client of `platform` can dial on `node`; empty entries in the registration are ignored.
-fn endpoints(node: &NodeCandidate, platform: Platform) -> Vec<&str> {
-    let all: Vec<&str> = match platform {
-        Platform::Web => vec![node.hostname.as_str()],
-        Platform::Native => node.addresses.iter().map(String::as_str).collect(),
+/// What a client of `platform` can dial on `node`; blank entries in the registration are ignored.
+pub(crate) fn endpoints(node: &NodeCandidate, platform: Platform) -> impl Iterator<Item = &str> {
+    let all: &[String] = match platform {
+        Platform::Web => std::slice::from_ref(&node.hostname),
+        Platform::Native => &node.addresses,
     };
-    all.into_iter()
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .collect()
+    all.iter().map(|e| e.trim()).filter(|e| !e.is_empty())
 }
 
 /// The ranking order documented at the top of this module.
