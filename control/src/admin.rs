@@ -181,6 +181,7 @@ async fn revoke_api_key(
     )
     .await?
     {
+        state.callers.forget(&id);
         tracing::info!(%id, "API key revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {

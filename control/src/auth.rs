@@ -6,6 +6,10 @@
 //! fresh deployment can create its real keys. Edges present the cluster secret as a bearer token,
 //! also compared by hash in constant time (equal-length digests, so neither content nor length leaks
 //! through timing).
+//!
+//! Keys the store confirmed are remembered for a few seconds (bounded, unknown keys never cached),
+//! so a push with a business key does not cost a PostgreSQL round trip; a revocation takes effect at
+//! once on the instance that revoked and within that delay on the others.
 
 use crate::error::ApiError;
 use crate::observe::timed_store;
@@ -13,9 +17,12 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use parking_lot::Mutex;
 use rand::RngCore;
 use rim_store::{Scope, Store};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// Prefix of the keys we issue, so leaked keys are easy to recognise in logs and scanners.
@@ -48,10 +55,28 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// How long a verified key is trusted without asking the store again. A key revoked through
+/// another instance stops working here within this delay (at once on the revoking instance).
+const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Most verified keys remembered; when full, the cache is emptied (counted in
+/// `rim_control_api_key_cache_resets_total`) and refills from the store.
+const KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// A key the store confirmed, remembered briefly so every push does not cost a store lookup.
+struct VerifiedKey {
+    id: String,
+    scopes: Vec<Scope>,
+    verified_at: Instant,
+}
+
 /// Checks business callers' API keys.
 pub struct CallerAuth {
     /// Hash of the bootstrap admin key, if one is configured.
     admin_key_hash: Option<[u8; 32]>,
+    /// Recently verified live keys by secret hash. Unknown keys are never cached, so guessing
+    /// cannot fill it.
+    verified: Mutex<HashMap<[u8; 32], VerifiedKey>>,
 }
 
 impl CallerAuth {
@@ -59,7 +84,42 @@ impl CallerAuth {
     pub fn new(admin_key: Option<&str>) -> Self {
         Self {
             admin_key_hash: admin_key.filter(|key| !key.is_empty()).map(hash_secret),
+            verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets a key at once (it was revoked through this instance).
+    pub fn forget(&self, id: &str) {
+        self.verified.lock().retain(|_, key| key.id != id);
+    }
+
+    /// The id and scopes of a live key: from the cache if verified recently, else from the store.
+    async fn lookup(
+        &self,
+        store: &dyn Store,
+        hash: [u8; 32],
+    ) -> Result<(String, Vec<Scope>), ApiError> {
+        if let Some(key) = self.verified.lock().get(&hash)
+            && key.verified_at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok((key.id.clone(), key.scopes.clone()));
+        }
+        let record = timed_store("api_key_by_hash", store.api_key_by_hash(&hash))
+            .await?
+            .filter(|record| record.revoked_at.is_none())
+            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
+        let mut verified = self.verified.lock();
+        if verified.len() >= KEY_CACHE_CAPACITY {
+            verified.clear();
+            metrics::counter!("rim_control_api_key_cache_resets_total").increment(1);
+        }
+        let key = VerifiedKey {
+            id: record.id.clone(),
+            scopes: record.scopes.clone(),
+            verified_at: Instant::now(),
+        };
+        verified.insert(hash, key);
+        Ok((record.id, record.scopes))
     }
 
     /// Succeeds if the request carries a live key holding `scope` (or the admin scope, which
@@ -83,16 +143,13 @@ impl CallerAuth {
         {
             return Ok(());
         }
-        let record = timed_store("api_key_by_hash", store.api_key_by_hash(&hash))
-            .await?
-            .filter(|record| record.revoked_at.is_none())
-            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
-        if record.scopes.contains(&scope) || record.scopes.contains(&Scope::Admin) {
+        let (id, scopes) = self.lookup(store, hash).await?;
+        if scopes.contains(&scope) || scopes.contains(&Scope::Admin) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
                 "API key {:?} lacks the {:?} scope",
-                record.id,
+                id,
                 scope_name(scope)
             )))
         }

@@ -94,3 +94,26 @@ impl Default for ControlConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        control: ControlConfig,
+    }
+
+    #[test]
+    fn default_impl_matches_the_flag_defaults_except_the_listen_address() {
+        let parsed = Cli::try_parse_from(["rim"]).unwrap().control;
+        assert_eq!(parsed.control_listen, "0.0.0.0:3111".parse().unwrap());
+        let default = ControlConfig {
+            control_listen: parsed.control_listen,
+            ..ControlConfig::default()
+        };
+        assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    }
+}

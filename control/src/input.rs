@@ -119,3 +119,31 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_accept_repeated_and_comma_separated_values() {
+        let params = Params::parse("mids=1&mids=2,3&mids=&keys=a%2Cb&x=1");
+        assert_eq!(params.parsed_list::<i64>("mids").unwrap(), vec![1, 2, 3]);
+        // An encoded comma is still a separator once decoded (goim keys never contain commas).
+        assert_eq!(params.list("keys"), vec!["a", "b"]);
+        assert!(params.list("absent").is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_the_parameter() {
+        let params = Params::parse("limit=-1x&mids=1,zz");
+        let error = params
+            .required_parsed::<i64>("limit")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`limit`"), "{error}");
+        let error = params.parsed_list::<i64>("mids").unwrap_err().to_string();
+        assert!(error.contains("\"zz\""), "{error}");
+        assert!(params.required("type").is_err());
+        assert_eq!(params.parsed::<i32>("speed").unwrap(), None);
+    }
+}
