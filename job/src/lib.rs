@@ -1,1 +1,110 @@
-//! TODO: this crate is being written.
+//! rim's job workers (goim's job): deliver a region's pushes from the bus to the region's edges.
+//!
+//! One worker consumes one region's bus topic in the region's consumer group and, per batch:
+//! - groups key pushes by the node holding each key, so each edge gets one request with its keys;
+//! - sends room and broadcast pushes to every live edge of the region (`speed` passes through: the
+//!   edge applies the rate cap);
+//! - posts protobuf [`rim_proto::schema::EdgePushRequest`]s to `<push_url>/internal/push` with the
+//!   cluster secret, one request at a time per edge and in log order, retrying with backoff until
+//!   the edge takes it or leaves the directory;
+//! - commits the batch only after every edge it targets took its part (at-least-once; edges and
+//!   clients drop duplicates by message id).
+//!
+//! Modules: [`config`] (flags), [`directory`] (which edges a region has), `route` (batch → per-edge
+//! requests), `lane` (ordered delivery per edge), `edge_client` (the HTTP call), `worker` (the loop).
+//!
+//! Entry points: [`run`] with any [`BusConsumer`] (the in-process bus of `rim dev`), and
+//! [`run_with_kafka`] for `rim job`.
+//!
+//! Metrics: `rim_job_consumed_total`, `rim_job_delivered_total` (pushes taken by edges),
+//! `rim_job_connections_reached_total`, `rim_job_edge_errors_total`, `rim_job_dropped_total{reason}`,
+//! `rim_job_bus_errors_total`, `rim_job_commit_errors_total`, `rim_job_inflight_batches`,
+//! `rim_job_commit_lag_seconds` (from control accepting a push to its commit), all by `region`.
+
+mod backoff;
+pub mod config;
+pub mod directory;
+mod edge_client;
+mod lane;
+mod route;
+mod worker;
+
+pub use config::JobConfig;
+pub use directory::{DirectoryError, EdgeDirectory, EdgeTarget, StoreDirectory};
+pub use edge_client::PUSH_PATH;
+
+use lane::LaneContext;
+use rim_bus::BusConsumer;
+use rim_bus::kafka::KafkaConsumer;
+use std::future::Future;
+use std::sync::Arc;
+use worker::Worker;
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The configuration or the secret cannot be used (e.g. an HTTP client cannot be built).
+    #[error("job worker setup: {0}")]
+    Setup(String),
+}
+
+/// Runs a worker for `config.job_region` on `consumer` until `shutdown` completes.
+///
+/// `cluster_secret` is presented to edges as `Authorization: Bearer <secret>`. `directory` lists the
+/// region's edges (a [`StoreDirectory`] over the store in both `rim dev` and `rim job`).
+pub async fn run<C: BusConsumer>(
+    config: &JobConfig,
+    cluster_secret: &str,
+    consumer: C,
+    directory: Arc<dyn EdgeDirectory>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), JobError> {
+    let client = edge_client::EdgeClient::new(cluster_secret, config.edge_timeout())
+        .map_err(JobError::Setup)?;
+    let worker = Worker {
+        consumer,
+        region: config.job_region.clone(),
+        batch_size: config.job_batch_size.max(1),
+        max_inflight: config.job_max_inflight_batches.max(1),
+        grace: config.edge_timeout(),
+        directory: directory.clone(),
+        lane_context: Arc::new(LaneContext {
+            client,
+            directory,
+            region: config.job_region.clone(),
+            backoff: config.backoff(),
+            max_request_bytes: config.job_max_request_bytes.max(1),
+        }),
+        backoff: config.backoff(),
+    };
+    worker.run(shutdown).await;
+    Ok(())
+}
+
+/// Joins the region's Kafka consumer group (retrying with backoff while Kafka is unreachable) and
+/// runs the worker on it until `shutdown` completes.
+pub async fn run_with_kafka(
+    config: &JobConfig,
+    cluster_secret: &str,
+    directory: Arc<dyn EdgeDirectory>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), JobError> {
+    let settings = config.kafka_settings();
+    let group = config.group_id();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = config.backoff();
+    let consumer = loop {
+        match KafkaConsumer::new(&settings, &config.job_region, &group).await {
+            Ok(consumer) => break consumer,
+            Err(err) => {
+                let pause = backoff.next_pause();
+                tracing::warn!(%err, ?pause, "cannot join the region's consumer group yet");
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    };
+    run(config, cluster_secret, consumer, directory, shutdown).await
+}

@@ -1,0 +1,122 @@
+//! A job worker's settings, as command-line flags, environment variables and TOML keys.
+//!
+//! Field names are the TOML keys of the `[job]` section and must stay unique across the edge,
+//! control and job configs (the all-in-one `rim dev` flattens them), hence the `job_` prefix on
+//! all of them. The cluster secret is deliberately absent: it is a parameter of [`crate::run`], so
+//! it never ends up in a config dump.
+
+use rim_bus::kafka::{DEFAULT_TOPIC_PREFIX, KafkaSettings};
+use std::time::Duration;
+
+/// Everything a regional job worker needs besides its bus consumer, edge directory and secret.
+#[derive(clap::Args, Clone, Debug)]
+pub struct JobConfig {
+    /// Region whose pushes this worker delivers: its bus topic and the edges it sends to.
+    #[arg(long, env = "RIM_JOB_REGION", default_value = "local")]
+    pub job_region: String,
+
+    /// Kafka bootstrap servers (`host:port,...`) of `rim job`; `rim dev` uses its in-process bus.
+    #[arg(long, env = "RIM_JOB_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub job_kafka_brokers: String,
+
+    /// Prefix of the region topics (region `R` is topic `<prefix>R`); must match the control plane's.
+    #[arg(long, env = "RIM_JOB_TOPIC_PREFIX", default_value = DEFAULT_TOPIC_PREFIX)]
+    pub job_topic_prefix: String,
+
+    /// Partitions of the region topic if this worker is the first to create it.
+    #[arg(long, env = "RIM_JOB_TOPIC_PARTITIONS", default_value_t = 12)]
+    pub job_topic_partitions: i32,
+
+    /// Consumer group of the region's workers (default `rim-job-<region>`); workers of one group
+    /// share the region's partitions.
+    #[arg(long, env = "RIM_JOB_GROUP_ID")]
+    pub job_group_id: Option<String>,
+
+    /// Most pushes taken from the bus in one batch. A batch is whatever is queued, up to this;
+    /// the worker never waits to fill it.
+    #[arg(long, env = "RIM_JOB_BATCH_SIZE", default_value_t = 256)]
+    pub job_batch_size: usize,
+
+    /// Most batches handed to edges and not yet committed. Bounds memory while an edge is slow;
+    /// when reached, the worker stops reading the bus until a batch completes.
+    #[arg(long, env = "RIM_JOB_MAX_INFLIGHT_BATCHES", default_value_t = 64)]
+    pub job_max_inflight_batches: usize,
+
+    /// Largest push request sent to an edge, in bytes (a batch's part is cut into several); keep it
+    /// under the edges' `edge_max_push_body`. A request an edge still refuses as too large is halved.
+    #[arg(long, env = "RIM_JOB_MAX_REQUEST_BYTES", default_value_t = 512 * 1024)]
+    pub job_max_request_bytes: usize,
+
+    /// How long one push request to an edge may take before it counts as failed, in milliseconds.
+    #[arg(long, env = "RIM_JOB_EDGE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub job_edge_timeout_ms: u64,
+
+    /// First pause before retrying a failed edge request (then doubling), in milliseconds.
+    #[arg(long, env = "RIM_JOB_RETRY_INITIAL_MS", default_value_t = 100)]
+    pub job_retry_initial_ms: u64,
+
+    /// Longest pause between retries of a failed edge request, in milliseconds. An edge is retried
+    /// until it takes the push or the directory no longer lists it as live.
+    #[arg(long, env = "RIM_JOB_RETRY_MAX_MS", default_value_t = 5_000)]
+    pub job_retry_max_ms: u64,
+
+    /// How long the list of the region's live edges is cached before it is re-read, in
+    /// milliseconds. A push naming an edge missing from it forces an earlier re-read.
+    #[arg(long, env = "RIM_JOB_DIRECTORY_CACHE_MS", default_value_t = 1_000)]
+    pub job_directory_cache_ms: u64,
+}
+
+impl Default for JobConfig {
+    /// The same values as the flag defaults (tests, `rim dev`).
+    fn default() -> Self {
+        Self {
+            job_region: "local".into(),
+            job_kafka_brokers: "127.0.0.1:9092".into(),
+            job_topic_prefix: DEFAULT_TOPIC_PREFIX.into(),
+            job_topic_partitions: 12,
+            job_group_id: None,
+            job_batch_size: 256,
+            job_max_inflight_batches: 64,
+            job_max_request_bytes: 512 * 1024,
+            job_edge_timeout_ms: 5_000,
+            job_retry_initial_ms: 100,
+            job_retry_max_ms: 5_000,
+            job_directory_cache_ms: 1_000,
+        }
+    }
+}
+
+impl JobConfig {
+    /// The consumer group: configured, or `rim-job-<region>`.
+    pub fn group_id(&self) -> String {
+        self.job_group_id
+            .clone()
+            .unwrap_or_else(|| format!("rim-job-{}", self.job_region))
+    }
+
+    /// Kafka settings for this worker's consumer.
+    pub fn kafka_settings(&self) -> KafkaSettings {
+        let mut settings = KafkaSettings::new(self.job_kafka_brokers.clone());
+        settings.topic_prefix = self.job_topic_prefix.clone();
+        settings.partitions = self.job_topic_partitions;
+        settings
+    }
+
+    /// The edge request timeout.
+    pub fn edge_timeout(&self) -> Duration {
+        Duration::from_millis(self.job_edge_timeout_ms.max(1))
+    }
+
+    /// How long the edge directory may be cached.
+    pub fn directory_cache(&self) -> Duration {
+        Duration::from_millis(self.job_directory_cache_ms)
+    }
+
+    /// The retry policy for failed edge requests and bus reads.
+    pub(crate) fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(
+            Duration::from_millis(self.job_retry_initial_ms.max(1)),
+            Duration::from_millis(self.job_retry_max_ms.max(self.job_retry_initial_ms).max(1)),
+        )
+    }
+}

@@ -1,0 +1,108 @@
+//! One HTTP call: posting an [`EdgePushRequest`] to an edge's internal push endpoint.
+//!
+//! `POST <push_url>/internal/push`, body protobuf, `Authorization: Bearer <cluster secret>`, answer
+//! an [`EdgePushResponse`]. The outcome is classified for the lane's retry loop: a 2xx means the
+//! edge took the pushes; 413 means the request is over the edge's body limit (the lane splits it);
+//! 400 and 422 mean the edge will never take it (retrying would wedge the region), so that part is
+//! dropped and counted; anything else (refused connection, timeout, 5xx, 401 while secrets are
+//! rotated) is retried.
+
+use prost::Message;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use rim_proto::schema::{EdgePushRequest, EdgePushResponse};
+use std::time::Duration;
+
+/// Path of the edge's push endpoint, appended to its `push_url`.
+pub const PUSH_PATH: &str = "/internal/push";
+
+/// Content type of protobuf bodies on internal calls.
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// Largest answer read from an edge: one varint per push fits many times over.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Why an edge did not take a request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EdgeFailure {
+    /// Worth retrying: the edge is unreachable, slow, or failing for now.
+    #[error("{0}")]
+    Retry(String),
+    /// The request is larger than the edge accepts; smaller requests may pass.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The edge refuses this request for good (it cannot read it).
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+/// Posts push requests to edges with the cluster secret.
+pub(crate) struct EdgeClient {
+    http: reqwest::Client,
+    authorization: HeaderValue,
+}
+
+impl EdgeClient {
+    /// A client whose requests time out after `timeout`.
+    pub(crate) fn new(cluster_secret: &str, timeout: Duration) -> Result<Self, String> {
+        // reqwest is built without a bundled crypto provider; the workspace uses ring. Another
+        // component may have installed it already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|err| format!("http client: {err}"))?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {cluster_secret}"))
+            .map_err(|_| "the cluster secret is not a valid header value".to_owned())?;
+        authorization.set_sensitive(true);
+        Ok(Self {
+            http,
+            authorization,
+        })
+    }
+
+    /// Posts one request; `Ok` once the edge took it, with what it answered.
+    pub(crate) async fn push(
+        &self,
+        push_url: &str,
+        request: &EdgePushRequest,
+    ) -> Result<EdgePushResponse, EdgeFailure> {
+        let url = format!("{}{PUSH_PATH}", push_url.trim_end_matches('/'));
+        let mut response = self
+            .http
+            .post(&url)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(CONTENT_TYPE, PROTOBUF)
+            .body(request.encode_to_vec())
+            .send()
+            .await
+            .map_err(|err| EdgeFailure::Retry(format!("{url}: {err}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let reason = format!("{url} answered {status}");
+            return Err(match status {
+                StatusCode::PAYLOAD_TOO_LARGE => EdgeFailure::TooLarge(reason),
+                StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                    EdgeFailure::Rejected(reason)
+                }
+                _ => EdgeFailure::Retry(reason),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|err| EdgeFailure::Retry(format!("{url}: reading answer: {err}")))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(EdgeFailure::Retry(format!(
+                    "{url}: answer over {MAX_RESPONSE_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        EdgePushResponse::decode(body.as_slice())
+            .map_err(|err| EdgeFailure::Retry(format!("{url}: undecodable answer: {err}")))
+    }
+}

@@ -1,0 +1,249 @@
+//! Turning a batch of bus records into one request per edge.
+//!
+//! - A key push carries its keys already resolved to nodes: keys are grouped by node, and each
+//!   edge gets one [`EdgePush`] with only its own keys.
+//! - A room or broadcast push goes to every live edge of the region (each edge knows its own room
+//!   members); a broadcast's `speed` is passed through, the edge applies the rate cap.
+//!
+//! Each edge's request lists its pushes in batch order, which is log order, so a target's pushes
+//! reach its edge in the order they were accepted. Keys on a node that is not a live edge of the
+//! region are dropped and counted: the node is dead or gone, and so are its sessions.
+
+use crate::directory::EdgeTarget;
+use rim_bus::IncomingPush;
+use rim_proto::schema::edge_push::Target as EdgeTargetKind;
+use rim_proto::schema::push_message::Target;
+use rim_proto::schema::{EdgeKeys, EdgePush, EdgePushRequest, PushMessage};
+use std::collections::HashMap;
+
+/// What one batch asks of the region's edges.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Routing {
+    /// One request per edge that has something to do, in the directory's edge order.
+    pub(crate) requests: Vec<(EdgeTarget, EdgePushRequest)>,
+    /// Key pushes (one per push and node) addressed to nodes that are not live edges here.
+    pub(crate) to_gone_edges: u64,
+    /// Records without a target (not written by rim's control plane); skipped.
+    pub(crate) without_target: u64,
+}
+
+/// Whether some key push in the batch names a node missing from `edges` (then the caller asks the
+/// directory again before routing, in case the node just registered).
+pub(crate) fn names_unknown_edge(batch: &[IncomingPush], edges: &[EdgeTarget]) -> bool {
+    batch.iter().any(|push| match &push.message.target {
+        Some(Target::Keys(keys)) => keys
+            .keys
+            .iter()
+            .any(|key| !edges.iter().any(|edge| edge.node_id == key.node_id)),
+        _ => false,
+    })
+}
+
+/// Splits a batch into per-edge requests.
+pub(crate) fn route(batch: &[IncomingPush], edges: &[EdgeTarget]) -> Routing {
+    let index: HashMap<&str, usize> = edges
+        .iter()
+        .enumerate()
+        .map(|(position, edge)| (edge.node_id.as_str(), position))
+        .collect();
+    let mut per_edge: Vec<Vec<EdgePush>> = vec![Vec::new(); edges.len()];
+    let mut routing = Routing::default();
+    for push in batch {
+        let message = &push.message;
+        match &message.target {
+            Some(Target::Keys(target)) => {
+                // Group keys by node, keeping the nodes in first-seen order.
+                let mut by_node: Vec<(&str, Vec<String>)> = Vec::new();
+                for key in &target.keys {
+                    match by_node.iter_mut().find(|(node, _)| *node == key.node_id) {
+                        Some((_, keys)) => keys.push(key.key.clone()),
+                        None => by_node.push((&key.node_id, vec![key.key.clone()])),
+                    }
+                }
+                for (node, keys) in by_node {
+                    match index.get(node) {
+                        Some(&position) => {
+                            per_edge[position]
+                                .push(edge_push(message, EdgeTargetKind::Keys(EdgeKeys { keys })));
+                        }
+                        None => routing.to_gone_edges += 1,
+                    }
+                }
+            }
+            Some(Target::Room(room)) => {
+                for pushes in &mut per_edge {
+                    pushes.push(edge_push(message, EdgeTargetKind::Room(room.room.clone())));
+                }
+            }
+            Some(Target::Broadcast(broadcast)) => {
+                for pushes in &mut per_edge {
+                    pushes.push(edge_push(message, EdgeTargetKind::Broadcast(*broadcast)));
+                }
+            }
+            None => routing.without_target += 1,
+        }
+    }
+    routing.requests = edges
+        .iter()
+        .cloned()
+        .zip(per_edge)
+        .filter(|(_, pushes)| !pushes.is_empty())
+        .map(|(edge, pushes)| (edge, EdgePushRequest { pushes }))
+        .collect();
+    routing
+}
+
+/// The edge's view of one push.
+fn edge_push(message: &PushMessage, target: EdgeTargetKind) -> EdgePush {
+    EdgePush {
+        message_id: message.message_id.clone(),
+        operation: message.operation,
+        body: message.body.clone(),
+        target: Some(target),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rim_bus::LogPosition;
+    use rim_proto::schema::{BroadcastTarget, KeyOnNode, KeysTarget, RoomTarget};
+
+    fn edge(id: &str) -> EdgeTarget {
+        EdgeTarget {
+            node_id: id.into(),
+            push_url: format!("http://{id}"),
+        }
+    }
+
+    fn incoming(offset: i64, id: &str, target: Target) -> IncomingPush {
+        IncomingPush {
+            partition_key: "k".into(),
+            position: LogPosition {
+                partition: 0,
+                offset,
+            },
+            message: PushMessage {
+                message_id: id.into(),
+                operation: 1000,
+                body: id.as_bytes().to_vec().into(),
+                accepted_at_unix_ms: 0,
+                target: Some(target),
+            },
+        }
+    }
+
+    fn keys(pairs: &[(&str, &str)]) -> Target {
+        Target::Keys(KeysTarget {
+            keys: pairs
+                .iter()
+                .map(|(key, node)| KeyOnNode {
+                    key: (*key).into(),
+                    node_id: (*node).into(),
+                })
+                .collect(),
+        })
+    }
+
+    /// A push as an edge sees it: id and target.
+    type Seen = (String, Option<EdgeTargetKind>);
+
+    fn summary(routing: &Routing) -> Vec<(String, Vec<Seen>)> {
+        routing
+            .requests
+            .iter()
+            .map(|(edge, request)| {
+                let pushes = request
+                    .pushes
+                    .iter()
+                    .map(|push| (push.message_id.clone(), push.target.clone()))
+                    .collect();
+                (edge.node_id.clone(), pushes)
+            })
+            .collect()
+    }
+
+    fn only_keys(list: &[&str]) -> Option<EdgeTargetKind> {
+        Some(EdgeTargetKind::Keys(EdgeKeys {
+            keys: list.iter().map(|key| (*key).into()).collect(),
+        }))
+    }
+
+    #[test]
+    fn keys_go_to_their_nodes_and_rooms_to_every_edge_in_batch_order() {
+        let edges = [edge("n1"), edge("n2"), edge("idle")];
+        let batch = [
+            incoming(0, "m0", keys(&[("a", "n1"), ("b", "n2"), ("c", "n1")])),
+            incoming(
+                1,
+                "m1",
+                Target::Room(RoomTarget {
+                    room: "live://1".into(),
+                }),
+            ),
+            incoming(2, "m2", keys(&[("d", "n2")])),
+            incoming(3, "m3", Target::Broadcast(BroadcastTarget { speed: 7 })),
+        ];
+        let routing = route(&batch, &edges);
+        let room = Some(EdgeTargetKind::Room("live://1".into()));
+        let broadcast = Some(EdgeTargetKind::Broadcast(BroadcastTarget { speed: 7 }));
+        assert_eq!(
+            summary(&routing),
+            vec![
+                (
+                    "n1".into(),
+                    vec![
+                        ("m0".into(), only_keys(&["a", "c"])),
+                        ("m1".into(), room.clone()),
+                        ("m3".into(), broadcast.clone()),
+                    ]
+                ),
+                (
+                    "n2".into(),
+                    vec![
+                        ("m0".into(), only_keys(&["b"])),
+                        ("m1".into(), room.clone()),
+                        ("m2".into(), only_keys(&["d"])),
+                        ("m3".into(), broadcast.clone()),
+                    ]
+                ),
+                (
+                    "idle".into(),
+                    vec![("m1".into(), room), ("m3".into(), broadcast)]
+                ),
+            ]
+        );
+        assert_eq!(routing.requests[0].1.pushes[0].body, &b"m0"[..]);
+        assert_eq!(routing.to_gone_edges, 0);
+    }
+
+    #[test]
+    fn keys_on_unknown_nodes_are_counted_not_sent() {
+        let edges = [edge("n1")];
+        let batch = [incoming(
+            0,
+            "m0",
+            keys(&[("a", "gone"), ("b", "n1"), ("c", "gone")]),
+        )];
+        assert!(names_unknown_edge(&batch, &edges));
+        assert!(!names_unknown_edge(&batch[..0], &edges));
+        let routing = route(&batch, &edges);
+        assert_eq!(
+            summary(&routing),
+            vec![("n1".into(), vec![("m0".into(), only_keys(&["b"]))])]
+        );
+        assert_eq!(routing.to_gone_edges, 1);
+    }
+
+    #[test]
+    fn a_region_without_edges_gets_no_requests() {
+        let batch = [incoming(
+            0,
+            "m0",
+            Target::Room(RoomTarget {
+                room: "live://1".into(),
+            }),
+        )];
+        assert_eq!(route(&batch, &[]), Routing::default());
+    }
+}

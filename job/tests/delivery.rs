@@ -1,0 +1,455 @@
+//! The job worker against real sockets: fake edges are small axum servers on free ports that record
+//! what they receive and answer `EdgePushResponse`; the bus is the in-process bus and the edge
+//! directory is a `StoreDirectory` over the memory store, where the edges register as they would.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use prost::Message;
+use rim_bus::memory::MemoryBus;
+use rim_bus::{BusConsumer, BusProducer, OutgoingPush};
+use rim_job::{JobConfig, StoreDirectory};
+use rim_proto::schema::edge_push::Target as EdgeKind;
+use rim_proto::schema::push_message::Target;
+use rim_proto::schema::{
+    BroadcastTarget, EdgeKeys, EdgePushRequest, EdgePushResponse, KeyOnNode, KeysTarget,
+    NodeRegistration, PushMessage, RoomTarget,
+};
+use rim_store::memory::MemoryStore;
+use rim_store::{NodeState, Store, StoreSettings};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const SECRET: &str = "cluster-secret";
+const REGION: &str = "sh";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What a fake edge saw.
+#[derive(Default)]
+struct EdgeLog {
+    /// Requests it took, in arrival order.
+    taken: Vec<EdgePushRequest>,
+    /// `Authorization` headers of every request.
+    authorizations: Vec<String>,
+    /// Statuses to answer before taking anything (a failing edge).
+    failures: VecDeque<StatusCode>,
+}
+
+/// A fake edge's internal push endpoint on a real port.
+struct FakeEdge {
+    url: String,
+    log: Arc<Mutex<EdgeLog>>,
+    server: JoinHandle<()>,
+}
+
+impl FakeEdge {
+    async fn start() -> Self {
+        Self::serve(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    fn serve(listener: TcpListener) -> Self {
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(EdgeLog::default()));
+        let app = Router::new()
+            .route(rim_job::PUSH_PATH, post(take))
+            .with_state(log.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, log, server }
+    }
+
+    fn fail_next(&self, statuses: &[StatusCode]) {
+        self.log.lock().unwrap().failures.extend(statuses);
+    }
+
+    /// Ids and targets of the pushes it took, in order.
+    fn taken(&self) -> Vec<(String, Option<EdgeKind>)> {
+        let log = self.log.lock().unwrap();
+        log.taken
+            .iter()
+            .flat_map(|request| request.pushes.iter())
+            .map(|push| (push.message_id.clone(), push.target.clone()))
+            .collect()
+    }
+
+    fn taken_ids(&self) -> Vec<String> {
+        self.taken().into_iter().map(|(id, _)| id).collect()
+    }
+}
+
+impl Drop for FakeEdge {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn take(State(log): State<Arc<Mutex<EdgeLog>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut log = log.lock().unwrap();
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    log.authorizations.push(authorization);
+    if let Some(status) = log.failures.pop_front() {
+        return status.into_response();
+    }
+    let Ok(request) = EdgePushRequest::decode(body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let answer = EdgePushResponse {
+        delivered: vec![1; request.pushes.len()],
+    };
+    log.taken.push(request);
+    answer.encode_to_vec().into_response()
+}
+
+/// A region with its store, bus and config (short timeouts and backoff for tests).
+struct Cluster {
+    store: Arc<MemoryStore>,
+    bus: MemoryBus,
+    config: JobConfig,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        Self {
+            store: Arc::new(MemoryStore::new(StoreSettings::default())),
+            bus: MemoryBus::new(10_000),
+            config: JobConfig {
+                job_region: REGION.into(),
+                job_edge_timeout_ms: 500,
+                job_retry_initial_ms: 20,
+                job_retry_max_ms: 100,
+                job_directory_cache_ms: 50,
+                ..JobConfig::default()
+            },
+        }
+    }
+
+    async fn register(&self, node_id: &str, region: &str, push_url: &str) {
+        let registration = NodeRegistration {
+            node_id: node_id.into(),
+            region: region.into(),
+            push_url: push_url.into(),
+            hostname: "localhost".into(),
+            weight: 1,
+            ..NodeRegistration::default()
+        };
+        self.store.register_node(&registration, 1).await.unwrap();
+    }
+
+    /// Starts a worker; stop it by sending on (or dropping) the returned sender.
+    fn start_worker(&self) -> RunningWorker {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = self.config.clone();
+        let consumer = self.bus.consumer(REGION, &config.group_id());
+        let directory = Arc::new(StoreDirectory::new(
+            self.store.clone(),
+            config.directory_cache(),
+        ));
+        let task = tokio::spawn(async move {
+            rim_job::run(&config, SECRET, consumer, directory, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        RunningWorker { stop, task }
+    }
+
+    async fn publish(&self, pushes: Vec<(&str, &str, Target)>) {
+        let pushes = pushes
+            .into_iter()
+            .map(|(key, id, target)| OutgoingPush {
+                region: REGION.into(),
+                partition_key: key.into(),
+                message: PushMessage {
+                    message_id: id.into(),
+                    operation: 1000,
+                    body: id.as_bytes().to_vec().into(),
+                    accepted_at_unix_ms: 1,
+                    target: Some(target),
+                },
+            })
+            .collect();
+        self.bus.publish(pushes).await.unwrap();
+    }
+
+    /// The ids the worker's group would get next: what it has not committed, up to a marker.
+    async fn uncommitted(&self) -> Vec<String> {
+        self.publish(vec![("marker", "marker", room("none"))]).await;
+        let mut consumer = self.bus.consumer(REGION, &self.config.group_id());
+        let mut ids = Vec::new();
+        while ids.last().map(String::as_str) != Some("marker") {
+            let batch = tokio::time::timeout(WAIT, consumer.next_batch(100))
+                .await
+                .unwrap()
+                .unwrap();
+            ids.extend(batch.into_iter().map(|push| push.message.message_id));
+        }
+        ids.pop();
+        ids
+    }
+}
+
+struct RunningWorker {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl RunningWorker {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn keys(pairs: &[(&str, &str)]) -> Target {
+    Target::Keys(KeysTarget {
+        keys: pairs
+            .iter()
+            .map(|(key, node_id)| KeyOnNode {
+                key: (*key).into(),
+                node_id: (*node_id).into(),
+            })
+            .collect(),
+    })
+}
+
+fn room(name: &str) -> Target {
+    Target::Room(RoomTarget { room: name.into() })
+}
+
+fn edge_keys(list: &[&str]) -> Option<EdgeKind> {
+    Some(EdgeKind::Keys(EdgeKeys {
+        keys: list.iter().map(|key| (*key).into()).collect(),
+    }))
+}
+
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn keys_go_to_their_edge_rooms_and_broadcasts_to_every_edge_of_the_region() {
+    let cluster = Cluster::new();
+    let (n1, n2, elsewhere) = (
+        FakeEdge::start().await,
+        FakeEdge::start().await,
+        FakeEdge::start().await,
+    );
+    cluster.register("n1", REGION, &n1.url).await;
+    cluster.register("n2", REGION, &n2.url).await;
+    cluster.register("n3", "eu", &elsewhere.url).await;
+    let worker = cluster.start_worker();
+
+    cluster
+        .publish(vec![
+            (
+                "key:a",
+                "m0",
+                keys(&[("a", "n1"), ("b", "n2"), ("c", "n1")]),
+            ),
+            ("room:live://1", "m1", room("live://1")),
+            (
+                "broadcast",
+                "m2",
+                Target::Broadcast(BroadcastTarget { speed: 5 }),
+            ),
+            ("key:d", "m3", keys(&[("d", "n2")])),
+        ])
+        .await;
+    eventually("both edges took their pushes", || {
+        n1.taken().len() == 3 && n2.taken().len() == 4
+    })
+    .await;
+
+    let room_push = Some(EdgeKind::Room("live://1".into()));
+    let broadcast = Some(EdgeKind::Broadcast(BroadcastTarget { speed: 5 }));
+    assert_eq!(
+        n1.taken(),
+        vec![
+            ("m0".into(), edge_keys(&["a", "c"])),
+            ("m1".into(), room_push.clone()),
+            ("m2".into(), broadcast.clone()),
+        ]
+    );
+    assert_eq!(
+        n2.taken(),
+        vec![
+            ("m0".into(), edge_keys(&["b"])),
+            ("m1".into(), room_push),
+            ("m2".into(), broadcast),
+            ("m3".into(), edge_keys(&["d"])),
+        ]
+    );
+    assert!(
+        elsewhere.taken().is_empty(),
+        "an edge of another region got pushes"
+    );
+    for edge in [&n1, &n2] {
+        let log = edge.log.lock().unwrap();
+        assert!(
+            log.authorizations
+                .iter()
+                .all(|auth| auth == &format!("Bearer {SECRET}"))
+        );
+    }
+
+    worker.stop().await;
+    assert!(
+        cluster.uncommitted().await.is_empty(),
+        "taken pushes are committed"
+    );
+}
+
+#[tokio::test]
+async fn an_edge_gets_its_pushes_in_order_across_batches_and_failures() {
+    let mut cluster = Cluster::new();
+    cluster.config.job_batch_size = 3;
+    let (n1, n2) = (FakeEdge::start().await, FakeEdge::start().await);
+    cluster.register("n1", REGION, &n1.url).await;
+    cluster.register("n2", REGION, &n2.url).await;
+    n1.fail_next(&[
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::UNAUTHORIZED,
+    ]);
+    let worker = cluster.start_worker();
+
+    let mut expected = Vec::new();
+    for round in 0..10 {
+        let (key_id, room_id) = (format!("k{round}"), format!("r{round}"));
+        cluster
+            .publish(vec![
+                ("key:a", &key_id, keys(&[("a", "n1")])),
+                ("room:live://1", &room_id, room("live://1")),
+            ])
+            .await;
+        expected.extend([key_id, room_id]);
+    }
+    eventually("n1 took every push", || n1.taken().len() == 20).await;
+    assert_eq!(n1.taken_ids(), expected, "n1 order");
+    eventually("n2 took the room pushes", || n2.taken().len() == 10).await;
+    let rooms: Vec<String> = expected
+        .iter()
+        .filter(|id| id.starts_with('r'))
+        .cloned()
+        .collect();
+    assert_eq!(n2.taken_ids(), rooms, "n2 order");
+    assert!(
+        n1.log.lock().unwrap().authorizations.len() > 3,
+        "the failed requests were retried"
+    );
+
+    worker.stop().await;
+    assert!(cluster.uncommitted().await.is_empty());
+}
+
+#[tokio::test]
+async fn nothing_is_committed_while_an_edge_is_down_and_it_gets_the_push_after_a_restart() {
+    let cluster = Cluster::new();
+    let port = rim_testkit::ports::free_port().unwrap();
+    cluster
+        .register("n1", REGION, &format!("http://127.0.0.1:{port}"))
+        .await;
+    let worker = cluster.start_worker();
+    cluster
+        .publish(vec![("key:a", "m0", keys(&[("a", "n1")]))])
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.stop().await;
+    assert_eq!(
+        cluster.uncommitted().await,
+        ["m0"],
+        "the edge never took it"
+    );
+
+    let edge = FakeEdge::serve(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    let worker = cluster.start_worker();
+    // The marker of the check above is a room push: the edge gets it too, after m0.
+    eventually("the edge got the push after the restart", || {
+        edge.taken_ids() == ["m0", "marker"]
+    })
+    .await;
+    worker.stop().await;
+    assert!(cluster.uncommitted().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_edges_part_is_dropped_so_the_batch_completes() {
+    let cluster = Cluster::new();
+    let live = FakeEdge::start().await;
+    let closed_port = rim_testkit::ports::free_port().unwrap();
+    cluster.register("live", REGION, &live.url).await;
+    cluster
+        .register("down", REGION, &format!("http://127.0.0.1:{closed_port}"))
+        .await;
+    let worker = cluster.start_worker();
+
+    cluster
+        .publish(vec![("room:live://1", "m0", room("live://1"))])
+        .await;
+    eventually("the live edge took the push", || live.taken_ids() == ["m0"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster
+        .store
+        .set_node_state("down", NodeState::Dead)
+        .await
+        .unwrap();
+    // A later push must not wait behind the dead edge's retries: once its part is dropped, the
+    // first batch completes and everything after it is committed too.
+    cluster
+        .publish(vec![("room:live://1", "m1", room("live://1"))])
+        .await;
+    eventually("the live edge took the next push", || {
+        live.taken_ids() == ["m0", "m1"]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.stop().await;
+    assert!(
+        cluster.uncommitted().await.is_empty(),
+        "the dead edge's part was dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_request_over_the_edge_limit_is_split_not_lost() {
+    let cluster = Cluster::new();
+    let edge = FakeEdge::start().await;
+    cluster.register("n1", REGION, &edge.url).await;
+    edge.fail_next(&[StatusCode::PAYLOAD_TOO_LARGE]);
+    let worker = cluster.start_worker();
+    let ids: Vec<String> = (0..4).map(|n| format!("m{n}")).collect();
+    cluster
+        .publish(
+            ids.iter()
+                .map(|id| ("room:live://1", id.as_str(), room("live://1")))
+                .collect(),
+        )
+        .await;
+    eventually("all pushes arrived", || edge.taken_ids().len() == 4).await;
+    assert_eq!(edge.taken_ids(), ids);
+    worker.stop().await;
+    assert!(cluster.uncommitted().await.is_empty());
+}
