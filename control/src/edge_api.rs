@@ -20,6 +20,8 @@
 //! - 502 (`/edge/v1/auth` only): the webhook failed; refuse the client as "auth unavailable".
 //! - 503: store unavailable, nothing applied: retry with backoff, keep the batch.
 //!
+//! An invalid event (unknown kind, empty or oversized key, malformed room) is dropped, logged and
+//! counted in the report's `ignored`, so one bad event never blocks the rest of its batch.
 //! Session events are applied with `Store::apply_session_events`, whose rules make redelivery
 //! safe: a duplicate connect is a no-op replace, a stale disconnect (another connection owns the key
 //! now) is ignored, so an edge may resend a batch whose answer it did not get.
@@ -171,7 +173,7 @@ async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Checks one session event's fields.
+/// Checks one session event's fields (the reason names what is wrong).
 fn check_event(event: &SessionEvent) -> Result<(), ApiError> {
     if !matches!(
         Kind::try_from(event.kind),
@@ -217,15 +219,26 @@ async fn sessions(
             batch.events.len()
         )));
     }
-    batch.events.iter().try_for_each(check_event)?;
-    let report = timed_store(
+    let total = batch.events.len();
+    let mut events = batch.events;
+    events.retain(|event| match check_event(event) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(node = %batch.node_id, %error, "invalid session event dropped");
+            false
+        }
+    });
+    let invalid = (total - events.len()) as u64;
+    let mut report = timed_store(
         "apply_session_events",
         state
             .store
-            .apply_session_events(&batch.node_id, &batch.events, crate::now_ms()),
+            .apply_session_events(&batch.node_id, &events, crate::now_ms()),
     )
     .await?;
-    metrics::counter!("rim_control_session_events_total").increment(batch.events.len() as u64);
+    report.ignored += invalid;
+    metrics::counter!("rim_control_session_events_total").increment(total as u64);
+    metrics::counter!("rim_control_session_events_invalid_total").increment(invalid);
     Ok(Json(report).into_response())
 }
 

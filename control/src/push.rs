@@ -72,7 +72,7 @@ pub struct PushRequest {
 /// What the pipeline did with a push: the answer both APIs give.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PushReport {
-    /// The push's id (UUIDv7), as clients will see it in duplicates suppression.
+    /// The push's id (UUIDv7); edges and clients drop duplicate deliveries by it.
     pub message_id: String,
     /// Sessions the push was addressed to (keys and users pushes; 0 for room and broadcast,
     /// whose recipients the edges determine).

@@ -301,8 +301,23 @@ async fn session_batches_are_bounded() {
         .collect();
     let (status, body) = h.sessions("n1", events).await;
     assert_eq!(status, 413, "{body}");
-    let (status, _) = h.sessions("n1", vec![connect("", 1, 1, at, "")]).await;
-    assert_eq!(status, 400, "an empty key was accepted");
+    // One invalid event is dropped and counted; the rest of its batch is applied.
+    let (status, report) = h
+        .sessions(
+            "n1",
+            vec![
+                connect("", 1, 1, at, ""),
+                connect("fine", 2, 2, at, "bad-room"),
+                connect("ok", 3, 3, at, ""),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (report["connected"].as_u64(), report["ignored"].as_u64()),
+        (Some(1), Some(2)),
+        "{report}"
+    );
     h.control.shutdown().await.unwrap();
 }
 
