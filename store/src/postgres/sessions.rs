@@ -53,8 +53,16 @@ WITH renewed AS (
 SELECT 1
 "#;
 
+/// How often a batch is tried when PostgreSQL aborts it to break a deadlock with a concurrent batch.
+const DEADLOCK_ATTEMPTS: u32 = 3;
+
 /// Applies one node's batch (see the module docs); [`StoreError::UnknownNode`] unless the node is
 /// registered and not dead.
+///
+/// The batch is one transaction holding a share lock on its node row, so marking the node dead
+/// (which updates that row) waits for batches in flight, and batches after it see the node dead:
+/// no session can be written for a node whose sessions were just removed. Two batches of different
+/// nodes that take over each other's keys can deadlock; PostgreSQL aborts one, which is retried.
 pub(super) async fn apply_batch(
     conn: &mut PgConnection,
     node_id: &str,
@@ -62,13 +70,37 @@ pub(super) async fn apply_batch(
     now: UnixMillis,
     session_ttl_ms: i64,
 ) -> Result<SessionApplyReport, StoreError> {
-    let live: Option<bool> = sqlx::query_scalar("SELECT state <> 'dead' FROM nodes WHERE id = $1")
-        .bind(node_id)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(store_error)?;
+    let mut attempt = 1;
+    loop {
+        match try_apply_batch(conn, node_id, events, now, session_ttl_ms).await {
+            Ok(applied) => return applied,
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("40P01") && attempt < DEADLOCK_ATTEMPTS =>
+            {
+                tracing::debug!(node_id, attempt, "session batch deadlocked; retrying");
+                attempt += 1;
+            }
+            Err(err) => return Err(store_error(err)),
+        }
+    }
+}
+
+/// One attempt at [`apply_batch`]: database errors outside, the node's absence inside.
+async fn try_apply_batch(
+    conn: &mut PgConnection,
+    node_id: &str,
+    events: &[SessionEvent],
+    now: UnixMillis,
+    session_ttl_ms: i64,
+) -> Result<Result<SessionApplyReport, StoreError>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let live: Option<bool> =
+        sqlx::query_scalar("SELECT state <> 'dead' FROM nodes WHERE id = $1 FOR SHARE")
+            .bind(node_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     if live != Some(true) {
-        return Err(StoreError::UnknownNode(node_id.to_owned()));
+        return Ok(Err(StoreError::UnknownNode(node_id.to_owned())));
     }
     let mut keys: Vec<&str> = events.iter().map(|event| event.key.as_str()).collect();
     keys.sort_unstable();
@@ -79,9 +111,8 @@ pub(super) async fn apply_batch(
         " FROM sessions WHERE key = ANY($1)"
     ))
     .bind(&keys)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(store_error)?
+    .fetch_all(&mut *tx)
+    .await?
     .into_iter()
     .map(|row| {
         let session = Session::from(row);
@@ -92,8 +123,9 @@ pub(super) async fn apply_batch(
         stored.remove(key)
     });
     let report = plan.report;
-    write_plan(conn, plan).await?;
-    Ok(report)
+    write_plan(&mut tx, plan).await?;
+    tx.commit().await?;
+    Ok(Ok(report))
 }
 
 /// Columns of identities, for the guarded `DELETE` and `UPDATE`.
@@ -115,11 +147,15 @@ impl IdentityColumns {
     }
 }
 
-/// Sends a plan's writes: removals first (an upsert may replace a row only once the older-but-
-/// removed session it displaces is gone), then renewals and upserts; in one transaction when both
-/// statements are needed, so a batch applies entirely or not at all.
-async fn write_plan(conn: &mut PgConnection, mut plan: SessionPlan) -> Result<(), StoreError> {
-    let remove = (!plan.removals.is_empty()).then(|| {
+/// Sends a plan's writes in the batch's transaction: removals first (an upsert may replace a row
+/// only once the older-but-removed session it displaces is gone), then renewals and upserts.
+/// Each list is in key order, so concurrent batches lock shared rows in the same order.
+async fn write_plan(tx: &mut PgConnection, mut plan: SessionPlan) -> Result<(), sqlx::Error> {
+    plan.removals.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    plan.renewals
+        .sort_unstable_by(|a, b| a.identity.key.cmp(&b.identity.key));
+    plan.upserts.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    if !plan.removals.is_empty() {
         let mut removals = IdentityColumns::default();
         plan.removals
             .drain(..)
@@ -129,8 +165,10 @@ async fn write_plan(conn: &mut PgConnection, mut plan: SessionPlan) -> Result<()
             .bind(removals.node_ids)
             .bind(removals.connection_ids)
             .bind(removals.connected_ats)
-    });
-    let renew_and_upsert = (!(plan.renewals.is_empty() && plan.upserts.is_empty())).then(|| {
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !(plan.renewals.is_empty() && plan.upserts.is_empty()) {
         let mut renewals = IdentityColumns::default();
         let (mut rooms, mut expiries) = (Vec::new(), Vec::new());
         for renewal in plan.renewals {
@@ -138,8 +176,6 @@ async fn write_plan(conn: &mut PgConnection, mut plan: SessionPlan) -> Result<()
             rooms.push(renewal.room);
             expiries.push(renewal.expires_at);
         }
-        // Rows are locked in key order by every batch, so two batches cannot deadlock on each other.
-        plan.upserts.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let mut up = UpsertColumns::with_capacity(plan.upserts.len());
         plan.upserts
             .into_iter()
@@ -161,23 +197,10 @@ async fn write_plan(conn: &mut PgConnection, mut plan: SessionPlan) -> Result<()
             .bind(up.ips)
             .bind(up.connected_ats)
             .bind(up.expires_ats)
-    });
-    match (remove, renew_and_upsert) {
-        (Some(remove), Some(renew_and_upsert)) => {
-            let mut tx = conn.begin().await.map_err(store_error)?;
-            remove.execute(&mut *tx).await.map_err(store_error)?;
-            renew_and_upsert
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            tx.commit().await.map_err(store_error)
-        }
-        (Some(statement), None) | (None, Some(statement)) => {
-            statement.execute(conn).await.map_err(store_error)?;
-            Ok(())
-        }
-        (None, None) => Ok(()),
+            .execute(&mut *tx)
+            .await?;
     }
+    Ok(())
 }
 
 /// Columns of whole sessions, for the upsert.
