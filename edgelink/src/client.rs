@@ -1,0 +1,213 @@
+//! The HTTP client of the control plane's edge API (`control/src/edge_api.rs`).
+//!
+//! Four protobuf calls with the cluster secret as bearer token. Each answer is reduced to what the
+//! caller must do about it ([`CallError`]): register again (404 unknown node), split (413), give up on
+//! this body (other 4xx: a bug or a configuration error, never fixed by retrying), or retry later
+//! (503, 5xx, timeouts, unreachable). Answers are read up to [`MAX_ANSWER_BYTES`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use reqwest::StatusCode;
+use rim_proto::schema::{AuthRequest, AuthResponse, NodeHeartbeat, NodeRegistration, SessionBatch};
+use rim_store::SessionApplyReport;
+
+/// Largest answer read from the control plane; longer ones are a failure of the call.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Content type of protobuf bodies.
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// Why a call to the control plane did not succeed, by what the caller should do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// 404 on heartbeat or sessions: the node is unknown or was declared dead; register again,
+    /// report every live connection anew, then resend.
+    #[error("the control plane does not know this node")]
+    UnknownNode,
+    /// 413: the body is too large; split it.
+    #[error("request too large for the control plane: {0}")]
+    TooLarge(String),
+    /// Another 4xx (malformed body, wrong cluster secret, no webhook): retrying the same request
+    /// cannot help.
+    #[error("the control plane refused the request ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The control plane's explanation.
+        message: String,
+    },
+    /// Unreachable, timed out, or a 5xx: nothing is known to be applied; retry later.
+    #[error("the control plane is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A client of one control plane, shared by the reporter's tasks and the webhook verifier.
+#[derive(Clone, Debug)]
+pub struct ControlClient {
+    http: reqwest::Client,
+    base: String,
+    secret: String,
+}
+
+impl ControlClient {
+    /// A client for the control plane at `base_url`, calls bounded by `timeout`. Fails on a URL that
+    /// is not http(s) or an empty secret.
+    pub fn new(base_url: &str, secret: &str, timeout: Duration) -> anyhow::Result<Self> {
+        anyhow::ensure!(!secret.is_empty(), "the cluster secret must not be empty");
+        let url = reqwest::Url::parse(base_url)
+            .map_err(|e| anyhow::anyhow!("edge_control_url {base_url:?}: {e}"))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "edge_control_url {base_url:?} is not an http(s) URL"
+        );
+        // reqwest is built without a bundled TLS crypto provider: make the workspace's (ring) the
+        // process default. An error only means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder().timeout(timeout).build()?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+
+    /// `POST /edge/v1/register`.
+    pub async fn register(&self, node: &NodeRegistration) -> Result<(), CallError> {
+        let (status, answer) = self.call("/edge/v1/register", node, None).await?;
+        match status {
+            s if s.is_success() => Ok(()),
+            s => Err(failure(s, &answer)),
+        }
+    }
+
+    /// `POST /edge/v1/heartbeat`.
+    pub async fn heartbeat(&self, report: &NodeHeartbeat) -> Result<(), CallError> {
+        let (status, answer) = self.call("/edge/v1/heartbeat", report, None).await?;
+        match status {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Err(CallError::UnknownNode),
+            s => Err(failure(s, &answer)),
+        }
+    }
+
+    /// `POST /edge/v1/sessions`; returns what the store did with the events.
+    pub async fn sessions(&self, batch: &SessionBatch) -> Result<SessionApplyReport, CallError> {
+        let (status, answer) = self.call("/edge/v1/sessions", batch, None).await?;
+        match status {
+            s if s.is_success() => serde_json::from_slice(&answer)
+                .map_err(|e| CallError::Unavailable(format!("unreadable session report: {e}"))),
+            StatusCode::NOT_FOUND => Err(CallError::UnknownNode),
+            s => Err(failure(s, &answer)),
+        }
+    }
+
+    /// `POST /edge/v1/auth`, bounded by `timeout`: the webhook's accepting or refusing answer.
+    pub async fn auth(
+        &self,
+        request: &AuthRequest,
+        timeout: Duration,
+    ) -> Result<AuthResponse, CallError> {
+        let (status, answer) = self.call("/edge/v1/auth", request, Some(timeout)).await?;
+        if status.is_success() {
+            return AuthResponse::decode(answer)
+                .map_err(|e| CallError::Unavailable(format!("unreadable auth answer: {e}")));
+        }
+        if status == StatusCode::NOT_FOUND {
+            // No webhook configured: the body is a refusal saying so.
+            if let Ok(refusal) = AuthResponse::decode(answer.clone()) {
+                return Err(CallError::Refused {
+                    status: status.as_u16(),
+                    message: refusal.reason,
+                });
+            }
+        }
+        Err(failure(status, &answer))
+    }
+
+    /// Posts `message` to `path` and reads the bounded answer.
+    async fn call(
+        &self,
+        path: &str,
+        message: &impl Message,
+        timeout: Option<Duration>,
+    ) -> Result<(StatusCode, Bytes), CallError> {
+        let unavailable = |e: reqwest::Error| CallError::Unavailable(e.to_string());
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.secret)
+            .header(reqwest::header::CONTENT_TYPE, PROTOBUF)
+            .body(message.encode_to_vec());
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
+        let mut response = request.send().await.map_err(unavailable)?;
+        let status = response.status();
+        let mut answer = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+            if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(CallError::Unavailable(format!(
+                    "answer to {path} longer than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok((status, Bytes::from(answer)))
+    }
+}
+
+/// The error of an unsuccessful status, with the control plane's message when it sent one.
+fn failure(status: StatusCode, answer: &[u8]) -> CallError {
+    let message = serde_json::from_slice::<serde_json::Value>(answer)
+        .ok()
+        .and_then(|json| json.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&answer[..answer.len().min(256)]).into_owned());
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => CallError::TooLarge(message),
+        s if s.is_client_error() => CallError::Refused {
+            status: s.as_u16(),
+            message,
+        },
+        s => CallError::Unavailable(format!("{s}: {message}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_what_the_caller_must_do() {
+        let json = br#"{"error":"bad_request","message":"room is not type://id"}"#;
+        assert_eq!(
+            failure(StatusCode::BAD_REQUEST, json),
+            CallError::Refused {
+                status: 400,
+                message: "room is not type://id".into()
+            }
+        );
+        assert!(matches!(
+            failure(StatusCode::PAYLOAD_TOO_LARGE, b"too big"),
+            CallError::TooLarge(m) if m == "too big"
+        ));
+        assert!(matches!(
+            failure(StatusCode::SERVICE_UNAVAILABLE, b""),
+            CallError::Unavailable(_)
+        ));
+        assert!(matches!(
+            failure(StatusCode::BAD_GATEWAY, b"x"),
+            CallError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn only_http_urls_and_a_secret_make_a_client() {
+        let timeout = Duration::from_secs(1);
+        assert!(ControlClient::new("http://127.0.0.1:3111/", "s", timeout).is_ok());
+        assert!(ControlClient::new("ftp://127.0.0.1", "s", timeout).is_err());
+        assert!(ControlClient::new("not a url", "s", timeout).is_err());
+        assert!(ControlClient::new("http://127.0.0.1:3111", "", timeout).is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! rim edgelink: the edge's link to the control plane.
+//!
+//! The edge (`rim-edge`) holds connections and knows nothing about the rest of the cluster; the
+//! control plane learns who is connected where only through this crate, which speaks control's edge
+//! API (`POST /edge/v1/{register,heartbeat,sessions,auth}`, protobuf bodies, the cluster secret as
+//! bearer token):
+//!
+//! | module | idea |
+//! |---|---|
+//! | [`config`] | [`LinkConfig`]: node identity, where control is, reporting periods and bounds (`[edge]` keys) |
+//! | [`client`] | [`ControlClient`]: the four calls, answers reduced to what to do next ([`CallError`]) |
+//! | `buffer` | session changes coalesced per key, bounded, never blocking a connection |
+//! | [`reporter`] | [`SessionReporter`]: the edge's `EdgeEvents`; registration, batches, renewals, heartbeats |
+//! | [`webhook`] | [`WebhookVerifier`]: client auth through control's business auth webhook |
+//!
+//! # Wiring an edge
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use rim_edge::{Edge, EdgeConfig, EdgeHooks};
+//! use rim_edgelink::{LinkConfig, SessionReporter};
+//! let secret = "cluster-secret".to_owned();
+//! let reporter = SessionReporter::new(LinkConfig::local()?);
+//! let config = EdgeConfig::local()?;
+//! let verifier = rim_edge::auth::from_config(&config)?;
+//! let hooks = EdgeHooks { events: reporter.clone(), ..EdgeHooks::default() };
+//! let edge = Edge::start(config, secret.clone(), verifier, hooks).await?;
+//! reporter.start(&secret, edge.addrs())?; // registers, then reports in the background
+//! // ... at the end:
+//! reporter.drain().await; // no new clients, please
+//! edge.shutdown().await;
+//! reporter.shutdown(std::time::Duration::from_secs(5)).await; // the disconnects go out
+//! # Ok(()) }
+//! ```
+
+mod backoff;
+mod buffer;
+pub mod client;
+pub mod config;
+mod metrics;
+pub mod reporter;
+pub mod webhook;
+
+pub use client::{CallError, ControlClient};
+pub use config::LinkConfig;
+pub use reporter::SessionReporter;
+pub use webhook::WebhookVerifier;
