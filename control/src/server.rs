@@ -2,7 +2,9 @@
 //! listener with graceful shutdown.
 //!
 //! [`start`] binds (port 0 works, for tests and `rim dev`) and returns a handle that knows its
-//! address; [`serve`] is the same for a process that simply runs until a shutdown signal.
+//! address; [`serve`] is the same for a process that simply runs until a shutdown signal. The
+//! listener speaks HTTP/1.1 and cleartext HTTP/2 (h2c, prior knowledge) on the same port: busy
+//! business backends and edges can multiplex many requests over one connection.
 
 use crate::config::ControlConfig;
 use crate::error::ApiError;
