@@ -76,3 +76,16 @@ pub trait BusConsumer: Send + 'static {
     /// partition (or delivered again to the next consumer: at-least-once).
     async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError>;
 }
+
+/// A boxed consumer is a consumer, so a process can pick its bus at run time
+/// (`Box<dyn BusConsumer>`) and hand it to code generic over [`BusConsumer`].
+#[async_trait]
+impl<C: BusConsumer + ?Sized> BusConsumer for Box<C> {
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<IncomingPush>, BusError> {
+        (**self).next_batch(max).await
+    }
+
+    async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError> {
+        (**self).commit(done).await
+    }
+}

@@ -54,6 +54,7 @@ impl BatchTicket {
 
 /// One edge's part of a batch.
 pub(crate) struct LanePart {
+    /// The edge's pushes, in batch order.
     pub(crate) pushes: Vec<EdgePush>,
     pub(crate) ticket: Arc<BatchTicket>,
 }
@@ -71,6 +72,8 @@ pub(crate) struct LaneContext {
 pub(crate) struct Lane {
     parts: mpsc::Sender<LanePart>,
     push_url: Arc<Mutex<String>>,
+    /// Parts queued or being sent.
+    outstanding: Arc<AtomicUsize>,
 }
 
 impl Lane {
@@ -85,13 +88,34 @@ impl Lane {
     ) -> Self {
         let (parts, queue) = mpsc::channel(capacity.max(1));
         let push_url = Arc::new(Mutex::new(push_url));
-        tasks.spawn(run(context, node_id, push_url.clone(), queue));
-        Self { parts, push_url }
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        tasks.spawn(run(
+            context,
+            node_id,
+            push_url.clone(),
+            outstanding.clone(),
+            queue,
+        ));
+        Self {
+            parts,
+            push_url,
+            outstanding,
+        }
     }
 
     /// Queues a part; gives it back if the lane task is gone.
     pub(crate) async fn send(&self, part: LanePart) -> Result<(), LanePart> {
-        self.parts.send(part).await.map_err(|returned| returned.0)
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.parts.send(part).await.map_err(|returned| {
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
+            returned.0
+        })
+    }
+
+    /// Whether the lane has nothing queued or in flight. Only an idle lane may be retired: a new
+    /// lane for the same edge must never overtake an old one's parts.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.outstanding.load(Ordering::Acquire) == 0
     }
 
     /// Points the lane at the edge's current address (it re-registered elsewhere).
@@ -116,6 +140,7 @@ async fn run(
     context: Arc<LaneContext>,
     node_id: String,
     push_url: Arc<Mutex<String>>,
+    outstanding: Arc<AtomicUsize>,
     mut queue: mpsc::Receiver<LanePart>,
 ) {
     let mut backoff = context.backoff.clone();
@@ -134,6 +159,7 @@ async fn run(
             }
         }
         part.ticket.part_done();
+        outstanding.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -131,10 +131,11 @@ impl<C: BusConsumer> Worker<C> {
                     .increment(count);
             }
         }
-        // Lanes of edges that left: their tasks finish what is queued, then end.
-        state
-            .lanes
-            .retain(|node_id, _| edges.iter().any(|edge| &edge.node_id == node_id));
+        // Idle lanes of edges that left end; busy ones stay until their parts are done, so a lane
+        // started later for the same edge cannot overtake them.
+        state.lanes.retain(|node_id, lane| {
+            !lane.is_idle() || edges.iter().any(|edge| &edge.node_id == node_id)
+        });
         while let Some(ended) = state.tasks.try_join_next() {
             if let Err(err) = ended {
                 tracing::error!(%err, "an edge lane task failed");

@@ -1,6 +1,8 @@
 //! The job worker against real sockets: fake edges are small axum servers on free ports that record
 //! what they receive and answer `EdgePushResponse`; the bus is the in-process bus and the edge
 //! directory is a `StoreDirectory` over the memory store, where the edges register as they would.
+//! The bus is the in-process bus (`rim dev`), and for the Kafka entry point (`rim job`) a real
+//! Kafka-protocol broker (tansu).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -9,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use prost::Message;
+use rim_bus::kafka::{KafkaConsumer, KafkaProducer, KafkaSettings};
 use rim_bus::memory::MemoryBus;
 use rim_bus::{BusConsumer, BusProducer, OutgoingPush};
 use rim_job::{JobConfig, StoreDirectory};
@@ -20,6 +23,7 @@ use rim_proto::schema::{
 };
 use rim_store::memory::MemoryStore;
 use rim_store::{NodeState, Store, StoreSettings};
+use rim_testkit::kafka::TestKafka;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,17 +117,52 @@ async fn take(State(log): State<Arc<Mutex<EdgeLog>>>, headers: HeaderMap, body: 
 }
 
 /// A region with its store, bus and config (short timeouts and backoff for tests).
+/// The bus a test cluster runs on.
+enum TestBus {
+    Memory(MemoryBus),
+    Kafka(Box<KafkaBus>),
+}
+
+/// A tansu broker with the clients of a test.
+struct KafkaBus {
+    settings: KafkaSettings,
+    producer: KafkaProducer,
+    // Dropped last: the clients above must not outlive their broker.
+    _broker: TestKafka,
+}
+
+/// A region with its store, bus and config (short timeouts and backoff for tests).
 struct Cluster {
     store: Arc<MemoryStore>,
-    bus: MemoryBus,
+    bus: TestBus,
     config: JobConfig,
 }
 
 impl Cluster {
+    /// `rim dev`'s setup: the in-process bus.
     fn new() -> Self {
+        Self::on(TestBus::Memory(MemoryBus::new(10_000)))
+    }
+
+    /// `rim job`'s setup: Kafka (a tansu broker), the worker started by `run_with_kafka`.
+    fn kafka() -> Self {
+        let broker = TestKafka::start();
+        let mut settings = KafkaSettings::new(broker.bootstrap());
+        settings.partitions = 2;
+        let mut cluster = Self::on(TestBus::Kafka(Box::new(KafkaBus {
+            producer: KafkaProducer::new(&settings).unwrap(),
+            settings,
+            _broker: broker,
+        })));
+        cluster.config.job_kafka_brokers = cluster.settings().brokers.clone();
+        cluster.config.job_topic_partitions = 2;
+        cluster
+    }
+
+    fn on(bus: TestBus) -> Self {
         Self {
             store: Arc::new(MemoryStore::new(StoreSettings::default())),
-            bus: MemoryBus::new(10_000),
+            bus,
             config: JobConfig {
                 job_region: REGION.into(),
                 job_edge_timeout_ms: 500,
@@ -132,6 +171,32 @@ impl Cluster {
                 job_directory_cache_ms: 50,
                 ..JobConfig::default()
             },
+        }
+    }
+
+    fn settings(&self) -> &KafkaSettings {
+        match &self.bus {
+            TestBus::Kafka(kafka) => &kafka.settings,
+            TestBus::Memory(_) => panic!("not a Kafka cluster"),
+        }
+    }
+
+    fn producer(&self) -> &dyn BusProducer {
+        match &self.bus {
+            TestBus::Memory(bus) => bus,
+            TestBus::Kafka(kafka) => &kafka.producer,
+        }
+    }
+
+    async fn consumer(&self) -> Box<dyn BusConsumer> {
+        let group = self.config.group_id();
+        match &self.bus {
+            TestBus::Memory(bus) => Box::new(bus.consumer(REGION, &group)),
+            TestBus::Kafka(kafka) => Box::new(
+                KafkaConsumer::new(&kafka.settings, REGION, &group)
+                    .await
+                    .unwrap(),
+            ),
         }
     }
 
@@ -147,22 +212,32 @@ impl Cluster {
         self.store.register_node(&registration, 1).await.unwrap();
     }
 
-    /// Starts a worker; stop it by sending on (or dropping) the returned sender.
+    /// Starts a worker through the entry point its bus would use in production.
     fn start_worker(&self) -> RunningWorker {
         let (stop, stopped) = oneshot::channel::<()>();
         let config = self.config.clone();
-        let consumer = self.bus.consumer(REGION, &config.group_id());
         let directory = Arc::new(StoreDirectory::new(
             self.store.clone(),
             config.directory_cache(),
         ));
-        let task = tokio::spawn(async move {
-            rim_job::run(&config, SECRET, consumer, directory, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let task = match &self.bus {
+            TestBus::Memory(bus) => {
+                let consumer = bus.consumer(REGION, &config.group_id());
+                tokio::spawn(async move {
+                    rim_job::run(&config, SECRET, consumer, directory, shutdown)
+                        .await
+                        .unwrap();
+                })
+            }
+            TestBus::Kafka(_) => tokio::spawn(async move {
+                rim_job::run_with_kafka(&config, SECRET, directory, shutdown)
+                    .await
+                    .unwrap();
+            }),
+        };
         RunningWorker { stop, task }
     }
 
@@ -181,13 +256,14 @@ impl Cluster {
                 },
             })
             .collect();
-        self.bus.publish(pushes).await.unwrap();
+        self.producer().publish(pushes).await.unwrap();
     }
 
-    /// The ids the worker's group would get next: what it has not committed, up to a marker.
+    /// The ids the worker's group would get next: what it has not committed, up to a marker
+    /// (published with the same key as the pushes of the Kafka tests, so it comes after them).
     async fn uncommitted(&self) -> Vec<String> {
-        self.publish(vec![("marker", "marker", room("none"))]).await;
-        let mut consumer = self.bus.consumer(REGION, &self.config.group_id());
+        self.publish(vec![("key:a", "marker", room("none"))]).await;
+        let mut consumer = self.consumer().await;
         let mut ids = Vec::new();
         while ids.last().map(String::as_str) != Some("marker") {
             let batch = tokio::time::timeout(WAIT, consumer.next_batch(100))
@@ -450,6 +526,68 @@ async fn a_request_over_the_edge_limit_is_split_not_lost() {
         .await;
     eventually("all pushes arrived", || edge.taken_ids().len() == 4).await;
     assert_eq!(edge.taken_ids(), ids);
+    worker.stop().await;
+    assert!(cluster.uncommitted().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_worker_delivers_in_order_and_commits() {
+    let cluster = Cluster::kafka();
+    let (n1, n2) = (FakeEdge::start().await, FakeEdge::start().await);
+    cluster.register("n1", REGION, &n1.url).await;
+    cluster.register("n2", REGION, &n2.url).await;
+    let worker = cluster.start_worker();
+    for round in 0..5 {
+        let (key_id, room_id) = (format!("k{round}"), format!("r{round}"));
+        cluster
+            .publish(vec![
+                ("key:a", &key_id, keys(&[("a", "n1")])),
+                ("key:a", &room_id, room("live://1")),
+            ])
+            .await;
+    }
+    eventually("n1 took every push", || n1.taken().len() == 10).await;
+    assert_eq!(
+        n1.taken_ids(),
+        ["k0", "r0", "k1", "r1", "k2", "r2", "k3", "r3", "k4", "r4"]
+    );
+    assert_eq!(n1.taken()[0].1, edge_keys(&["a"]));
+    eventually("n2 took the room pushes", || {
+        n2.taken_ids() == ["r0", "r1", "r2", "r3", "r4"]
+    })
+    .await;
+    worker.stop().await;
+    assert!(
+        cluster.uncommitted().await.is_empty(),
+        "taken pushes are committed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_worker_leaves_uncommitted_what_a_down_edge_did_not_take() {
+    let cluster = Cluster::kafka();
+    let port = rim_testkit::ports::free_port().unwrap();
+    cluster
+        .register("n1", REGION, &format!("http://127.0.0.1:{port}"))
+        .await;
+    let worker = cluster.start_worker();
+    cluster
+        .publish(vec![("key:a", "m0", keys(&[("a", "n1")]))])
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    worker.stop().await;
+    assert_eq!(
+        cluster.uncommitted().await,
+        ["m0"],
+        "the edge never took it"
+    );
+
+    let edge = FakeEdge::serve(TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    let worker = cluster.start_worker();
+    eventually("the edge got the push after the restart", || {
+        edge.taken_ids() == ["m0", "marker"]
+    })
+    .await;
     worker.stop().await;
     assert!(cluster.uncommitted().await.is_empty());
 }
