@@ -69,6 +69,11 @@ pub struct ControlConfig {
     #[arg(long, env = "RIM_CONTROL_NODE_CACHE_MS", default_value_t = 1_000)]
     pub control_node_cache_ms: u64,
 
+    /// Most requests handled at once; beyond it requests are refused at once with 503 (counted in
+    /// `rim_control_requests_shed_total`) instead of queueing without bound.
+    #[arg(long, env = "RIM_CONTROL_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub control_max_in_flight: usize,
+
     /// HTTPDNS answer settings (`/goim/nodes/weighted`, `/v1/dns`).
     #[command(flatten)]
     pub balancer: BalancerConfig,
@@ -90,6 +95,7 @@ impl Default for ControlConfig {
             control_sweep_interval_ms: 5_000,
             control_node_timeout_ms: 60_000,
             control_node_cache_ms: 1_000,
+            control_max_in_flight: 4096,
             balancer: BalancerConfig::default(),
         }
     }

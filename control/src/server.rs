@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use crate::observe::{timed_store, track_requests};
 use crate::state::AppState;
 use crate::{admin, edge_api, goim, openapi, v1};
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -25,10 +26,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::{BoxError, ServiceBuilder};
 use tower_http::trace::TraceLayer;
 
-/// Every route of the control plane, with request metrics and tracing.
+/// Every route of the control plane, with request metrics, tracing and a bound on requests in
+/// flight (shared by all routes; excess requests get 503 at once).
 pub fn build_router(state: AppState) -> Router {
+    let max_in_flight = state.config.control_max_in_flight.max(1);
     Router::new()
         .merge(goim::routes())
         .merge(v1::routes())
@@ -41,9 +47,21 @@ pub fn build_router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .layer(LoadShedLayer::new())
+                .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
+        )
         .layer(axum::middleware::from_fn(track_requests))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The answer to a request shed because too many are in flight.
+async fn overloaded(error: BoxError) -> ApiError {
+    metrics::counter!("rim_control_requests_shed_total").increment(1);
+    ApiError::Unavailable(format!("control plane overloaded, retry later: {error}"))
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

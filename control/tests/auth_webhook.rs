@@ -114,3 +114,36 @@ async fn without_a_webhook_the_hook_refuses_with_404() {
     );
     h.control.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_bound_are_shed_with_503() {
+    let config = ControlConfig {
+        control_auth_webhook_url: Some(start_business().await),
+        control_auth_webhook_timeout_ms: 2_000,
+        control_max_in_flight: 1,
+        ..config()
+    };
+    let h = start(config, memory_store(), Arc::new(MemoryBus::new(10))).await;
+    // A slow webhook call holds the only slot; meanwhile other requests are refused at once.
+    let probe = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let response = h.http.get(h.url("/healthz")).send().await.unwrap();
+            if response.status() == 503 {
+                let body: Value = response.json().await.unwrap();
+                return body["message"].as_str().unwrap().to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "never shed");
+        }
+    };
+    let ((status, _), message) = tokio::join!(ask(&h, "slow"), probe);
+    assert_eq!(status, 502);
+    assert!(message.contains("overloaded"), "{message}");
+    // The slot is free again.
+    assert_eq!(
+        h.http.get(h.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    h.control.shutdown().await.unwrap();
+}
