@@ -47,7 +47,7 @@ pub struct EdgeConfig {
     /// Largest body a client may send, in bytes (goim: 4096).
     #[arg(long, env = "RIM_EDGE_MAX_CLIENT_BODY", default_value_t = rim_proto::packet::DEFAULT_MAX_BODY)]
     pub edge_max_client_body: usize,
-    /// Largest push body accepted on the internal endpoint, in bytes.
+    /// Largest request body on the internal push endpoint, in bytes (so it also bounds every push body).
     #[arg(long, env = "RIM_EDGE_MAX_PUSH_BODY", default_value_t = 1 << 20)]
     pub edge_max_push_body: usize,
     /// Number of buckets connections are sharded into by key (split locks).

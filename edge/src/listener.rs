@@ -88,6 +88,10 @@ pub async fn accept_loop(
 }
 
 /// Completes the transport handshake of one socket and runs its session.
+///
+/// Each transport's path is boxed so that a connection's task only holds memory for its own transport:
+/// an idle plain-TCP connection does not carry the size of a TLS stream or a WebSocket. (A match on an
+/// awaited result would otherwise keep room for every variant's handshake result in the task.)
 async fn connection(
     stream: TcpStream,
     kind: Kind,
@@ -98,36 +102,49 @@ async fn connection(
     let max_body = shared.settings.max_body;
     match kind {
         Kind::Tcp => {
-            session::run(StreamTransport::new(stream, max_body), shared, ip, deadline).await
+            let transport = StreamTransport::new(stream, max_body);
+            Box::pin(session::run(transport, shared, ip, deadline)).await;
         }
         Kind::Tls(acceptor) => {
-            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    session::run(StreamTransport::new(tls, max_body), shared, ip, deadline).await
+            Box::pin(async move {
+                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let transport = StreamTransport::new(tls, max_body);
+                        session::run(transport, shared, ip, deadline).await;
+                    }
+                    _ => metrics::rejected("tls_handshake"),
                 }
-                _ => metrics::rejected("tls_handshake"),
-            }
+            })
+            .await;
         }
         Kind::Ws => {
-            let upgrade = upgrade::accept(stream, ws_config(max_body));
-            match tokio::time::timeout_at(deadline, upgrade).await {
-                Ok(Ok(ws)) => {
-                    session::run(WsTransport::new(ws, max_body), shared, ip, deadline).await
+            Box::pin(async move {
+                let upgrade = upgrade::accept(stream, ws_config(max_body));
+                match tokio::time::timeout_at(deadline, upgrade).await {
+                    Ok(Ok(ws)) => {
+                        let transport = WsTransport::new(ws, max_body);
+                        session::run(transport, shared, ip, deadline).await;
+                    }
+                    _ => metrics::rejected("ws_upgrade"),
                 }
-                _ => metrics::rejected("ws_upgrade"),
-            }
+            })
+            .await;
         }
         Kind::Wss(acceptor) => {
-            let upgrade = async {
-                let tls = acceptor.accept(stream).await?;
-                upgrade::accept(tls, ws_config(max_body)).await
-            };
-            match tokio::time::timeout_at(deadline, upgrade).await {
-                Ok(Ok(ws)) => {
-                    session::run(WsTransport::new(ws, max_body), shared, ip, deadline).await
+            Box::pin(async move {
+                let upgrade = async {
+                    let tls = acceptor.accept(stream).await?;
+                    upgrade::accept(tls, ws_config(max_body)).await
+                };
+                match tokio::time::timeout_at(deadline, upgrade).await {
+                    Ok(Ok(ws)) => {
+                        let transport = WsTransport::new(ws, max_body);
+                        session::run(transport, shared, ip, deadline).await;
+                    }
+                    _ => metrics::rejected("wss_handshake"),
                 }
-                _ => metrics::rejected("wss_handshake"),
-            }
+            })
+            .await;
         }
     }
 }

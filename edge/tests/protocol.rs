@@ -371,3 +371,11 @@ async fn websocket_path_may_carry_a_query_string() {
     client.auth_ok(&tokens::body_for("k1", "", &[])).await;
     client.heartbeat().await;
 }
+
+#[tokio::test]
+async fn websocket_pings_are_answered() {
+    let edge = start(|_| {}).await;
+    let mut client = edge.client(Kind::Ws, "k1", "", &[]).await;
+    client.ping(b"are you there").await;
+    client.heartbeat().await;
+}

@@ -85,7 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for StreamTransport<S> 
         // Send FIN (and TLS close_notify), then read until the client closes too, so that unread
         // input does not turn our close into a reset that could discard the last reply.
         if self.io.shutdown().await.is_ok() {
-            let mut sink = [0u8; 256];
+            let mut sink = [0u8; 64];
             while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {}
         }
     }

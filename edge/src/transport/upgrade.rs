@@ -43,12 +43,10 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<WebSocketStream<S>, UpgradeError> {
     let mut buf = Vec::with_capacity(1024);
     let head = loop {
-        let mut chunk = [0u8; 1024];
-        let read = io.read(&mut chunk).await?;
-        if read == 0 {
+        buf.reserve(1024);
+        if io.read_buf(&mut buf).await? == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
-        buf.extend_from_slice(&chunk[..read]);
         match parse(&buf) {
             Some(head) => break head,
             None if buf.len() >= MAX_HEAD => {

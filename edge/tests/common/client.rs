@@ -99,6 +99,27 @@ impl Client {
         }
     }
 
+    /// Sends a WebSocket ping and waits for the matching pong.
+    pub async fn ping(&mut self, payload: &[u8]) {
+        let Wire::Ws(ws) = &mut self.wire else {
+            panic!("not a WebSocket client")
+        };
+        ws.send(Message::Ping(payload.to_vec().into()))
+            .await
+            .unwrap();
+        loop {
+            let message = tokio::time::timeout(PATIENCE, ws.next())
+                .await
+                .expect("no pong in time")
+                .expect("connection ended")
+                .unwrap();
+            if let Message::Pong(data) = message {
+                assert_eq!(&data[..], payload);
+                return;
+            }
+        }
+    }
+
     /// Sends a WebSocket text message (goim packets must be binary).
     pub async fn send_text(&mut self, text: &str) {
         let Wire::Ws(ws) = &mut self.wire else {
