@@ -78,11 +78,27 @@ struct Slot {
     replaced: bool,
 }
 
+/// The session a connect event of `node_id` creates.
+pub(crate) fn session_of(node_id: &str, event: &SessionEvent, expires_at: UnixMillis) -> Session {
+    Session {
+        key: event.key.clone(),
+        mid: event.mid,
+        node_id: node_id.to_owned(),
+        room: event.room.clone(),
+        platform: event.platform.clone(),
+        accepts: event.accepts.clone(),
+        connection_id: event.connection_id,
+        ip: event.ip.clone(),
+        connected_at: event.at_unix_ms,
+        expires_at,
+    }
+}
+
 /// Replays `events` of `node_id` in order against the sessions `stored` returns for their keys and
 /// returns the net writes. `stored` is asked once per distinct key.
-pub(crate) fn plan_session_events(
+pub(crate) fn plan_session_events<'a>(
     node_id: &str,
-    events: &[SessionEvent],
+    events: impl IntoIterator<Item = &'a SessionEvent>,
     now: UnixMillis,
     session_ttl_ms: i64,
     mut stored: impl FnMut(&str) -> Option<Session>,
@@ -118,18 +134,7 @@ pub(crate) fn plan_session_events(
                 {
                     report.ignored += 1;
                 } else {
-                    slot.current = Some(Session {
-                        key: event.key.clone(),
-                        mid: event.mid,
-                        node_id: node_id.to_owned(),
-                        room: event.room.clone(),
-                        platform: event.platform.clone(),
-                        accepts: event.accepts.clone(),
-                        connection_id: event.connection_id,
-                        ip: event.ip.clone(),
-                        connected_at: event.at_unix_ms,
-                        expires_at,
-                    });
+                    slot.current = Some(session_of(node_id, event, expires_at));
                     slot.replaced = true;
                     report.connected += 1;
                 }

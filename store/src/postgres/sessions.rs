@@ -1,56 +1,60 @@
 //! Session batches in PostgreSQL: a constant number of round trips per batch, whatever its size.
 //!
-//! A batch is applied on one pooled connection in three steps: the node is checked, the stored
-//! sessions of the batch's keys are read with one `= ANY` lookup, and the events are replayed in Rust
-//! against them ([`plan_session_events`]), leaving at most one write per key (plus, rarely, a removal
-//! before an upsert). The writes then go out as at most two statements: a `DELETE` joined to
-//! `unnest`ed arrays, then an `UPDATE` joined the same way and an `INSERT ... SELECT unnest` upsert as
-//! data-modifying CTEs over disjoint keys. Every write re-checks the rules in SQL against the row it
-//! touches (the identity read in step two, or "not newer" for connects), so a batch racing with
-//! another node's batch for the same key can lose its write but never break a rule; no row locks are
+//! A batch is one transaction on one pooled connection. Most keys have a single event in a batch,
+//! and a single event's rule is exactly a guarded SQL write: a connect is an upsert that replaces
+//! only a session that is not newer, a disconnect a `DELETE` and a renew an `UPDATE` that match the
+//! node and connection id. Those go out together as one statement over `unnest`ed arrays, and the
+//! rows it touched (`RETURNING`) are what the report counts. Keys with several events in the batch
+//! must see them in order: their stored sessions are read with one `= ANY` lookup, the events are
+//! replayed in Rust ([`plan_session_events`], the same code as the memory store), and the net
+//! writes, at most one per key (plus, rarely, a removal before an upsert), go out through the same
+//! statement, guarded by the identity of the rows that were read. A batch racing with another node's
+//! batch for the same key can therefore lose its write but never break a rule, and no row locks are
 //! held between the read and the write.
 
 use super::errors::store_error;
 use super::rows::{SessionRow, connection_id_to_sql, session_columns};
 use crate::error::StoreError;
 use crate::model::{Session, SessionApplyReport, UnixMillis};
-use crate::session_rules::{SessionIdentity, SessionPlan, plan_session_events};
+use crate::session_rules::{SessionIdentity, plan_session_events, session_of};
 use rim_proto::schema::SessionEvent;
+use rim_proto::schema::session_event::Kind;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::HashMap;
 
-/// The plan's removals, each guarded by the identity of the row the plan was computed from.
-const REMOVE: &str = r#"
-DELETE FROM sessions s
-USING unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS t(key, node_id, connection_id, connected_at)
-WHERE s.key = t.key AND s.node_id = t.node_id
-  AND s.connection_id = t.connection_id AND s.connected_at = t.connected_at
-"#;
-
-/// The plan's renewals (`$1..$6`) and upserts (`$7..$16`) in one statement. The two data-modifying
-/// CTEs touch disjoint keys (the plan has one renewal or upsert per key); PostgreSQL runs
-/// data-modifying CTEs whether or not the main query reads them.
-const RENEW_AND_UPSERT: &str = r#"
-WITH renewed AS (
+/// Removals (`$1..$4`), renewals (`$5..$10`) and upserts (`$11..$20`) in one statement, returning
+/// how many rows each changed. The data-modifying CTEs touch disjoint keys. Removals and renewals
+/// match the node and connection id, and the connect time too where it is known (not NULL); upserts
+/// replace only sessions that are not newer.
+const WRITE: &str = r#"
+WITH removed AS (
+    DELETE FROM sessions s
+    USING unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS t(key, node_id, connection_id, connected_at)
+    WHERE s.key = t.key AND s.node_id = t.node_id AND s.connection_id = t.connection_id
+      AND (t.connected_at IS NULL OR s.connected_at = t.connected_at)
+    RETURNING 1
+), renewed AS (
     UPDATE sessions s SET room = t.room, expires_at = t.expires_at
-    FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int8[])
+    FROM unnest($5::text[], $6::text[], $7::int8[], $8::int8[], $9::text[], $10::int8[])
         AS t(key, node_id, connection_id, connected_at, room, expires_at)
-    WHERE s.key = t.key AND s.node_id = t.node_id
-      AND s.connection_id = t.connection_id AND s.connected_at = t.connected_at
+    WHERE s.key = t.key AND s.node_id = t.node_id AND s.connection_id = t.connection_id
+      AND (t.connected_at IS NULL OR s.connected_at = t.connected_at)
+    RETURNING 1
 ), upserted AS (
     INSERT INTO sessions (key, mid, node_id, room, platform, accepts, connection_id, ip, connected_at, expires_at)
     SELECT t.key, t.mid, t.node_id, t.room, t.platform, t.accepts::int4[], t.connection_id, t.ip,
            t.connected_at, t.expires_at
-    FROM unnest($7::text[], $8::int8[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int8[],
-                $14::text[], $15::int8[], $16::int8[])
+    FROM unnest($11::text[], $12::int8[], $13::text[], $14::text[], $15::text[], $16::text[], $17::int8[],
+                $18::text[], $19::int8[], $20::int8[])
         AS t(key, mid, node_id, room, platform, accepts, connection_id, ip, connected_at, expires_at)
     ON CONFLICT (key) DO UPDATE SET
         mid = EXCLUDED.mid, node_id = EXCLUDED.node_id, room = EXCLUDED.room, platform = EXCLUDED.platform,
         accepts = EXCLUDED.accepts, connection_id = EXCLUDED.connection_id, ip = EXCLUDED.ip,
         connected_at = EXCLUDED.connected_at, expires_at = EXCLUDED.expires_at
     WHERE sessions.connected_at <= EXCLUDED.connected_at
+    RETURNING 1
 )
-SELECT 1
+SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM renewed), (SELECT count(*) FROM upserted)
 "#;
 
 /// How often a batch is tried when PostgreSQL aborts it to break a deadlock with a concurrent batch.
@@ -59,10 +63,10 @@ const DEADLOCK_ATTEMPTS: u32 = 3;
 /// Applies one node's batch (see the module docs); [`StoreError::UnknownNode`] unless the node is
 /// registered and not dead.
 ///
-/// The batch is one transaction holding a share lock on its node row, so marking the node dead
-/// (which updates that row) waits for batches in flight, and batches after it see the node dead:
-/// no session can be written for a node whose sessions were just removed. Two batches of different
-/// nodes that take over each other's keys can deadlock; PostgreSQL aborts one, which is retried.
+/// The transaction holds a share lock on the node row, so marking the node dead (which updates that
+/// row) waits for batches in flight, and batches after it see the node dead: no session can be
+/// written for a node whose sessions were just removed. Two batches of different nodes that take
+/// over each other's keys can deadlock; PostgreSQL aborts one, and it is retried.
 pub(super) async fn apply_batch(
     conn: &mut PgConnection,
     node_id: &str,
@@ -102,6 +106,68 @@ async fn try_apply_batch(
     if live != Some(true) {
         return Ok(Err(StoreError::UnknownNode(node_id.to_owned())));
     }
+    let expires_at = now.saturating_add(session_ttl_ms);
+    let (singles, sequences) = split_batch(events);
+
+    let mut single_writes = Writes::default();
+    for event in &singles {
+        match event.kind() {
+            Kind::Connect => single_writes.upsert(session_of(node_id, event, expires_at)),
+            Kind::Disconnect => {
+                single_writes.remove(&event.key, node_id, event.connection_id, None)
+            }
+            _ => single_writes.renew(
+                &event.key,
+                node_id,
+                event.connection_id,
+                None,
+                &event.room,
+                expires_at,
+            ),
+        }
+    }
+    let (disconnected, renewed, connected) = single_writes.execute(&mut tx).await?;
+    let mut report = SessionApplyReport {
+        connected,
+        disconnected,
+        renewed,
+        ignored: (singles.len() as u64).saturating_sub(connected + disconnected + renewed),
+    };
+
+    if !sequences.is_empty() {
+        let planned = replay(&mut tx, node_id, &sequences, now, session_ttl_ms).await?;
+        report.connected += planned.connected;
+        report.disconnected += planned.disconnected;
+        report.renewed += planned.renewed;
+        report.ignored += planned.ignored;
+    }
+    tx.commit().await?;
+    Ok(Ok(report))
+}
+
+/// Splits a batch into keys with exactly one (well-formed) event, which SQL applies directly, and the
+/// rest, in batch order, which must be replayed.
+fn split_batch(events: &[SessionEvent]) -> (Vec<&SessionEvent>, Vec<&SessionEvent>) {
+    let mut per_key: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+    for event in events {
+        *per_key.entry(event.key.as_str()).or_default() += 1;
+    }
+    events.iter().partition(|event| {
+        per_key[event.key.as_str()] == 1
+            && !event.key.is_empty()
+            && matches!(event.kind(), Kind::Connect | Kind::Disconnect | Kind::Renew)
+    })
+}
+
+/// Replays the events of keys that have several in the batch against their stored sessions and
+/// writes the net effect; returns what the events did.
+async fn replay(
+    tx: &mut PgConnection,
+    node_id: &str,
+    events: &[&SessionEvent],
+    now: UnixMillis,
+    session_ttl_ms: i64,
+) -> Result<SessionApplyReport, sqlx::Error> {
     let mut keys: Vec<&str> = events.iter().map(|event| event.key.as_str()).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -119,74 +185,133 @@ async fn try_apply_batch(
         (session.key.clone(), session)
     })
     .collect();
-    let plan = plan_session_events(node_id, events, now, session_ttl_ms, |key| {
-        stored.remove(key)
-    });
-    let report = plan.report;
-    write_plan(&mut tx, plan).await?;
-    tx.commit().await?;
-    Ok(Ok(report))
+    let plan = plan_session_events(
+        node_id,
+        events.iter().copied(),
+        now,
+        session_ttl_ms,
+        |key| stored.remove(key),
+    );
+    // An upsert may replace a row only once the older-but-removed session it displaces is gone, so
+    // removals go first when the plan has both.
+    let mut first = Writes::default();
+    let mut second = Writes::default();
+    let removals = if plan.upserts.is_empty() {
+        &mut second
+    } else {
+        &mut first
+    };
+    for identity in plan.removals {
+        removals.remove_identity(identity);
+    }
+    for renewal in plan.renewals {
+        let SessionIdentity {
+            key,
+            node_id,
+            connection_id,
+            connected_at,
+        } = renewal.identity;
+        second.renew(
+            &key,
+            &node_id,
+            connection_id,
+            Some(connected_at),
+            &renewal.room,
+            renewal.expires_at,
+        );
+    }
+    for session in plan.upserts {
+        second.upsert(session);
+    }
+    first.execute(tx).await?;
+    second.execute(tx).await?;
+    Ok(plan.report)
 }
 
-/// Columns of identities, for the guarded `DELETE` and `UPDATE`.
+/// Rows to remove, renew and upsert with one [`WRITE`] statement, as its array parameters.
 #[derive(Default)]
-struct IdentityColumns {
+struct Writes {
+    removals: GuardColumns,
+    renewals: GuardColumns,
+    renew_rooms: Vec<String>,
+    renew_expiries: Vec<i64>,
+    upserts: Vec<Session>,
+}
+
+/// Which row a removal or renewal may touch: key, node, connection id and, when known, connect time.
+#[derive(Default)]
+struct GuardColumns {
     keys: Vec<String>,
     node_ids: Vec<String>,
     connection_ids: Vec<i64>,
-    connected_ats: Vec<i64>,
+    connected_ats: Vec<Option<i64>>,
 }
 
-impl IdentityColumns {
-    fn push(&mut self, identity: SessionIdentity) {
-        self.keys.push(identity.key);
-        self.node_ids.push(identity.node_id);
+impl GuardColumns {
+    fn push(&mut self, key: &str, node_id: &str, connection_id: u64, connected_at: Option<i64>) {
+        self.keys.push(key.to_owned());
+        self.node_ids.push(node_id.to_owned());
         self.connection_ids
-            .push(connection_id_to_sql(identity.connection_id));
-        self.connected_ats.push(identity.connected_at);
+            .push(connection_id_to_sql(connection_id));
+        self.connected_ats.push(connected_at);
     }
 }
 
-/// Sends a plan's writes in the batch's transaction: removals first (an upsert may replace a row
-/// only once the older-but-removed session it displaces is gone), then renewals and upserts.
-/// Each list is in key order, so concurrent batches lock shared rows in the same order.
-async fn write_plan(tx: &mut PgConnection, mut plan: SessionPlan) -> Result<(), sqlx::Error> {
-    plan.removals.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    plan.renewals
-        .sort_unstable_by(|a, b| a.identity.key.cmp(&b.identity.key));
-    plan.upserts.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    if !plan.removals.is_empty() {
-        let mut removals = IdentityColumns::default();
-        plan.removals
-            .drain(..)
-            .for_each(|identity| removals.push(identity));
-        sqlx::query(REMOVE)
-            .bind(removals.keys)
-            .bind(removals.node_ids)
-            .bind(removals.connection_ids)
-            .bind(removals.connected_ats)
-            .execute(&mut *tx)
-            .await?;
+impl Writes {
+    fn remove(&mut self, key: &str, node_id: &str, connection_id: u64, connected_at: Option<i64>) {
+        self.removals
+            .push(key, node_id, connection_id, connected_at);
     }
-    if !(plan.renewals.is_empty() && plan.upserts.is_empty()) {
-        let mut renewals = IdentityColumns::default();
-        let (mut rooms, mut expiries) = (Vec::new(), Vec::new());
-        for renewal in plan.renewals {
-            renewals.push(renewal.identity);
-            rooms.push(renewal.room);
-            expiries.push(renewal.expires_at);
+
+    fn remove_identity(&mut self, identity: SessionIdentity) {
+        let SessionIdentity {
+            key,
+            node_id,
+            connection_id,
+            connected_at,
+        } = identity;
+        self.remove(&key, &node_id, connection_id, Some(connected_at));
+    }
+
+    fn renew(
+        &mut self,
+        key: &str,
+        node_id: &str,
+        connection_id: u64,
+        connected_at: Option<i64>,
+        room: &str,
+        expires_at: UnixMillis,
+    ) {
+        self.renewals
+            .push(key, node_id, connection_id, connected_at);
+        self.renew_rooms.push(room.to_owned());
+        self.renew_expiries.push(expires_at);
+    }
+
+    fn upsert(&mut self, session: Session) {
+        self.upserts.push(session);
+    }
+
+    /// Runs the statement (nothing when empty); returns the rows (removed, renewed, upserted).
+    /// Upserts go in key order, so concurrent batches lock the rows they share in the same order.
+    async fn execute(mut self, tx: &mut PgConnection) -> Result<(u64, u64, u64), sqlx::Error> {
+        if self.removals.keys.is_empty() && self.renewals.keys.is_empty() && self.upserts.is_empty()
+        {
+            return Ok((0, 0, 0));
         }
-        let mut up = UpsertColumns::with_capacity(plan.upserts.len());
-        plan.upserts
-            .into_iter()
-            .for_each(|session| up.push(session));
-        sqlx::query(RENEW_AND_UPSERT)
-            .bind(renewals.keys)
-            .bind(renewals.node_ids)
-            .bind(renewals.connection_ids)
-            .bind(renewals.connected_ats)
-            .bind(rooms)
-            .bind(expiries)
+        self.upserts.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let up = UpsertColumns::from(self.upserts);
+        let (removed, renewed, upserted): (i64, i64, i64) = sqlx::query_as(WRITE)
+            .bind(self.removals.keys)
+            .bind(self.removals.node_ids)
+            .bind(self.removals.connection_ids)
+            .bind(self.removals.connected_ats)
+            .bind(self.renewals.keys)
+            .bind(self.renewals.node_ids)
+            .bind(self.renewals.connection_ids)
+            .bind(self.renewals.connected_ats)
+            .bind(self.renew_rooms)
+            .bind(self.renew_expiries)
             .bind(up.keys)
             .bind(up.mids)
             .bind(up.node_ids)
@@ -197,13 +322,18 @@ async fn write_plan(tx: &mut PgConnection, mut plan: SessionPlan) -> Result<(), 
             .bind(up.ips)
             .bind(up.connected_ats)
             .bind(up.expires_ats)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+        Ok((
+            removed.unsigned_abs(),
+            renewed.unsigned_abs(),
+            upserted.unsigned_abs(),
+        ))
     }
-    Ok(())
 }
 
 /// Columns of whole sessions, for the upsert.
+#[derive(Default)]
 struct UpsertColumns {
     keys: Vec<String>,
     mids: Vec<i64>,
@@ -218,35 +348,25 @@ struct UpsertColumns {
     expires_ats: Vec<i64>,
 }
 
-impl UpsertColumns {
-    fn with_capacity(count: usize) -> Self {
-        Self {
-            keys: Vec::with_capacity(count),
-            mids: Vec::with_capacity(count),
-            node_ids: Vec::with_capacity(count),
-            rooms: Vec::with_capacity(count),
-            platforms: Vec::with_capacity(count),
-            accepts: Vec::with_capacity(count),
-            connection_ids: Vec::with_capacity(count),
-            ips: Vec::with_capacity(count),
-            connected_ats: Vec::with_capacity(count),
-            expires_ats: Vec::with_capacity(count),
+impl From<Vec<Session>> for UpsertColumns {
+    fn from(sessions: Vec<Session>) -> Self {
+        let mut columns = UpsertColumns::default();
+        for session in sessions {
+            let accepts: Vec<String> = session.accepts.iter().map(i32::to_string).collect();
+            columns.accepts.push(format!("{{{}}}", accepts.join(",")));
+            columns.keys.push(session.key);
+            columns.mids.push(session.mid);
+            columns.node_ids.push(session.node_id);
+            columns.rooms.push(session.room);
+            columns.platforms.push(session.platform);
+            columns
+                .connection_ids
+                .push(connection_id_to_sql(session.connection_id));
+            columns.ips.push(session.ip);
+            columns.connected_ats.push(session.connected_at);
+            columns.expires_ats.push(session.expires_at);
         }
-    }
-
-    fn push(&mut self, session: Session) {
-        let accepts: Vec<String> = session.accepts.iter().map(i32::to_string).collect();
-        self.accepts.push(format!("{{{}}}", accepts.join(",")));
-        self.keys.push(session.key);
-        self.mids.push(session.mid);
-        self.node_ids.push(session.node_id);
-        self.rooms.push(session.room);
-        self.platforms.push(session.platform);
-        self.connection_ids
-            .push(connection_id_to_sql(session.connection_id));
-        self.ips.push(session.ip);
-        self.connected_ats.push(session.connected_at);
-        self.expires_ats.push(session.expires_at);
+        columns
     }
 }
 

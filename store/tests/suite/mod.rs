@@ -539,32 +539,38 @@ impl Lcg {
 
 pub async fn batch_equals_one_event_at_a_time(store: &dyn Store) {
     register(store, &["n1", "n2"]).await;
-    let mut rng = Lcg(7);
-    // Events on two nodes over few keys and connection ids, so replacements, stale and
-    // out-of-order events are frequent; every key is applied twice, in "batch/" and "single/".
+    // Few keys: every key has many events per batch (replayed); many keys: most keys have one
+    // event per batch (written directly), some several. Both must equal one-by-one application.
+    for (round, key_space) in [(0, 12), (1, 400), (2, 60)] {
+        batches_match_single_events(store, round, key_space).await;
+    }
+}
+
+/// Applies random event sequences on two nodes both as batches (keys prefixed `b{round}/`) and one
+/// event per call (`s{round}/`), and compares what the store reports and keeps.
+async fn batches_match_single_events(store: &dyn Store, round: u64, key_space: u64) {
+    let mut rng = Lcg(7 + round);
+    // Few connection ids and a narrow time window make replacements, stale and out-of-order
+    // events frequent.
     let mut batches: Vec<(&str, Vec<SessionEvent>)> = Vec::new();
     for _ in 0..8 {
         let node = if rng.below(2) == 0 { "n1" } else { "n2" };
         let events = (0..150)
             .map(|_| {
-                let key = format!("k{}", rng.below(12));
+                let key = format!("k{}", rng.below(key_space));
                 let conn = rng.below(4);
                 let at = T0 + rng.below(1_000) as i64;
+                let room = format!("r://{}", rng.below(3));
                 match rng.below(3) {
-                    0 => connect(
-                        &key,
-                        conn as i64,
-                        conn,
-                        at,
-                        &format!("r://{}", rng.below(3)),
-                    ),
+                    0 => connect(&key, conn as i64, conn, at, &room),
                     1 => disconnect(&key, conn, at),
-                    _ => renew(&key, conn, at, &format!("r://{}", rng.below(3))),
+                    _ => renew(&key, conn, at, &room),
                 }
             })
             .collect();
         batches.push((node, events));
     }
+    let (batch_prefix, single_prefix) = (format!("b{round}/"), format!("s{round}/"));
     let prefixed = |event: &SessionEvent, prefix: &str| SessionEvent {
         key: format!("{prefix}{}", event.key),
         ..event.clone()
@@ -578,22 +584,23 @@ pub async fn batch_equals_one_event_at_a_time(store: &dyn Store) {
     };
     for (step, (node, events)) in batches.iter().enumerate() {
         let now = T0 + 1_000 * step as i64;
-        let batch: Vec<_> = events.iter().map(|e| prefixed(e, "batch/")).collect();
+        let batch: Vec<_> = events.iter().map(|e| prefixed(e, &batch_prefix)).collect();
         add(
             &mut batched,
             store.apply_session_events(node, &batch, now).await.unwrap(),
         );
         for event in events {
-            let one = [prefixed(event, "single/")];
+            let one = [prefixed(event, &single_prefix)];
             add(
                 &mut single,
                 store.apply_session_events(node, &one, now).await.unwrap(),
             );
         }
     }
-    assert_eq!(batched, single);
-    let keys = |prefix: &str| (0..12).map(|k| format!("{prefix}k{k}")).collect::<Vec<_>>();
-    let strip = |sessions: Vec<Session>, prefix: &str| {
+    assert_eq!(batched, single, "round {round}");
+    let live = async |prefix: &str| {
+        let keys: Vec<String> = (0..key_space).map(|k| format!("{prefix}k{k}")).collect();
+        let sessions = store.sessions_by_keys(&keys, T0 + 8_000).await.unwrap();
         sessions
             .into_iter()
             .map(|s| Session {
@@ -602,17 +609,9 @@ pub async fn batch_equals_one_event_at_a_time(store: &dyn Store) {
             })
             .collect::<Vec<_>>()
     };
-    let now = T0 + 8_000;
-    let from_batches = strip(
-        store.sessions_by_keys(&keys("batch/"), now).await.unwrap(),
-        "batch/",
-    );
-    let from_single = strip(
-        store.sessions_by_keys(&keys("single/"), now).await.unwrap(),
-        "single/",
-    );
+    let from_batches = live(&batch_prefix).await;
     assert!(!from_batches.is_empty());
-    assert_eq!(from_batches, from_single);
+    assert_eq!(from_batches, live(&single_prefix).await, "round {round}");
 }
 
 pub async fn concurrent_batches_keep_newest_connect(store: &dyn Store) {
