@@ -58,14 +58,9 @@ impl Buckets {
         }
     }
 
-    /// Number of buckets.
-    pub fn len(&self) -> usize {
+    /// Number of buckets (the valid indices of [`Buckets::for_each`] and friends).
+    pub fn bucket_count(&self) -> usize {
         self.buckets.len()
-    }
-
-    /// Never true: there is always at least one bucket.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     fn bucket(&self, key: &str) -> &RwLock<BucketInner> {

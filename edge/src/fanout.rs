@@ -175,7 +175,7 @@ impl Fanout {
 
     /// Walks every bucket, on several tasks when the edge is large.
     async fn walk(self: &Arc<Self>, walk: Walk, frame: Bytes) -> u32 {
-        let buckets = self.buckets.len();
+        let buckets = self.buckets.bucket_count();
         let parts = if self.buckets.connection_count() >= PARALLEL_MIN_CONNECTIONS {
             self.workers.min(buckets)
         } else {
@@ -202,7 +202,7 @@ impl Fanout {
 
     fn paced_broadcast(&self, op: i32, frame: Bytes, per_second: usize) -> u32 {
         let mut recipients = Vec::new();
-        for index in 0..self.buckets.len() {
+        for index in 0..self.buckets.bucket_count() {
             self.buckets.for_each(index, |channel| {
                 if channel.accepts_op(op) {
                     recipients.push(channel.clone());

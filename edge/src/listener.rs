@@ -148,3 +148,64 @@ async fn connection(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! An idle connection's memory is mostly its task, so these bounds catch a future that grows by
+    //! accident (for example a handshake result kept alive across the whole session).
+
+    use std::sync::Arc;
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{Kind, connection};
+    use crate::auth::insecure::InsecureVerifier;
+    use crate::bucket::Buckets;
+    use crate::config::EdgeConfig;
+    use crate::fanout::Fanout;
+    use crate::hooks::{CountingSink, NoEvents};
+    use crate::limits::Limiter;
+    use crate::session;
+    use crate::state::{Settings, Shared};
+    use crate::transport::stream::StreamTransport;
+
+    #[tokio::test]
+    async fn idle_tcp_connection_tasks_stay_small() {
+        let config = EdgeConfig::local().unwrap();
+        let token = CancellationToken::new();
+        let buckets = Arc::new(Buckets::new(1));
+        let fanout = Fanout::new(
+            buckets.clone(),
+            1,
+            config.edge_slow_consumer,
+            1,
+            token.clone(),
+        );
+        let shared = Arc::new(Shared::new(
+            Settings::from_config(&config),
+            buckets,
+            fanout,
+            Arc::new(InsecureVerifier::new()),
+            Arc::new(NoEvents),
+            Arc::new(CountingSink),
+            Arc::new(Limiter::new(0, 0)),
+            token,
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ip = addr.ip();
+        let transport = StreamTransport::new(TcpStream::connect(addr).await.unwrap(), 4096);
+        let session = session::run(transport, shared.clone(), ip, Instant::now());
+        let session_size = std::mem::size_of_val(&session);
+        assert!(
+            session_size <= 1280,
+            "TCP session future is {session_size} bytes"
+        );
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let task = connection(stream, Kind::Tcp, shared, ip, Instant::now());
+        let task_size = std::mem::size_of_val(&task);
+        assert!(task_size <= 512, "connection future is {task_size} bytes");
+    }
+}

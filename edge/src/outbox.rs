@@ -92,16 +92,6 @@ impl Outbox {
         self.state.lock().closed.clone()
     }
 
-    /// Frames waiting now.
-    pub fn len(&self) -> usize {
-        self.state.lock().frames.len()
-    }
-
-    /// True when nothing is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Resolves once something was queued or a close was requested since the last drain.
     ///
     /// A wake-up may be spurious: callers drain until empty after every write.
