@@ -116,7 +116,7 @@ async fn try_apply_batch(
             Kind::Disconnect => {
                 single_writes.remove(&event.key, node_id, event.connection_id, None)
             }
-            _ => single_writes.renew(
+            Kind::Renew => single_writes.renew(
                 &event.key,
                 node_id,
                 event.connection_id,
@@ -124,6 +124,8 @@ async fn try_apply_batch(
                 &event.room,
                 expires_at,
             ),
+            // `split_batch` leaves events of unknown kinds to the replay, which ignores them.
+            Kind::Unspecified => {}
         }
     }
     let (disconnected, renewed, connected) = single_writes.execute(&mut tx).await?;
