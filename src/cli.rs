@@ -8,6 +8,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rim_control::ControlConfig;
 use rim_edge::EdgeConfig;
+use rim_edgelink::LinkConfig;
 use rim_job::JobConfig;
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ pub struct Cli {
 }
 
 /// The roles one `rim` process can play.
+// Parsed once per process: the size of the largest variant (`dev` carries every role's options)
+// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Role {
     /// All in one process (edge + control + job), in-memory store and bus: for development and demos.
@@ -62,6 +66,10 @@ pub struct DevArgs {
     /// Options of the embedded edge.
     #[command(flatten, next_help_heading = "Edge")]
     pub edge: EdgeConfig,
+    /// The embedded edge's link to the control plane (`dev` points it at the embedded control plane
+    /// and the job worker's region).
+    #[command(flatten, next_help_heading = "Edge link")]
+    pub link: LinkConfig,
     /// Options of the embedded control plane.
     #[command(flatten, next_help_heading = "Control plane")]
     pub control: ControlConfig,
@@ -76,6 +84,9 @@ pub struct EdgeArgs {
     /// The edge's options.
     #[command(flatten)]
     pub edge: EdgeConfig,
+    /// How the edge registers with and reports to the control plane.
+    #[command(flatten, next_help_heading = "Edge link")]
+    pub link: LinkConfig,
 }
 
 /// `rim control`.

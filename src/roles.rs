@@ -6,21 +6,30 @@
 //! | `control` | PostgreSQL | Kafka producer |
 //! | `job` | PostgreSQL (to find edges) | Kafka consumer group of its region |
 //! | `edge` | – (reports to control over HTTP) | – (job workers push to it over HTTP) |
+//!
+//! Every edge runs with a [`SessionReporter`] (its link to the control plane) as its session observer,
+//! and authenticates clients through control's auth webhook when `edge_auth_webhook` is set.
 
 use crate::cli::{ControlArgs, DevArgs, EdgeArgs, JobArgs};
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rim_bus::kafka::{KafkaProducer, KafkaSettings};
 use rim_bus::memory::MemoryBus;
-use rim_edge::{Edge, EdgeHooks};
+use rim_edge::{Edge, EdgeConfig, EdgeHandle, EdgeHooks, Verifier};
+use rim_edgelink::{LinkConfig, SessionReporter, WebhookVerifier};
 use rim_job::StoreDirectory;
 use rim_store::memory::MemoryStore;
 use rim_store::postgres::PostgresStore;
 use rim_store::{Store, StoreSettings};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Pushes the in-process bus of `rim dev` holds per region before publishing fails with 503.
 const DEV_BUS_CAPACITY: usize = 100_000;
+
+/// How long a stopping edge waits for its last session changes to reach the control plane.
+const REPORT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs edge, control plane and job worker in this process until a stop signal.
 pub async fn dev(
@@ -38,12 +47,13 @@ pub async fn dev(
         prometheus.clone(),
     )
     .await?;
-    let verifier = rim_edge::auth::from_config(&args.edge)?;
-    let hooks = EdgeHooks {
-        metrics: Some(prometheus),
-        ..EdgeHooks::default()
-    };
-    let edge = Edge::start(args.edge, secret.clone(), verifier, hooks).await?;
+    let mut link = args.link;
+    link.edge_control_url = format!("http://{}", loopback_if_unspecified(control.local_addr()));
+    link.edge_region.clone_from(&args.job.job_region);
+    if link.edge_public_addresses.is_empty() {
+        link.edge_public_addresses = vec!["127.0.0.1".into()];
+    }
+    let (edge, reporter) = start_edge(args.edge, link, &secret, prometheus).await?;
     let consumer = bus.consumer(&args.job.job_region, &args.job.group_id());
     let directory = Arc::new(StoreDirectory::new(store, args.job.directory_cache()));
     let addrs = edge.addrs();
@@ -62,7 +72,7 @@ pub async fn dev(
         crate::shutdown::signal(),
     )
     .await?;
-    edge.shutdown().await;
+    stop_edge(edge, &reporter).await;
     control.shutdown().await
 }
 
@@ -72,16 +82,58 @@ pub async fn edge(
     secret: String,
     prometheus: PrometheusHandle,
 ) -> anyhow::Result<()> {
-    let verifier = rim_edge::auth::from_config(&args.edge)?;
+    let (edge, reporter) = start_edge(args.edge, args.link, &secret, prometheus).await?;
+    tracing::info!(addrs = ?edge.addrs(), node = reporter.node_id(), "edge running");
+    crate::shutdown::signal().await;
+    stop_edge(edge, &reporter).await;
+    Ok(())
+}
+
+/// Starts an edge whose sessions a [`SessionReporter`] reports to the control plane of `link`, and
+/// the reporter once the edge's ports are bound.
+async fn start_edge(
+    config: EdgeConfig,
+    link: LinkConfig,
+    secret: &str,
+    prometheus: PrometheusHandle,
+) -> anyhow::Result<(EdgeHandle, Arc<SessionReporter>)> {
+    let reporter = SessionReporter::new(link.clone());
+    let verifier: Arc<dyn Verifier> = if link.edge_auth_webhook {
+        tracing::info!("clients are authenticated by the control plane's auth webhook");
+        Arc::new(WebhookVerifier::new(
+            &link,
+            reporter.node_id().to_owned(),
+            secret,
+        )?)
+    } else {
+        rim_edge::auth::from_config(&config)?
+    };
     let hooks = EdgeHooks {
+        events: reporter.clone(),
         metrics: Some(prometheus),
         ..EdgeHooks::default()
     };
-    let edge = Edge::start(args.edge, secret, verifier, hooks).await?;
-    tracing::info!(addrs = ?edge.addrs(), "edge running");
-    crate::shutdown::signal().await;
+    let edge = Edge::start(config, secret.to_owned(), verifier, hooks).await?;
+    reporter.start(secret, edge.addrs())?;
+    Ok((edge, reporter))
+}
+
+/// Stops an edge: tells control it drains, closes the clients, then sends their disconnects (each
+/// step bounded in time).
+async fn stop_edge(edge: EdgeHandle, reporter: &SessionReporter) {
+    reporter.drain().await;
     edge.shutdown().await;
-    Ok(())
+    if !reporter.shutdown(REPORT_FLUSH_TIMEOUT).await {
+        tracing::warn!("some session changes were not reported; they expire at the control plane");
+    }
+}
+
+/// `addr`, with an unspecified IP (listening on every interface) replaced by loopback.
+fn loopback_if_unspecified(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
 }
 
 /// Runs a control-plane instance on PostgreSQL and Kafka until a stop signal.
