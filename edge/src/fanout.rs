@@ -232,8 +232,10 @@ async fn pace(
     mut backlog: mpsc::Receiver<Paced>,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(PACE_TICK);
     while let Some(Some(paced)) = shutdown.run_until_cancelled(backlog.recv()).await {
+        // A fresh interval per broadcast: ticks missed while idle must not burst past the cap.
+        let mut tick = tokio::time::interval(PACE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let per_tick = (paced.per_second / 10).max(1);
         for chunk in paced.recipients.chunks(per_tick) {
             if shutdown.run_until_cancelled(tick.tick()).await.is_none() {
