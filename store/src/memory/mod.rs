@@ -23,14 +23,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 /// A [`Store`] kept in this process's memory.
-#[derive(Debug)]
 pub struct MemoryStore {
     settings: StoreSettings,
     state: RwLock<State>,
 }
 
+impl std::fmt::Debug for MemoryStore {
+    /// Settings only: the state may hold millions of sessions and must not end up in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A node with the room counts of its last heartbeat.
-#[derive(Debug)]
 struct NodeEntry {
     node: Node,
     rooms: BTreeMap<String, u64>,
@@ -42,7 +49,7 @@ impl NodeEntry {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     regions: BTreeMap<String, Region>,
     nodes: BTreeMap<String, NodeEntry>,

@@ -9,7 +9,7 @@ use crate::session_rules::SessionPlan;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Sessions by key, indexed by user and by node.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct SessionTable {
     by_key: HashMap<String, Session>,
     by_mid: HashMap<i64, HashSet<String>>,
