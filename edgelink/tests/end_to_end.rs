@@ -132,3 +132,34 @@ async fn connect_disconnect_connect_of_one_key_ends_with_the_latest_connection()
     session_disappears(&cluster.store, "same-key").await;
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn live_sessions_are_renewed_before_the_store_expires_them_and_drain_is_reported() {
+    let store: std::sync::Arc<dyn rim_store::Store> = std::sync::Arc::new(
+        rim_store::memory::MemoryStore::new(rim_store::StoreSettings {
+            session_ttl_ms: 600,
+        }),
+    );
+    let link = |control, node: &str| rim_edgelink::LinkConfig {
+        edge_session_renew_ms: 150,
+        ..common::link_config(control, node)
+    };
+    let cluster = Cluster::start_with(link, "edge-renew", store).await;
+    let mut client = cluster.edge.client().await;
+    client.login(44, "renewed", "").await;
+    session_appears(&cluster.store, "renewed").await;
+    // Several TTLs later the session is still there: renewals kept it alive.
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            session(&cluster.store, "renewed").await.is_some(),
+            "session expired"
+        );
+    }
+
+    cluster.edge.reporter.drain().await;
+    let nodes = cluster.store.nodes().await.unwrap();
+    let node = nodes.iter().find(|n| n.id == "edge-renew").unwrap();
+    assert_eq!(node.state, rim_store::NodeState::Draining);
+    cluster.stop().await;
+}

@@ -167,10 +167,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts control, then the edge (node `node_id`) reporting to it, then the job worker.
     pub async fn start(node_id: &str) -> Self {
-        let store = memory_store();
+        Self::start_with(link_config, node_id, memory_store()).await
+    }
+
+    /// [`Cluster::start`] on `store`, with the link settings `link(control address, node_id)`.
+    pub async fn start_with(
+        link: impl FnOnce(SocketAddr, &str) -> LinkConfig,
+        node_id: &str,
+        store: Arc<dyn Store>,
+    ) -> Self {
         let bus = Arc::new(MemoryBus::new(1_000));
         let control = start_control(unused_addr(), store.clone(), bus.clone(), None).await;
-        let edge = TestEdge::start(link_config(control.local_addr(), node_id), None).await;
+        let edge = TestEdge::start(link(control.local_addr(), node_id), None).await;
         let job = TestJob::start(store.clone(), &bus);
         let business = Business::new(control.local_addr());
         Self {
