@@ -20,6 +20,9 @@ use std::ffi::OsString;
 fn main() -> anyhow::Result<()> {
     let (cli, matches) = parse_command_line(std::env::args_os().collect())?;
     telemetry::init_logs(cli.log_format);
+    // The HTTP clients (edge link, job worker, auth webhook) are built without a bundled TLS crypto
+    // provider; the process uses ring. An error only means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let prometheus = telemetry::init_metrics()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the Tokio runtime")?;
     let role = cli.role.context("no role selected")?;
