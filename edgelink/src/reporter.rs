@@ -134,20 +134,28 @@ impl SessionReporter {
     }
 
     /// Tells control this edge is draining (wants no new clients): sets the flag of every later
-    /// heartbeat and sends one now, bounded by `edge_control_timeout_ms`.
+    /// heartbeat and sends one now if the node is registered, bounded by `edge_control_timeout_ms`.
     pub async fn drain(&self) {
         self.shared.draining.store(true, Ordering::Relaxed);
+        self.heartbeat_now().await;
+    }
+
+    /// Sends a heartbeat now, unless the node is not registered (control unreachable so far: the
+    /// heartbeat loop carries the state once it is).
+    async fn heartbeat_now(&self) {
         let link = self.running.lock().as_ref().map(|r| r.link.clone());
-        if let Some(link) = link {
+        if let Some(link) = link
+            && link.is_registered()
+        {
             let _ = tokio::time::timeout(self.config.control_timeout(), link.heartbeat()).await;
         }
     }
 
-    /// Drains, waits up to `timeout` for every queued event to be accepted (call it after the
-    /// edge's shutdown, so the disconnects of the closed clients go out), sends a last heartbeat and
-    /// stops. Returns true if everything was sent.
+    /// Marks the edge draining, waits up to `timeout` for every queued event to be accepted (call
+    /// it after the edge's shutdown, so the disconnects of the closed clients go out), sends a last
+    /// heartbeat and stops. Returns true if everything was sent.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
-        self.drain().await;
+        self.shared.draining.store(true, Ordering::Relaxed);
         let flushed = tokio::time::timeout(timeout, async {
             while self.unsent() > 0 {
                 tokio::time::sleep(FLUSH_POLL).await;
@@ -161,10 +169,9 @@ impl SessionReporter {
                 "edge link stopped with unsent session events"
             );
         }
+        self.heartbeat_now().await;
         let running = self.running.lock().take();
         if let Some(running) = running {
-            let _ =
-                tokio::time::timeout(self.config.control_timeout(), running.link.heartbeat()).await;
             running.stop.cancel();
             let _ = running.task.await;
         }
@@ -258,6 +265,13 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// True once registered and not registering again right now.
+    fn is_registered(&self) -> bool {
+        self.generation
+            .try_lock()
+            .is_ok_and(|generation| *generation > 0)
     }
 
     /// Sleeps the next backoff pause; false if stopped meanwhile.
