@@ -164,13 +164,16 @@ impl Buffer {
         Noted::Queued
     }
 
-    /// A connection ended; `still_owned` is false when a newer connection had taken its key.
-    pub(crate) fn disconnected(&mut self, channel: &Channel, still_owned: bool) -> Noted {
+    /// A connection ended. Whether it is the key's current connection is decided by connection id,
+    /// not by the edge's `still_owned` flag: when a newer connection took the key but its connect
+    /// has not reached the buffer yet, ending this one here (sending its disconnect before the
+    /// newer connect) is still right.
+    pub(crate) fn disconnected(&mut self, channel: &Channel) -> Noted {
         let key = channel.key();
         let Some(entry) = self.entries.get_mut(key) else {
             return Noted::Superseded;
         };
-        if !still_owned || entry.conn.id != channel.id() || !entry.alive {
+        if entry.conn.id != channel.id() || !entry.alive {
             return Noted::Superseded;
         }
         entry.alive = false;
@@ -435,7 +438,7 @@ mod tests {
         let mut buffer = Buffer::new(10);
         let a = channel(1, "a", "live://1");
         buffer.connected(&a, 100);
-        buffer.disconnected(&a, true);
+        buffer.disconnected(&a);
         assert!(buffer.take(10).is_empty());
         assert_eq!(buffer.load(), Load::default());
     }
@@ -446,7 +449,7 @@ mod tests {
         let first = channel(1, "k", "");
         buffer.connected(&first, 100);
         assert_eq!(kinds(&buffer.take(10)), [(Kind::Connect, "k".into(), 1)]);
-        buffer.disconnected(&first, true);
+        buffer.disconnected(&first);
         let second = channel(2, "k", "");
         buffer.connected(&second, 90); // the clock went back: the event time must not
         let events = buffer.take(10);
@@ -462,9 +465,22 @@ mod tests {
         let new = channel(2, "k", "");
         buffer.connected(&new, 100);
         assert_eq!(buffer.connected(&old, 100), Noted::Superseded);
-        assert_eq!(buffer.disconnected(&old, false), Noted::Superseded);
+        assert_eq!(buffer.disconnected(&old), Noted::Superseded);
         assert_eq!(buffer.room_changed(&old), Noted::Superseded);
         assert_eq!(kinds(&buffer.take(10)), [(Kind::Connect, "k".into(), 2)]);
+    }
+
+    #[test]
+    fn a_replaced_connection_ending_before_its_successor_is_noted_still_ends_cleanly() {
+        let mut buffer = Buffer::new(10);
+        let old = channel(1, "k", "");
+        buffer.connected(&old, 100);
+        buffer.take(10);
+        // The edge replaced `old` with `new`, but `old`'s end reaches the buffer first.
+        buffer.disconnected(&old);
+        buffer.connected(&channel(2, "k", ""), 100);
+        assert_eq!(kinds(&buffer.take(10)), [(Kind::Connect, "k".into(), 2)]);
+        assert_eq!((buffer.ended(), buffer.load().connections), (0, 1));
     }
 
     #[test]
@@ -510,7 +526,7 @@ mod tests {
         }
         buffer.take(100);
         for c in &channels[..4] {
-            buffer.disconnected(c, true);
+            buffer.disconnected(c);
         }
         buffer.connected(&channel(6, "k6", ""), 100);
         assert_eq!((buffer.ended(), buffer.dropped()), (2, 2));
@@ -533,7 +549,7 @@ mod tests {
         buffer.connected(&a, 100);
         buffer.connected(&b, 100);
         buffer.take(100);
-        buffer.disconnected(&b, true);
+        buffer.disconnected(&b);
         assert_eq!(buffer.reannounce_all(), 1);
         assert_eq!(
             kinds(&buffer.take(100)),

@@ -192,10 +192,12 @@ impl EdgeEvents for SessionReporter {
     }
 
     fn disconnected(&self, channel: &Channel, still_owned: bool) {
+        // The buffer tells a replaced connection by its id (see `Buffer::disconnected`).
+        let _ = still_owned;
         let (outcome, dropped) = {
             let mut buffer = self.shared.buffer.lock();
             let before = buffer.dropped();
-            let outcome = buffer.disconnected(channel, still_owned);
+            let outcome = buffer.disconnected(channel);
             (outcome, buffer.dropped() - before)
         };
         if dropped > 0 {
