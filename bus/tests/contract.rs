@@ -341,6 +341,73 @@ async fn kafka_skips_undecodable_records() {
     assert_eq!(ids(&take(next.as_mut(), 1).await), ["marker"]);
 }
 
+/// Takes the next batch of whichever member has one, commits it and notes its ids.
+async fn read_and_commit(members: &mut [Box<dyn BusConsumer>; 2], received: &mut [Vec<String>; 2]) {
+    let [first, second] = members;
+    let (member, batch) = tokio::select! {
+        batch = first.next_batch(100) => (0, batch.unwrap()),
+        batch = second.next_batch(100) => (1, batch.unwrap()),
+    };
+    let consumer = if member == 0 { first } else { second };
+    consumer.commit(&batch).await.unwrap();
+    received[member].extend(ids(&batch));
+}
+
+/// Two workers of one group split the region's partitions once the group has rebalanced; with
+/// each committing what it read, every push reaches one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_group_members_share_partitions() {
+    let bus = kafka();
+    let keys: Vec<String> = (0..12).map(|n| format!("key:{n}")).collect();
+    let mut members = [
+        bus.consumer("sh", "job").await,
+        bus.consumer("sh", "job").await,
+    ];
+    let mut received: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let mut published = Vec::new();
+    // Publish a round per key until both members have been given partitions (the second join
+    // triggers a rebalance some time after the first member started reading).
+    for round in 0.. {
+        assert!(round < 60, "the group never split its partitions");
+        let pushes: Vec<OutgoingPush> = keys
+            .iter()
+            .map(|key| push("sh", key, &format!("{key}#{round}")))
+            .collect();
+        published.extend(pushes.iter().map(|push| push.message.message_id.clone()));
+        bus.producer.publish(pushes).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        let got_before = [received[0].len(), received[1].len()];
+        while tokio::time::timeout_at(deadline, read_and_commit(&mut members, &mut received))
+            .await
+            .is_ok()
+        {}
+        if received[0].len() > got_before[0] && received[1].len() > got_before[1] {
+            break;
+        }
+    }
+    // Read what is left of the last round.
+    let seen = |received: &[Vec<String>; 2]| {
+        let mut all = received.concat();
+        all.sort();
+        all.dedup();
+        all
+    };
+    published.sort();
+    tokio::time::timeout(WAIT, async {
+        while seen(&received) != published {
+            read_and_commit(&mut members, &mut received).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{} of {} pushes reached a member",
+            seen(&received).len(),
+            published.len()
+        )
+    });
+}
+
 /// A producer whose broker is gone fails within its delivery timeout instead of hanging.
 #[tokio::test]
 async fn kafka_unreachable_broker_is_unavailable_in_bounded_time() {
