@@ -60,7 +60,7 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
     /// Messages pushed to the room in each mode.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 200)]
     messages: usize,
     /// Body size of each message, in bytes.
     #[arg(long, default_value_t = 64)]
@@ -149,17 +149,46 @@ mod procfs {
         Ok(kb * 1024)
     }
 
-    /// User + system CPU seconds of the whole process (exited threads included).
-    pub fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<f64> {
+    /// CPU seconds of a whole process (exited threads included), split as the kernel accounts them.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Cpu {
+        /// In the process's own code.
+        pub user: f64,
+        /// In the kernel on its behalf (on loopback this includes the peer's TCP receive path).
+        pub system: f64,
+    }
+
+    impl Cpu {
+        /// User + system.
+        pub fn total(&self) -> f64 {
+            self.user + self.system
+        }
+    }
+
+    impl std::ops::Sub for Cpu {
+        type Output = Self;
+        fn sub(self, before: Self) -> Self {
+            Self {
+                user: self.user - before.user,
+                system: self.system - before.system,
+            }
+        }
+    }
+
+    /// The CPU time `pid` has used so far.
+    pub fn cpu(pid: u32, ticks: f64) -> anyhow::Result<Cpu> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // Fields after the command name (which may hold spaces) start at field 3 (state).
         let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let field = |n: usize| -> anyhow::Result<f64> {
             let value = fields.get(n - 3).context("short /proc stat")?;
-            Ok(value.parse::<u64>()? as f64)
+            Ok(value.parse::<u64>()? as f64 / ticks)
         };
-        Ok((field(14)? + field(15)?) / ticks)
+        Ok(Cpu {
+            user: field(14)?,
+            system: field(15)?,
+        })
     }
 }
 
@@ -689,7 +718,8 @@ mod phase {
         pub delivered: u64,
         pub reached: u64,
         pub elapsed: Duration,
-        pub cpu: f64,
+        pub cpu: procfs::Cpu,
+        pub bench_cpu: procfs::Cpu,
         pub short_connections: usize,
         pub edge: EdgeCounters,
     }
@@ -702,7 +732,7 @@ mod phase {
 
         /// Deliveries per edge CPU-second.
         pub fn per_cpu_second(&self) -> f64 {
-            self.delivered as f64 / self.cpu.max(f64::EPSILON)
+            self.delivered as f64 / self.cpu.total().max(f64::EPSILON)
         }
     }
 
@@ -785,7 +815,8 @@ mod phase {
         let per_client_before = fleet.snapshot();
         let base = fleet.total.load(Ordering::Relaxed);
         let counters_before = edge.counters().await?;
-        let cpu_before = procfs::cpu_seconds(edge.pid, ticks)?;
+        let cpu_before = procfs::cpu(edge.pid, ticks)?;
+        let bench_cpu_before = procfs::cpu(std::process::id(), ticks)?;
         let started = Instant::now();
         let mut sent = 0u64;
         let mut reached = 0u64;
@@ -808,7 +839,8 @@ mod phase {
         let expected = sent * connections;
         wait_until(fleet, stall, |total| total - base >= expected).await;
         let elapsed = started.elapsed();
-        let cpu = procfs::cpu_seconds(edge.pid, ticks)? - cpu_before;
+        let cpu = procfs::cpu(edge.pid, ticks)? - cpu_before;
+        let bench_cpu = procfs::cpu(std::process::id(), ticks)? - bench_cpu_before;
         let edge_counters = edge.counters().await? - counters_before;
         let short_connections = fleet
             .snapshot()
@@ -824,6 +856,7 @@ mod phase {
             reached,
             elapsed,
             cpu,
+            bench_cpu,
             short_connections,
             edge: edge_counters,
         })
@@ -937,35 +970,36 @@ fn print_run(args: &Args, number: usize, report: &RunReport) {
         report.after_bytes_per_connection,
     );
     println!(
-        "  {:<8} {:>6} {:>11} {:>11} {:>7} {:>11} {:>7} {:>10} {:>11} {:>7} {:>8} {:>7} {:>5} {:>6} {:>5}",
+        "  {:<8} {:>5} {:>10} {:>7} {:>9} {:>6} {:>6} {:>7} {:>10} {:>6} {:>8} {:>6} {:>5} {:>6} {:>5} {:>7}",
         "mode",
         "reqs",
-        "expected",
         "delivered",
         "wall s",
         "deliv/s",
-        "cpu s",
+        "usr s",
+        "sys s",
         "cpu s/M",
         "deliv/cpu-s",
         "x goim",
         "writes",
-        "fr/write",
+        "fr/wr",
         "drops",
         "closes",
-        "short"
+        "short",
+        "bench s"
     );
     for phase in &report.phases {
         let edge = &phase.edge;
         println!(
-            "  {:<8} {:>6} {:>11} {:>11} {:>7.2} {:>11.0} {:>7.2} {:>10.3} {:>11.0} {:>7.1} {:>8.0} {:>7.2} {:>5.0} {:>6.0} {:>5}",
+            "  {:<8} {:>5} {:>10} {:>7.2} {:>9.0} {:>6.2} {:>6.2} {:>7.3} {:>10.0} {:>6.2} {:>8.0} {:>6.2} {:>5.0} {:>6.0} {:>5} {:>7.2}",
             format!("{:?}", phase.mode).to_lowercase(),
             phase.requests,
-            phase.expected,
             phase.delivered,
             phase.elapsed.as_secs_f64(),
             phase.per_second(),
-            phase.cpu,
-            phase.cpu * 1e6 / phase.delivered.max(1) as f64,
+            phase.cpu.user,
+            phase.cpu.system,
+            phase.cpu.total() * 1e6 / phase.delivered.max(1) as f64,
             phase.per_cpu_second(),
             phase.per_cpu_second() / args.goim_frames_per_cpu_second,
             edge.writes,
@@ -973,6 +1007,7 @@ fn print_run(args: &Args, number: usize, report: &RunReport) {
             edge.drops,
             edge.closes,
             phase.short_connections,
+            phase.bench_cpu.total(),
         );
         if phase.delivered != phase.expected || phase.reached != phase.expected {
             println!(
