@@ -30,7 +30,10 @@ pub struct EdgeTarget {
 /// The directory could not answer (the store is unavailable); the worker retries later.
 #[derive(Debug, thiserror::Error)]
 #[error("edge directory unavailable: {0}")]
-pub struct DirectoryError(pub String);
+pub struct DirectoryError(
+    /// What went wrong, for the log.
+    pub String,
+);
 
 /// Lists a region's live edges.
 #[async_trait]

@@ -14,7 +14,7 @@ use prost::Message;
 use rim_bus::kafka::{KafkaConsumer, KafkaProducer, KafkaSettings};
 use rim_bus::memory::MemoryBus;
 use rim_bus::{BusConsumer, BusProducer, OutgoingPush};
-use rim_job::{JobConfig, StoreDirectory};
+use rim_job::{DirectoryError, EdgeDirectory, EdgeTarget, JobConfig, StoreDirectory};
 use rim_proto::schema::edge_push::Target as EdgeKind;
 use rim_proto::schema::push_message::Target;
 use rim_proto::schema::{
@@ -25,6 +25,7 @@ use rim_store::memory::MemoryStore;
 use rim_store::{NodeState, Store, StoreSettings};
 use rim_testkit::kafka::TestKafka;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -214,12 +215,18 @@ impl Cluster {
 
     /// Starts a worker through the entry point its bus would use in production.
     fn start_worker(&self) -> RunningWorker {
+        self.start_worker_with(Arc::new(self.directory()))
+    }
+
+    /// The directory production uses: the store's nodes, cached briefly.
+    fn directory(&self) -> StoreDirectory {
+        StoreDirectory::new(self.store.clone(), self.config.directory_cache())
+    }
+
+    /// Starts a worker with this directory.
+    fn start_worker_with(&self, directory: Arc<dyn EdgeDirectory>) -> RunningWorker {
         let (stop, stopped) = oneshot::channel::<()>();
         let config = self.config.clone();
-        let directory = Arc::new(StoreDirectory::new(
-            self.store.clone(),
-            config.directory_cache(),
-        ));
         let shutdown = async {
             let _ = stopped.await;
         };
@@ -586,6 +593,62 @@ async fn kafka_worker_leaves_uncommitted_what_a_down_edge_did_not_take() {
     let worker = cluster.start_worker();
     eventually("the edge got the push after the restart", || {
         edge.taken_ids() == ["m0", "marker"]
+    })
+    .await;
+    worker.stop().await;
+    assert!(cluster.uncommitted().await.is_empty());
+}
+
+/// The store-backed directory behind a switch that makes it fail, as when PostgreSQL is down.
+struct SwitchedDirectory {
+    inner: StoreDirectory,
+    down: AtomicBool,
+}
+
+impl SwitchedDirectory {
+    fn check(&self) -> Result<(), DirectoryError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(DirectoryError("store is down".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl EdgeDirectory for SwitchedDirectory {
+    async fn live_edges(&self, region: &str) -> Result<Arc<[EdgeTarget]>, DirectoryError> {
+        self.check()?;
+        self.inner.live_edges(region).await
+    }
+
+    async fn refreshed_edges(&self, region: &str) -> Result<Arc<[EdgeTarget]>, DirectoryError> {
+        self.check()?;
+        self.inner.refreshed_edges(region).await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_waits_while_the_directory_is_down_and_is_delivered_after() {
+    let cluster = Cluster::new();
+    let edge = FakeEdge::start().await;
+    cluster.register("n1", REGION, &edge.url).await;
+    let directory = Arc::new(SwitchedDirectory {
+        inner: cluster.directory(),
+        down: AtomicBool::new(true),
+    });
+    let worker = cluster.start_worker_with(directory.clone());
+    cluster
+        .publish(vec![("key:a", "m0", keys(&[("a", "n1")]))])
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        edge.taken().is_empty(),
+        "nothing can be routed without the directory"
+    );
+
+    directory.down.store(false, Ordering::SeqCst);
+    eventually("the held batch was delivered", || {
+        edge.taken_ids() == ["m0"]
     })
     .await;
     worker.stop().await;
