@@ -170,9 +170,12 @@ mod tests {
     use crate::session;
     use crate::state::{Settings, Shared};
     use crate::transport::stream::StreamTransport;
+    use crate::transport::ws::{WsTransport, ws_config};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
 
     #[tokio::test]
-    async fn idle_tcp_connection_tasks_stay_small() {
+    async fn idle_connection_tasks_stay_small() {
         let config = EdgeConfig::local().unwrap();
         let token = CancellationToken::new();
         let buckets = Arc::new(Buckets::new(1));
@@ -202,6 +205,20 @@ mod tests {
         assert!(
             session_size <= 1280,
             "TCP session future is {session_size} bytes"
+        );
+        let socket = TcpStream::connect(addr).await.unwrap();
+        let ws =
+            WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config(4096))).await;
+        let session = session::run(
+            WsTransport::new(ws, 4096),
+            shared.clone(),
+            ip,
+            Instant::now(),
+        );
+        let session_size = std::mem::size_of_val(&session);
+        assert!(
+            session_size <= 2048,
+            "WebSocket session future is {session_size} bytes"
         );
         let stream = TcpStream::connect(addr).await.unwrap();
         let task = connection(stream, Kind::Tcp, shared, ip, Instant::now());

@@ -35,7 +35,7 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 pub fn ws_config(max_body: usize) -> WebSocketConfig {
     let max_message = max_body.saturating_add(rim_proto::HEADER_LEN);
     WebSocketConfig::default()
-        .read_buffer_size(512)
+        .read_buffer_size(256)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
