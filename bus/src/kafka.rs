@@ -33,7 +33,8 @@ pub struct KafkaSettings {
     pub topic_prefix: String,
     /// Partitions of a region topic when rim creates it (more partitions, more parallel job workers).
     pub partitions: i32,
-    /// Replication factor of a region topic when rim creates it (3 in production clusters).
+    /// Replication factor of a region topic when rim creates it; -1 (the default) takes the
+    /// cluster's `default.replication.factor`, so a 3-broker production cluster gets 3 copies.
     pub replication_factor: i32,
     /// Longest a publish may wait for the broker to take its records before failing with
     /// [`crate::BusError::Unavailable`]; also bounds topic creation and commits.
@@ -51,7 +52,7 @@ impl KafkaSettings {
             brokers: brokers.into(),
             topic_prefix: DEFAULT_TOPIC_PREFIX.to_owned(),
             partitions: 12,
-            replication_factor: 1,
+            replication_factor: -1,
             delivery_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(1),
             client_options: Vec::new(),

@@ -33,7 +33,12 @@ impl TopicCreator {
         Ok(Self {
             admin,
             partitions: settings.partitions.max(1),
-            replication_factor: settings.replication_factor.max(1),
+            // Anything below 1 means "the broker's default" (KIP-464), sent as -1.
+            replication_factor: if settings.replication_factor < 1 {
+                -1
+            } else {
+                settings.replication_factor
+            },
             timeout: settings.delivery_timeout,
             known: Mutex::new(HashSet::new()),
         })
