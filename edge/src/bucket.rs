@@ -172,3 +172,52 @@ impl Buckets {
             .for_each(&mut f);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::Buckets;
+    use crate::auth::Identity;
+    use crate::channel::Channel;
+
+    fn channel(id: u64, key: &str, room: &str) -> Arc<Channel> {
+        let identity = Identity {
+            room: room.into(),
+            ..Identity::default()
+        };
+        Arc::new(Channel::new(
+            id,
+            Arc::from(key),
+            &identity,
+            [127, 0, 0, 1].into(),
+        ))
+    }
+
+    #[test]
+    fn takeover_and_stale_disconnect() {
+        let buckets = Buckets::new(4);
+        let old = channel(1, "k", "live://1");
+        assert!(buckets.register(&old).is_none());
+        let new = channel(2, "k", "live://1");
+        let replaced = buckets.register(&new).unwrap();
+        assert_eq!(replaced.id(), 1);
+        assert_eq!(buckets.room_online("live://1"), 1);
+        assert_eq!(buckets.connection_count(), 1);
+        assert!(
+            !buckets.unregister(&old),
+            "a stale disconnect keeps the new session"
+        );
+        assert_eq!(buckets.get("k").unwrap().id(), 2);
+        assert_eq!(buckets.room_online("live://1"), 1);
+        assert_eq!(buckets.change_room(&old, Some(Arc::from("live://2"))), None);
+        assert_eq!(
+            buckets.room_online("live://2"),
+            0,
+            "a replaced channel joins no room"
+        );
+        assert!(buckets.unregister(&new));
+        assert_eq!(buckets.connection_count(), 0);
+        assert!(buckets.room_counts().is_empty());
+    }
+}
