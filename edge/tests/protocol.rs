@@ -329,14 +329,14 @@ async fn handshake_timeout_closes_silent_sockets(kind: Kind) {
 
 async fn heartbeat_timeout_closes_idle_connections(kind: Kind) {
     let edge = start(|c| {
-        c.edge_heartbeat_interval_ms = 150;
+        c.edge_heartbeat_interval_ms = 400;
         c.edge_heartbeat_max = 2;
     })
     .await;
     let mut idle = edge.client(kind, "idle", "", &[]).await;
     let mut alive = edge.client(kind, "alive", "", &[]).await;
     let started = tokio::time::Instant::now();
-    while started.elapsed() < Duration::from_millis(600) {
+    while started.elapsed() < Duration::from_millis(1200) {
         alive.heartbeat().await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
