@@ -12,7 +12,7 @@ use std::time::Duration;
 use rim_edge::EdgeAddrs;
 use rim_proto::schema::NodeRegistration;
 
-use crate::backoff::Backoff;
+use rim_retry::Backoff;
 
 /// Everything the edge's link to the control plane can be told; see `--help` for each field.
 #[derive(clap::Args, Clone, Debug)]

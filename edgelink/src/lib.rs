@@ -33,7 +33,6 @@
 //! # Ok(()) }
 //! ```
 
-mod backoff;
 mod buffer;
 pub mod client;
 pub mod config;

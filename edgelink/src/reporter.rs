@@ -32,11 +32,11 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::buffer::{Buffer, Noted};
 use crate::client::{CallError, ControlClient};
 use crate::config::LinkConfig;
 use crate::metrics;
+use rim_retry::Backoff;
 
 /// How often [`SessionReporter::shutdown`] checks whether everything was sent.
 const FLUSH_POLL: Duration = Duration::from_millis(10);

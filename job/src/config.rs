@@ -113,8 +113,8 @@ impl JobConfig {
     }
 
     /// The retry policy for failed edge requests and bus reads.
-    pub(crate) fn backoff(&self) -> crate::backoff::Backoff {
-        crate::backoff::Backoff::new(
+    pub(crate) fn backoff(&self) -> rim_retry::Backoff {
+        rim_retry::Backoff::new(
             Duration::from_millis(self.job_retry_initial_ms.max(1)),
             Duration::from_millis(self.job_retry_max_ms.max(self.job_retry_initial_ms).max(1)),
         )

@@ -13,12 +13,12 @@
 //! the edge as live; once the edge is dead or removed, its part is dropped
 //! (`rim_job_dropped_total{reason="edge_gone"}`), because its sessions are gone with it.
 
-use crate::backoff::Backoff;
 use crate::directory::EdgeDirectory;
 use crate::edge_client::{EdgeClient, EdgeFailure};
 use parking_lot::Mutex;
 use prost::Message;
 use rim_proto::schema::{EdgePush, EdgePushRequest};
+use rim_retry::Backoff;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

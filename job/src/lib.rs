@@ -21,7 +21,6 @@
 //! `rim_job_bus_errors_total`, `rim_job_commit_errors_total`, `rim_job_inflight_batches`,
 //! `rim_job_commit_lag_seconds` (from control accepting a push to its commit), all by `region`.
 
-mod backoff;
 pub mod config;
 pub mod directory;
 mod edge_client;

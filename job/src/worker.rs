@@ -11,11 +11,11 @@
 //! retries; a batch it could not route is kept and routed again, never dropped. On shutdown it
 //! stops reading, gives in-flight batches one edge timeout to finish and commits what finished.
 
-use crate::backoff::Backoff;
 use crate::directory::{DirectoryError, EdgeDirectory, EdgeTarget};
 use crate::lane::{BatchTicket, Lane, LaneContext, LanePart};
 use crate::route::{names_unknown_edge, route};
 use rim_bus::{BusConsumer, IncomingPush};
+use rim_retry::Backoff;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;

@@ -147,6 +147,9 @@ pub async fn start_with(
     hooks: EdgeHooks,
     tweak: impl FnOnce(&mut EdgeConfig),
 ) -> TestEdge {
+    // In a workspace build reqwest is compiled without a bundled TLS provider (other crates select
+    // `rustls-no-provider`), so the test process installs ring, as the `rim` binary does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let mut config = EdgeConfig::local().unwrap();
     config.edge_auth = mode;

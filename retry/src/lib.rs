@@ -1,13 +1,14 @@
-//! Bounded exponential backoff with jitter, for retrying edges and the bus.
+//! Bounded exponential backoff with jitter: how every rim client paces its retries (job workers
+//! retrying an edge or the bus, edges retrying the control plane).
 //!
 //! Each failure doubles the pause up to a ceiling; the pause actually taken is a random point in its
-//! upper half, so many workers retrying one recovering edge do not arrive in lockstep.
+//! upper half, so many clients retrying one recovering server do not arrive in lockstep.
 
 use std::time::Duration;
 
 /// Pauses between retries of one failing operation.
 #[derive(Clone, Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     current: Duration,
@@ -15,7 +16,7 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// Starts at `initial`, doubles per failure, never exceeds `max`.
-    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+    pub fn new(initial: Duration, max: Duration) -> Self {
         Self {
             initial,
             max,
@@ -24,14 +25,14 @@ impl Backoff {
     }
 
     /// The pause before the next attempt (and grows the following one).
-    pub(crate) fn next_pause(&mut self) -> Duration {
+    pub fn next_pause(&mut self) -> Duration {
         let pause = self.current.mul_f64(rand::random_range(0.5..=1.0));
         self.current = (self.current * 2).min(self.max);
         pause
     }
 
     /// Back to the initial pause after a success.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.current = self.initial;
     }
 }
