@@ -5,6 +5,9 @@
 //! split across tasks when the edge is large enough for it to pay. Key, user and broadcast pushes are
 //! filtered by each connection's watch set; room pushes are not (goim semantics).
 //!
+//! All pushes of one request are queued before any writer is woken ([`Wakes`]), so a connection
+//! receives a request's frames in one write rather than one write per push.
+//!
 //! A full queue is handled by the configured [`SlowConsumerPolicy`] and counted. A broadcast with a
 //! `speed` cap is snapshotted and handed to one pacing task (a bounded backlog, in order), which queues
 //! at most `speed` deliveries per second; its reported count is the number of recipients scheduled.
@@ -26,6 +29,7 @@ use crate::config::SlowConsumerPolicy;
 use crate::dedup::RecentIds;
 use crate::metrics;
 use crate::outbox::{Frame, Offer};
+use crate::wakes::Wakes;
 
 /// Below this many connections a room or broadcast push runs on the caller's task alone.
 const PARALLEL_MIN_CONNECTIONS: usize = 4096;
@@ -90,6 +94,22 @@ impl Fanout {
 
     /// Executes one push; returns how many connections it reached.
     pub async fn push(self: &Arc<Self>, push: &EdgePush) -> u32 {
+        self.push_into(push, &mut Wakes::default()).await
+    }
+
+    /// Executes a request's pushes in order, waking each connection's writer once after all of them
+    /// are queued; returns how many connections each push reached.
+    pub async fn push_all(self: &Arc<Self>, pushes: &[EdgePush]) -> Vec<u32> {
+        let mut wakes = Wakes::default();
+        let mut delivered = Vec::with_capacity(pushes.len());
+        for push in pushes {
+            delivered.push(self.push_into(push, &mut wakes).await);
+        }
+        delivered
+    }
+
+    /// Executes one push, leaving the writers it queued frames for in `wakes`.
+    async fn push_into(self: &Arc<Self>, push: &EdgePush, wakes: &mut Wakes) -> u32 {
         if !self.recent.lock().insert(&push.message_id) {
             metrics::duplicate();
             return 0;
@@ -97,11 +117,12 @@ impl Fanout {
         let frame = rim_proto::batch::encode_push(push.operation, &push.body);
         let (target, delivered) = match &push.target {
             Some(Target::Keys(keys)) => {
-                ("keys", self.push_keys(&keys.keys, push.operation, &frame))
+                let delivered = self.push_keys(&keys.keys, push.operation, &frame, wakes);
+                ("keys", delivered)
             }
             Some(Target::Room(room)) => {
                 let room: Arc<str> = Arc::from(room.as_str());
-                ("room", self.walk(Walk::Room(room), frame).await)
+                ("room", self.walk(Walk::Room(room), frame, wakes).await)
             }
             Some(Target::Broadcast(broadcast)) => {
                 let delivered = match usize::try_from(broadcast.speed) {
@@ -109,7 +130,7 @@ impl Fanout {
                         self.paced_broadcast(push.operation, frame, per_second)
                     }
                     _ => {
-                        self.walk(Walk::Everyone { op: push.operation }, frame)
+                        self.walk(Walk::Everyone { op: push.operation }, frame, wakes)
                             .await
                     }
                 };
@@ -121,13 +142,18 @@ impl Fanout {
         delivered
     }
 
-    /// Queues `frame` on `channel`, applying the slow-consumer policy if its queue is full.
-    fn deliver(&self, channel: &Channel, frame: &Bytes) -> bool {
+    /// Queues `frame` on `channel` (noting in `wakes` if its writer must be woken), applying the
+    /// slow-consumer policy if its queue is full.
+    fn deliver(&self, channel: &Arc<Channel>, frame: &Bytes, wakes: &mut Wakes) -> bool {
         match channel
             .outbox
             .offer(Frame::Push(frame.clone()), self.queue_capacity)
         {
             Offer::Queued => true,
+            Offer::QueuedAsleep => {
+                wakes.add(channel);
+                true
+            }
             Offer::Full => {
                 metrics::dropped("queue_full", 1);
                 if self.policy == SlowConsumerPolicy::Close {
@@ -142,12 +168,12 @@ impl Fanout {
         }
     }
 
-    fn push_keys(&self, keys: &[String], op: i32, frame: &Bytes) -> u32 {
+    fn push_keys(&self, keys: &[String], op: i32, frame: &Bytes, wakes: &mut Wakes) -> u32 {
         let mut delivered = 0;
         for key in keys {
             if let Some(channel) = self.buckets.get(key)
                 && channel.accepts_op(op)
-                && self.deliver(&channel, frame)
+                && self.deliver(&channel, frame, wakes)
             {
                 delivered += 1;
             }
@@ -156,16 +182,22 @@ impl Fanout {
     }
 
     /// Delivers to every connection the walk selects in buckets `indices`.
-    fn walk_buckets(&self, indices: std::ops::Range<usize>, walk: &Walk, frame: &Bytes) -> u32 {
+    fn walk_buckets(
+        &self,
+        indices: std::ops::Range<usize>,
+        walk: &Walk,
+        frame: &Bytes,
+        wakes: &mut Wakes,
+    ) -> u32 {
         let mut delivered = 0;
         for index in indices {
             match walk {
                 Walk::Room(room) => self.buckets.for_each_in_room(index, room, |channel| {
-                    delivered += u32::from(self.deliver(channel, frame));
+                    delivered += u32::from(self.deliver(channel, frame, wakes));
                 }),
                 Walk::Everyone { op } => self.buckets.for_each(index, |channel| {
                     if channel.accepts_op(*op) {
-                        delivered += u32::from(self.deliver(channel, frame));
+                        delivered += u32::from(self.deliver(channel, frame, wakes));
                     }
                 }),
             }
@@ -173,8 +205,8 @@ impl Fanout {
         delivered
     }
 
-    /// Walks every bucket, on several tasks when the edge is large.
-    async fn walk(self: &Arc<Self>, walk: Walk, frame: Bytes) -> u32 {
+    /// Walks every bucket, on several tasks when the edge is large; the helpers' wake-ups join `wakes`.
+    async fn walk(self: &Arc<Self>, walk: Walk, frame: Bytes, wakes: &mut Wakes) -> u32 {
         let buckets = self.buckets.bucket_count();
         let parts = if self.buckets.connection_count() >= PARALLEL_MIN_CONNECTIONS {
             self.workers.min(buckets)
@@ -187,13 +219,18 @@ impl Fanout {
             let range = part * per_part..((part + 1) * per_part).min(buckets);
             let (this, walk, frame) = (self.clone(), walk.clone(), frame.clone());
             helpers.push(tokio::spawn(async move {
-                this.walk_buckets(range, &walk, &frame)
+                let mut wakes = Wakes::default();
+                let delivered = this.walk_buckets(range, &walk, &frame, &mut wakes);
+                (delivered, wakes)
             }));
         }
-        let mut delivered = self.walk_buckets(0..per_part.min(buckets), &walk, &frame);
+        let mut delivered = self.walk_buckets(0..per_part.min(buckets), &walk, &frame, wakes);
         for helper in helpers {
             match helper.await {
-                Ok(count) => delivered += count,
+                Ok((count, helper_wakes)) => {
+                    delivered += count;
+                    wakes.absorb(helper_wakes);
+                }
                 Err(error) => tracing::error!(%error, "fan-out task failed"),
             }
         }
@@ -244,9 +281,11 @@ async fn pace(
             let Some(fanout) = fanout.upgrade() else {
                 return;
             };
+            // This tick's writers are woken when `wakes` drops at the end of the turn.
+            let mut wakes = Wakes::default();
             let delivered = chunk
                 .iter()
-                .filter(|channel| fanout.deliver(channel, &paced.frame))
+                .filter(|channel| fanout.deliver(channel, &paced.frame, &mut wakes))
                 .count();
             metrics::deliveries(delivered as u64);
         }

@@ -75,10 +75,7 @@ async fn push(State(state): State<InternalState>, headers: HeaderMap, body: Byte
                 .into_response();
         }
     };
-    let mut delivered = Vec::with_capacity(request.pushes.len());
-    for push in &request.pushes {
-        delivered.push(state.fanout.push(push).await);
-    }
+    let delivered = state.fanout.push_all(&request.pushes).await;
     (
         [(header::CONTENT_TYPE, "application/x-protobuf")],
         EdgePushResponse { delivered }.encode_to_vec(),

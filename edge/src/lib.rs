@@ -13,6 +13,7 @@
 //! | [`bucket`] / [`channel`] | connections sharded by key; rooms per bucket; key takeover |
 //! | [`outbox`] | the bounded per-connection queue, drained whole into one write |
 //! | [`fanout`] | pushes to keys / rooms / everyone, encoded once, slow-consumer policy, dedup |
+//! | [`wakes`] | a request's frames are all queued before each writer is woken once |
 //! | [`internal`] | `POST /internal/push`, `/metrics`, `/healthz` |
 //! | [`hooks`] | [`EdgeEvents`] (session observer) and [`UpstreamSink`] (client upstream messages) |
 //!
@@ -54,6 +55,7 @@ pub mod session;
 pub mod state;
 pub mod tls;
 pub mod transport;
+pub mod wakes;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

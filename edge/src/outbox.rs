@@ -1,8 +1,10 @@
 //! A connection's bounded send queue.
 //!
 //! Pushes arrive from any task (the internal endpoint, room fan-out) and must never wait for a slow
-//! socket, so offering is a short non-blocking lock. The connection's own task drains everything queued
-//! at once and writes it in one go. An idle outbox owns no allocation (an empty `VecDeque` does not
+//! socket, so offering is a short non-blocking lock. Offering never wakes the writer by itself: the
+//! pusher wakes it (see `crate::wakes`) once all the frames it has for this connection are queued, so
+//! a request of many pushes leaves in one write instead of racing the writer frame by frame. The
+//! connection's own task drains everything queued at once and writes it in one go. An idle outbox owns no allocation (an empty `VecDeque` does not
 //! allocate and draining swaps the buffer out), which keeps idle connections small.
 
 use std::collections::VecDeque;
@@ -26,8 +28,11 @@ pub enum Frame {
 /// Result of [`Outbox::offer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
-    /// Queued; the writer will send it.
+    /// Queued behind frames the writer has already been (or will be) woken for.
     Queued,
+    /// Queued on an empty queue: nobody has woken the writer for it yet, so the caller must call
+    /// [`Outbox::wake`] once it has queued everything it has for this connection.
+    QueuedAsleep,
     /// The queue already holds `capacity` frames.
     Full,
     /// The connection is closing; nothing more is sent.
@@ -49,6 +54,8 @@ pub struct Outbox {
 
 impl Outbox {
     /// Queues `frame` unless `capacity` frames are already waiting or the outbox is closed.
+    ///
+    /// Does not wake the writer: [`Offer::QueuedAsleep`] tells the caller it owes a [`Outbox::wake`].
     pub fn offer(&self, frame: Frame, capacity: usize) -> Offer {
         let mut state = self.state.lock();
         if state.closed.is_some() {
@@ -59,11 +66,16 @@ impl Outbox {
         }
         let was_empty = state.frames.is_empty();
         state.frames.push_back(frame);
-        drop(state);
         if was_empty {
-            self.ready.notify_one();
+            Offer::QueuedAsleep
+        } else {
+            Offer::Queued
         }
-        Offer::Queued
+    }
+
+    /// Wakes the writer to send what is queued (owed after an [`Offer::QueuedAsleep`]).
+    pub fn wake(&self) {
+        self.ready.notify_one();
     }
 
     /// Asks the writer to close the connection for `reason`; the first reason wins. Never blocks.

@@ -138,6 +138,7 @@ async fn serve<T: Transport>(
     tokio::pin!(shutdown);
     if let Err(reason) = flush(
         transport,
+        shared,
         channel,
         &mut deadline,
         vec![Frame::Packet(auth_reply)],
@@ -164,7 +165,7 @@ async fn serve<T: Transport>(
         let pending = reply
             .map(|reply| vec![Frame::Packet(reply)])
             .unwrap_or_default();
-        if let Err(reason) = flush(transport, channel, &mut deadline, pending).await {
+        if let Err(reason) = flush(transport, shared, channel, &mut deadline, pending).await {
             return reason;
         }
     }
@@ -174,6 +175,7 @@ async fn serve<T: Transport>(
 /// finish is abandoned when the connection is asked to close or its heartbeat deadline passes.
 async fn flush<T: Transport>(
     transport: &mut T,
+    shared: &Shared,
     channel: &Channel,
     deadline: &mut Pin<&mut Sleep>,
     mut pending: Vec<Frame>,
@@ -191,7 +193,7 @@ async fn flush<T: Transport>(
         if pending.is_empty() {
             return Ok(());
         }
-        metrics::write_batch(pending.len());
+        shared.write_batches.record(pending.len() as f64);
         tokio::select! {
             written = transport.send(&pending) => written.map_err(|_| CloseReason::Io)?,
             reason = channel.outbox.closed() => return Err(reason),

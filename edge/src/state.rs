@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ::metrics::Histogram;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Verifier;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub limiter: Arc<Limiter>,
     /// Cancelled when the edge shuts down.
     pub shutdown: CancellationToken,
+    /// Frames per write, recorded by every connection's writer (see [`crate::metrics::write_batches`]).
+    pub write_batches: Histogram,
     next_id: AtomicU64,
 }
 
@@ -84,6 +87,7 @@ impl Shared {
             upstream,
             limiter,
             shutdown,
+            write_batches: crate::metrics::write_batches(),
             next_id: AtomicU64::new(1),
         }
     }

@@ -9,6 +9,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use prost::Message;
 use rim_edge::EdgeHooks;
 use rim_edge::config::{AuthMode, SlowConsumerPolicy};
+use rim_proto::message::{self, Packets};
+use rim_proto::op;
 use rim_proto::schema::EdgePushRequest;
 
 #[tokio::test]
@@ -85,6 +87,43 @@ async fn delivered_counts_per_push() {
         }
         assert!(client.silent_for(50).await);
     }
+}
+
+/// A request's pushes are all queued before the writer wakes, so a WebSocket client gets them as ONE
+/// op-9 message (one write), in order, with watch-set filtering still applied to key pushes.
+#[tokio::test]
+async fn a_request_of_pushes_reaches_a_connection_in_one_write() {
+    let edge = start(|_| {}).await;
+    let mut client = edge.client(Kind::Ws, "k", "live://1", &[1000]).await;
+    let mut pushes = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let body = format!("push {i}");
+        if i % 2 == 0 {
+            pushes.push(room_push(
+                &format!("r{i}"),
+                1500,
+                body.as_bytes(),
+                "live://1",
+            ));
+        } else {
+            pushes.push(key_push(&format!("k{i}"), 1000, body.as_bytes(), &["k"]));
+        }
+        expected.push(body);
+    }
+    pushes.push(key_push("unwatched", 2000, b"filtered", &["k"]));
+    let delivered = edge.push(pushes).await;
+    assert_eq!(delivered[..20], [1; 20]);
+    assert_eq!(delivered[20], 0);
+
+    let message = client.recv_message().await;
+    let batch = message::decode(message, usize::MAX).unwrap();
+    assert_eq!((batch.op, batch.ver, batch.seq), (op::RAW, 1, 0));
+    let bodies: Vec<_> = Packets::new(batch.body, usize::MAX)
+        .map(|packet| String::from_utf8(packet.unwrap().body.to_vec()).unwrap())
+        .collect();
+    assert_eq!(bodies, expected);
+    assert!(client.silent_for(100).await);
 }
 
 #[tokio::test]
