@@ -90,11 +90,21 @@ async fn delivered_counts_per_push() {
 }
 
 /// A request's pushes are all queued before the writer wakes, so a WebSocket client gets them as ONE
-/// op-9 message (one write), in order, with watch-set filtering still applied to key pushes.
-#[tokio::test]
+/// op-9 message (one write), in order, with watch-set filtering still applied to key pushes. Runs on
+/// several worker threads so a writer woken early could really write while pushes are still queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_of_pushes_reaches_a_connection_in_one_write() {
     let edge = start(|_| {}).await;
     let mut client = edge.client(Kind::Ws, "k", "live://1", &[1000]).await;
+    // Other room members make each push's walk long enough that a writer woken before the request
+    // is fully queued (the old per-push wake) can write early; with the fix it never can.
+    let mut others = Vec::new();
+    for i in 0..1500 {
+        others.push(
+            edge.client(Kind::Tcp, &format!("o{i}"), "live://1", &[])
+                .await,
+        );
+    }
     let mut pushes = Vec::new();
     let mut expected = Vec::new();
     for i in 0..20 {
@@ -113,7 +123,11 @@ async fn a_request_of_pushes_reaches_a_connection_in_one_write() {
     }
     pushes.push(key_push("unwatched", 2000, b"filtered", &["k"]));
     let delivered = edge.push(pushes).await;
-    assert_eq!(delivered[..20], [1; 20]);
+    let room_members = 1 + others.len() as u32;
+    let expected_counts: Vec<u32> = (0..20)
+        .map(|i| if i % 2 == 0 { room_members } else { 1 })
+        .collect();
+    assert_eq!(delivered[..20], expected_counts);
     assert_eq!(delivered[20], 0);
 
     let message = client.recv_message().await;
