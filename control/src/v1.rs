@@ -33,10 +33,10 @@ pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
 /// Routes of the versioned business API.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/push/keys", post(push_keys))
-        .route("/v1/push/users", post(push_users))
-        .route("/v1/push/room", post(push_room))
-        .route("/v1/push/all", post(push_all))
+        .route("/v1/push/keys", post(push_to::<Keys>))
+        .route("/v1/push/users", post(push_to::<Users>))
+        .route("/v1/push/room", post(push_to::<Room>))
+        .route("/v1/push/all", post(push_to::<Everyone>))
         .route("/v1/online/total", get(online_total))
         .route("/v1/online/rooms", get(online_rooms))
         .route("/v1/online/top", get(online_top))
@@ -89,121 +89,87 @@ impl Payload {
     }
 }
 
-/// `POST /v1/push/keys` body.
+/// A `/v1/push/*` body: the operation, whom it is for (`T`, one per route) and the payload.
 #[derive(Debug, Deserialize)]
-struct KeysPush {
+struct PushBody<T> {
     operation: i32,
+    #[serde(flatten)]
+    target: T,
+    #[serde(flatten)]
+    payload: Payload,
+}
+
+/// `POST /v1/push/keys` targets.
+#[derive(Debug, Deserialize)]
+struct Keys {
     keys: Vec<String>,
-    #[serde(flatten)]
-    payload: Payload,
 }
 
-/// `POST /v1/push/users` body.
+/// `POST /v1/push/users` targets.
 #[derive(Debug, Deserialize)]
-struct UsersPush {
-    operation: i32,
+struct Users {
     mids: Vec<i64>,
-    #[serde(flatten)]
-    payload: Payload,
 }
 
-/// `POST /v1/push/room` body.
+/// `POST /v1/push/room` target.
 #[derive(Debug, Deserialize)]
-struct RoomPush {
-    operation: i32,
+struct Room {
     room: String,
-    #[serde(flatten)]
-    payload: Payload,
 }
 
-/// `POST /v1/push/all` body.
+/// `POST /v1/push/all`: everyone, optionally rate-capped.
 #[derive(Debug, Deserialize)]
-struct BroadcastPush {
-    operation: i32,
+struct Everyone {
     #[serde(default)]
     speed: i32,
-    #[serde(flatten)]
-    payload: Payload,
 }
 
-/// Authenticates a push, decodes its body, and runs the pipeline: 202 with the report.
-async fn accept<T: DeserializeOwned>(
-    state: &AppState,
-    headers: &HeaderMap,
+impl From<Keys> for PushTarget {
+    fn from(target: Keys) -> Self {
+        PushTarget::Keys(target.keys)
+    }
+}
+
+impl From<Users> for PushTarget {
+    fn from(target: Users) -> Self {
+        PushTarget::Mids(target.mids)
+    }
+}
+
+impl From<Room> for PushTarget {
+    fn from(target: Room) -> Self {
+        PushTarget::Room(target.room)
+    }
+}
+
+impl From<Everyone> for PushTarget {
+    fn from(target: Everyone) -> Self {
+        PushTarget::Broadcast {
+            speed: target.speed,
+        }
+    }
+}
+
+/// `POST /v1/push/{keys,users,room,all}`: authenticates a push, decodes its body, and runs the
+/// pipeline: 202 with the report.
+async fn push_to<T: DeserializeOwned + Into<PushTarget>>(
+    State(state): State<AppState>,
+    headers: HeaderMap,
     body: Body,
-    into_request: impl FnOnce(T, usize) -> Result<PushRequest, ApiError>,
 ) -> Result<(StatusCode, Json<PushReport>), ApiError> {
     state
         .callers
-        .require(state.store.as_ref(), headers, Scope::Push)
+        .require(state.store.as_ref(), &headers, Scope::Push)
         .await?;
-    let parsed: T = json_body(headers, body, MAX_JSON_BODY).await?;
-    let request = into_request(parsed, state.config.control_push_body_limit)?;
-    Ok((StatusCode::ACCEPTED, Json(push(state, request).await?)))
-}
-
-/// `POST /v1/push/keys`.
-async fn push_keys(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<PushReport>), ApiError> {
-    accept(&state, &headers, body, |p: KeysPush, limit| {
-        Ok(PushRequest {
-            operation: p.operation,
-            body: p.payload.decode(limit)?,
-            target: PushTarget::Keys(p.keys),
-        })
-    })
-    .await
-}
-
-/// `POST /v1/push/users`.
-async fn push_users(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<PushReport>), ApiError> {
-    accept(&state, &headers, body, |p: UsersPush, limit| {
-        Ok(PushRequest {
-            operation: p.operation,
-            body: p.payload.decode(limit)?,
-            target: PushTarget::Mids(p.mids),
-        })
-    })
-    .await
-}
-
-/// `POST /v1/push/room`.
-async fn push_room(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<PushReport>), ApiError> {
-    accept(&state, &headers, body, |p: RoomPush, limit| {
-        Ok(PushRequest {
-            operation: p.operation,
-            body: p.payload.decode(limit)?,
-            target: PushTarget::Room(p.room),
-        })
-    })
-    .await
-}
-
-/// `POST /v1/push/all`.
-async fn push_all(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<PushReport>), ApiError> {
-    accept(&state, &headers, body, |p: BroadcastPush, limit| {
-        Ok(PushRequest {
-            operation: p.operation,
-            body: p.payload.decode(limit)?,
-            target: PushTarget::Broadcast { speed: p.speed },
-        })
-    })
-    .await
+    let parsed: PushBody<T> = json_body(&headers, body, MAX_JSON_BODY).await?;
+    let request = PushRequest {
+        operation: parsed.operation,
+        body: parsed
+            .payload
+            .decode(state.config.control_push_body_limit)?,
+        target: parsed.target.into(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(push(&state, request).await?)))
 }
 
 /// `GET /v1/online/total`: `{"conn_count", "ip_count"}`.
