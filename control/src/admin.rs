@@ -36,10 +36,7 @@ pub fn routes() -> Router<AppState> {
 
 /// Requires the admin scope.
 async fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    state
-        .callers
-        .require(state.store.as_ref(), headers, Scope::Admin)
-        .await
+    state.require(headers, Scope::Admin).await
 }
 
 /// Checks a name given by an admin: non-empty, bounded.

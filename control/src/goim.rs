@@ -51,10 +51,7 @@ async fn guard(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<()
     if state.config.goim_routes_open {
         return Ok(());
     }
-    Ok(state
-        .callers
-        .require(state.store.as_ref(), headers, scope)
-        .await?)
+    Ok(state.require(headers, scope).await?)
 }
 
 /// Authenticates, reads the raw body as the payload, and runs the push pipeline.

@@ -37,6 +37,18 @@ pub struct Shared {
 }
 
 impl AppState {
+    /// Checks that the caller's API key (or the bootstrap admin key) carries `scope`: 401 without a
+    /// valid key, 403 without the scope. Every business and admin route starts here.
+    pub async fn require(
+        &self,
+        headers: &axum::http::HeaderMap,
+        scope: rim_store::Scope,
+    ) -> Result<(), crate::error::ApiError> {
+        self.callers
+            .require(self.store.as_ref(), headers, scope)
+            .await
+    }
+
     /// Builds the state of one control instance. Fails only if the webhook client cannot be built
     /// (an unusable webhook URL).
     pub fn new(

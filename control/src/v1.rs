@@ -157,10 +157,7 @@ async fn push_to<T: DeserializeOwned + Into<PushTarget>>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<PushReport>), ApiError> {
-    state
-        .callers
-        .require(state.store.as_ref(), &headers, Scope::Push)
-        .await?;
+    state.require(&headers, Scope::Push).await?;
     let parsed: PushBody<T> = json_body(&headers, body, MAX_JSON_BODY).await?;
     let request = PushRequest {
         operation: parsed.operation,
@@ -177,10 +174,7 @@ async fn online_total(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state
-        .callers
-        .require(state.store.as_ref(), &headers, Scope::Read)
-        .await?;
+    state.require(&headers, Scope::Read).await?;
     let totals = timed_store("online_totals", state.store.online_totals()).await?;
     Ok(Json(json!(totals)))
 }
@@ -191,10 +185,7 @@ async fn online_rooms(
     headers: HeaderMap,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    state
-        .callers
-        .require(state.store.as_ref(), &headers, Scope::Read)
-        .await?;
+    state.require(&headers, Scope::Read).await?;
     let rooms: Vec<String> = params
         .list("rooms")
         .into_iter()
@@ -217,10 +208,7 @@ async fn online_top(
     headers: HeaderMap,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    state
-        .callers
-        .require(state.store.as_ref(), &headers, Scope::Read)
-        .await?;
+    state.require(&headers, Scope::Read).await?;
     let room_type = params.required("type")?;
     let limit = crate::goim::top_limit(&params)?;
     let top = timed_store("top_rooms", state.store.top_rooms(room_type, limit)).await?;
@@ -229,10 +217,7 @@ async fn online_top(
 
 /// `GET /v1/nodes`: every node the store knows, dead ones included, with state and load.
 async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    state
-        .callers
-        .require(state.store.as_ref(), &headers, Scope::Read)
-        .await?;
+    state.require(&headers, Scope::Read).await?;
     let nodes = timed_store("nodes", state.store.nodes()).await?;
     Ok(Json(json!({ "nodes": nodes })))
 }
