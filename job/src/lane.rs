@@ -266,6 +266,7 @@ mod tests {
             message_id: "m".into(),
             operation: 1000,
             body: vec![7; body_len].into(),
+            record: 0,
             target: None,
         }
     }

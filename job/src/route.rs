@@ -2,6 +2,8 @@
 //!
 //! - A key push carries its keys already resolved to nodes: keys are grouped by node, and each
 //!   edge gets one [`EdgePush`] with only its own keys.
+//! - A superseded-session record goes to the one node named in it (like a one-key key push), as an
+//!   [`EdgePush`] that tells that edge to close the superseded connection.
 //! - A room or broadcast push goes to every live edge of the region (each edge knows its own room
 //!   members); a broadcast's `speed` is passed through, the edge applies the rate cap.
 //!
@@ -13,7 +15,7 @@ use crate::directory::EdgeTarget;
 use rim_bus::IncomingPush;
 use rim_proto::schema::edge_push::Target as EdgeTargetKind;
 use rim_proto::schema::push_message::Target;
-use rim_proto::schema::{EdgeKeys, EdgePush, EdgePushRequest, PushMessage};
+use rim_proto::schema::{EdgeKeys, EdgePush, EdgePushRequest, EdgeSuperseded, PushMessage};
 use std::collections::HashMap;
 
 /// What one batch asks of the region's edges.
@@ -21,7 +23,8 @@ use std::collections::HashMap;
 pub(crate) struct Routing {
     /// One request per edge that has something to do, in the directory's edge order.
     pub(crate) requests: Vec<(EdgeTarget, EdgePushRequest)>,
-    /// Key pushes (one per push and node) addressed to nodes that are not live edges here.
+    /// Key pushes (one per push and node) and superseded-session records addressed to nodes that
+    /// are not live edges here.
     pub(crate) to_gone_edges: u64,
     /// Records without a target (not written by rim's control plane); skipped.
     pub(crate) without_target: u64,
@@ -31,12 +34,15 @@ pub(crate) struct Routing {
 /// directory again before routing, in case the node just registered).
 pub(crate) fn names_unknown_edge(batch: &[IncomingPush], edges: &[EdgeTarget]) -> bool {
     batch.iter().any(|push| match &push.message.target {
-        Some(Target::Keys(keys)) => keys
-            .keys
-            .iter()
-            .any(|key| !edges.iter().any(|edge| edge.node_id == key.node_id)),
-        _ => false,
+        Some(Target::Keys(keys)) => keys.keys.iter().any(|key| !is_listed(&key.node_id, edges)),
+        Some(Target::Superseded(session)) => !is_listed(&session.node_id, edges),
+        Some(Target::Room(_) | Target::Broadcast(_)) | None => false,
     })
+}
+
+/// Whether `node_id` is one of `edges`.
+fn is_listed(node_id: &str, edges: &[EdgeTarget]) -> bool {
+    edges.iter().any(|edge| edge.node_id == node_id)
 }
 
 /// Splits a batch into per-edge requests.
@@ -70,6 +76,16 @@ pub(crate) fn route(batch: &[IncomingPush], edges: &[EdgeTarget]) -> Routing {
                     }
                 }
             }
+            Some(Target::Superseded(session)) => match index.get(session.node_id.as_str()) {
+                Some(&position) => per_edge[position].push(edge_push(
+                    message,
+                    EdgeTargetKind::Superseded(EdgeSuperseded {
+                        key: session.key.clone(),
+                        connection_id: session.connection_id,
+                    }),
+                )),
+                None => routing.to_gone_edges += 1,
+            },
             Some(Target::Room(room)) => {
                 for pushes in &mut per_edge {
                     pushes.push(edge_push(message, EdgeTargetKind::Room(room.room.clone())));
@@ -93,10 +109,12 @@ pub(crate) fn route(batch: &[IncomingPush], edges: &[EdgeTarget]) -> Routing {
     routing
 }
 
-/// The edge's view of one push.
+/// The edge's view of one push; it keeps the record index, so (message_id, record) still names
+/// one delivery at the edge.
 fn edge_push(message: &PushMessage, target: EdgeTargetKind) -> EdgePush {
     EdgePush {
         message_id: message.message_id.clone(),
+        record: message.record,
         operation: message.operation,
         body: message.body.clone(),
         target: Some(target),
@@ -107,7 +125,9 @@ fn edge_push(message: &PushMessage, target: EdgeTargetKind) -> EdgePush {
 mod tests {
     use super::*;
     use rim_bus::LogPosition;
-    use rim_proto::schema::{BroadcastTarget, KeyOnNode, KeysTarget, RoomTarget};
+    use rim_proto::schema::{
+        BroadcastTarget, KeyOnNode, KeysTarget, RoomTarget, SupersededSession,
+    };
 
     fn edge(id: &str) -> EdgeTarget {
         EdgeTarget {
@@ -128,6 +148,7 @@ mod tests {
                 operation: 1000,
                 body: id.as_bytes().to_vec().into(),
                 accepted_at_unix_ms: 0,
+                record: offset as u32,
                 target: Some(target),
             },
         }
@@ -231,6 +252,54 @@ mod tests {
         assert_eq!(
             summary(&routing),
             vec![("n1".into(), vec![("m0".into(), only_keys(&["b"]))])]
+        );
+        assert_eq!(routing.to_gone_edges, 1);
+    }
+
+    #[test]
+    fn records_keep_their_index_and_a_superseded_session_goes_to_its_node_only() {
+        let edges = [edge("n1"), edge("n2")];
+        let superseded = |node: &str| {
+            Target::Superseded(SupersededSession {
+                key: "a".into(),
+                node_id: node.into(),
+                connection_id: 9,
+            })
+        };
+        let batch = [
+            incoming(3, "m0", keys(&[("a", "n1")])),
+            incoming(4, "m0", keys(&[("b", "n2")])),
+            incoming(5, "s", superseded("n2")),
+            incoming(6, "s", superseded("gone")),
+        ];
+        assert!(names_unknown_edge(&batch[3..], &edges));
+        assert!(!names_unknown_edge(&batch[..3], &edges));
+        let routing = route(&batch, &edges);
+        let records: Vec<(String, Vec<(String, u32)>)> = routing
+            .requests
+            .iter()
+            .map(|(edge, request)| {
+                let pushes = request
+                    .pushes
+                    .iter()
+                    .map(|push| (push.message_id.clone(), push.record))
+                    .collect();
+                (edge.node_id.clone(), pushes)
+            })
+            .collect();
+        assert_eq!(
+            records,
+            vec![
+                ("n1".into(), vec![("m0".into(), 3)]),
+                ("n2".into(), vec![("m0".into(), 4), ("s".into(), 5)]),
+            ]
+        );
+        assert_eq!(
+            routing.requests[1].1.pushes[1].target,
+            Some(EdgeTargetKind::Superseded(EdgeSuperseded {
+                key: "a".into(),
+                connection_id: 9
+            }))
         );
         assert_eq!(routing.to_gone_edges, 1);
     }

@@ -259,6 +259,7 @@ impl Cluster {
                     operation: 1000,
                     body: id.as_bytes().to_vec().into(),
                     accepted_at_unix_ms: 1,
+                    record: 0,
                     target: Some(target),
                 },
             })

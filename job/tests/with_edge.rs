@@ -64,6 +64,7 @@ fn push(key: &str, id: &str, body: &str, target: Target) -> OutgoingPush {
             operation: BUSINESS_OP,
             body: body.as_bytes().to_vec().into(),
             accepted_at_unix_ms: 1,
+            record: 0,
             target: Some(target),
         },
     }
