@@ -1,0 +1,190 @@
+//! One goim v2 connection over TCP, as a client holds it.
+//!
+//! [`Connection::connect`] opens the socket, sends the auth packet (op 7) and waits for the reply
+//! (op 8): an empty body means accepted; a body means refused (rim sends a JSON reason, then
+//! closes). After that, [`Connection::recv`] yields what the server sends: pushes (op-9 batches are
+//! unpacked into their packets, so a caller never sees op 9), replies to room changes and
+//! subscriptions, and the online count from heartbeat replies. Heartbeats are sent from inside
+//! `recv` on the configured interval, so a connection stays alive as long as its owner keeps
+//! reading, the way goim's clients do it.
+
+use crate::error::ClientError;
+use bytes::{Bytes, BytesMut};
+use rim_proto::message::Packets;
+use rim_proto::{Packet, op, stream};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// goim's protocol version, sent in every packet header.
+const PROTOCOL_VERSION: i16 = 1;
+
+/// Largest packet body the client accepts from a server: a client-side sanity bound (servers set
+/// their own push limits, 1 MiB by default on rim), large enough for any op-9 batch of them.
+const MAX_BODY: usize = 16 << 20;
+
+/// How long the server may take to answer the auth packet.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the server said to the auth packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthReply {
+    /// The reply's body (empty from goim and rim when accepted).
+    pub body: Bytes,
+}
+
+/// Something the server sent after auth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Push {
+    /// The packet's operation: a business op (>= 1000) for pushes, or a protocol reply (13, 15, 17, 4).
+    pub op: i32,
+    /// The body, unchanged.
+    pub body: Bytes,
+}
+
+/// An authenticated connection.
+pub struct Connection {
+    socket: TcpStream,
+    read_buf: BytesMut,
+    pending: VecDeque<Push>,
+    heartbeat: tokio::time::Interval,
+    seq: i32,
+    online: Option<i32>,
+}
+
+impl Connection {
+    /// Connects to `addr`, authenticates with `auth_body` (a token, or goim's auth JSON) and
+    /// returns the connection once the server accepted; heartbeats go out every `heartbeat`.
+    pub async fn connect(
+        addr: &str,
+        auth_body: &[u8],
+        heartbeat: Duration,
+    ) -> Result<(Connection, AuthReply), ClientError> {
+        let socket = TcpStream::connect(addr).await?;
+        socket.set_nodelay(true)?;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut connection = Connection {
+            socket,
+            read_buf: BytesMut::new(),
+            pending: VecDeque::new(),
+            heartbeat,
+            seq: 0,
+            online: None,
+        };
+        connection
+            .send(op::AUTH, Bytes::copy_from_slice(auth_body))
+            .await?;
+        let reply = tokio::time::timeout(
+            AUTH_TIMEOUT,
+            read_packet(&mut connection.socket, &mut connection.read_buf),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("auth reply"))??;
+        if reply.op != op::AUTH_REPLY {
+            return Err(ClientError::AuthRefused(format!(
+                "expected an auth reply (op 8), got op {}",
+                reply.op
+            )));
+        }
+        if !reply.body.is_empty() {
+            return Err(ClientError::AuthRefused(
+                String::from_utf8_lossy(&reply.body).into_owned(),
+            ));
+        }
+        // goim's clients send a first heartbeat right after auth; so does this one.
+        connection.send(op::HEARTBEAT, Bytes::new()).await?;
+        Ok((connection, AuthReply { body: reply.body }))
+    }
+
+    /// The next push or reply from the server; sends heartbeats while waiting.
+    pub async fn recv(&mut self) -> Result<Push, ClientError> {
+        loop {
+            if let Some(push) = self.pending.pop_front() {
+                return Ok(push);
+            }
+            // Reading is cancel-safe: bytes read stay in `read_buf` when the heartbeat wins.
+            tokio::select! {
+                packet = read_packet(&mut self.socket, &mut self.read_buf) => self.accept(packet?)?,
+                _ = self.heartbeat.tick() => self.send(op::HEARTBEAT, Bytes::new()).await?,
+            }
+        }
+    }
+
+    /// The room's online count from the last heartbeat reply, if one arrived.
+    pub fn online(&self) -> Option<i32> {
+        self.online
+    }
+
+    /// Asks to move to `room` (`type://id`; empty leaves the room). The server's confirmation
+    /// arrives through [`Connection::recv`] as op 13.
+    pub async fn change_room(&mut self, room: &str) -> Result<(), ClientError> {
+        self.send(op::CHANGE_ROOM, Bytes::copy_from_slice(room.as_bytes()))
+            .await
+    }
+
+    /// Adds operations to the watch set (confirmed as op 15).
+    pub async fn subscribe(&mut self, ops: &[i32]) -> Result<(), ClientError> {
+        self.send(op::SUB, op_list(ops)).await
+    }
+
+    /// Removes operations from the watch set (confirmed as op 17).
+    pub async fn unsubscribe(&mut self, ops: &[i32]) -> Result<(), ClientError> {
+        self.send(op::UNSUB, op_list(ops)).await
+    }
+
+    /// Sends an upstream message (op 4, or a business op) with `body`.
+    pub async fn send_message(&mut self, operation: i32, body: Bytes) -> Result<(), ClientError> {
+        self.send(operation, body).await
+    }
+
+    /// Queues the packets of a server packet: op-9 bodies unpacked, heartbeat replies absorbed.
+    fn accept(&mut self, packet: Packet) -> Result<(), ClientError> {
+        match packet.op {
+            op::RAW => {
+                for inner in Packets::new(packet.body, MAX_BODY) {
+                    self.accept(inner?)?;
+                }
+            }
+            op::HEARTBEAT_REPLY => {
+                if let Ok(count) = <[u8; 4]>::try_from(packet.body.as_ref()) {
+                    self.online = Some(i32::from_be_bytes(count));
+                }
+            }
+            operation => self.pending.push_back(Push {
+                op: operation,
+                body: packet.body,
+            }),
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, operation: i32, body: Bytes) -> Result<(), ClientError> {
+        self.seq = self.seq.wrapping_add(1);
+        let packet = Packet::new(PROTOCOL_VERSION, operation, self.seq, body);
+        self.socket.write_all(&packet.to_bytes()).await?;
+        Ok(())
+    }
+}
+
+/// Reads until `buf` holds a whole packet and takes it off.
+async fn read_packet(socket: &mut TcpStream, buf: &mut BytesMut) -> Result<Packet, ClientError> {
+    loop {
+        if let Some(packet) = stream::decode(buf, MAX_BODY)? {
+            return Ok(packet);
+        }
+        let wanted = stream::missing(buf, MAX_BODY).max(4096);
+        buf.reserve(wanted);
+        if socket.read_buf(buf).await? == 0 {
+            return Err(ClientError::Closed);
+        }
+    }
+}
+
+/// goim's watch-set body: comma-separated decimal ops.
+fn op_list(ops: &[i32]) -> Bytes {
+    let text: Vec<String> = ops.iter().map(i32::to_string).collect();
+    Bytes::from(text.join(","))
+}
