@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what rim's tests need on a fresh Debian machine, then runs every test of the workspace.
 #
-# Needs: PostgreSQL server binaries (initdb, pg_ctl, postgres), the `tansu` Kafka-protocol broker
-# (crates.io, built with --features dynostore) and cargo-nextest. Each is installed only when missing.
+# Needs: PostgreSQL server binaries (initdb, pg_ctl, postgres), OpenSSL headers (rdkafka is built
+# with TLS), Node.js (the JavaScript client's tests), the `tansu` Kafka-protocol broker (crates.io,
+# built with --features dynostore) and cargo-nextest. Each is installed only when missing.
 # Tests start and stop their own PostgreSQL clusters and brokers on free ports; nothing is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,10 +14,20 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+apt_packages=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "${RIM_PG_BIN:-}" ]; then
-    log "installing PostgreSQL server (apt)"
+    apt_packages+=(postgresql)
+fi
+if ! dpkg -s libssl-dev >/dev/null 2>&1; then
+    apt_packages+=(libssl-dev pkg-config)
+fi
+if ! command -v node >/dev/null 2>&1; then
+    apt_packages+=(nodejs)
+fi
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+    log "installing ${apt_packages[*]} (apt)"
     as_root apt-get update -q
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q postgresql
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "${apt_packages[@]}"
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -37,3 +48,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 cargo test --workspace --doc --locked
+
+if [ -d clients/js/test ]; then
+    log "JavaScript client tests (node --test)"
+    node --test clients/js/test/
+fi

@@ -61,16 +61,63 @@ fn parse_command_line(mut args: Vec<OsString>) -> anyhow::Result<(Cli, ArgMatche
 /// curl examples work) and create an admin key for the `/v1` API. Each is announced loudly.
 fn apply_dev_defaults(args: &mut cli::DevArgs, matches: &ArgMatches) {
     let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
+    // One machine: listen on loopback unless told otherwise (the production defaults listen on
+    // every interface).
+    let edge = &mut args.edge;
+    for (id, listen) in [
+        ("edge_tcp_listen", &mut edge.edge_tcp_listen),
+        ("edge_ws_listen", &mut edge.edge_ws_listen),
+        ("edge_wss_listen", &mut edge.edge_wss_listen),
+        ("edge_tls_listen", &mut edge.edge_tls_listen),
+        ("edge_internal_listen", &mut edge.edge_internal_listen),
+    ] {
+        if defaulted(id) {
+            *listen = listen.replacen("0.0.0.0", "127.0.0.1", 1);
+        }
+    }
+    if defaulted("control_listen") {
+        args.control
+            .control_listen
+            .set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
     if defaulted("edge_auth") && args.edge.edge_jwt_keys.is_empty() {
         args.edge.edge_auth = AuthMode::Insecure;
     }
     if defaulted("goim_routes_open") {
         args.control.goim_routes_open = true;
     }
+    warn_if_exposed(args);
     if args.control.control_admin_key.is_none() {
-        let key = random_token();
-        println!("admin API key for /v1 (this run only): {key}");
-        args.control.control_admin_key = Some(key);
+        // Printed with the banner once everything listens (see `roles::dev`).
+        args.control.control_admin_key = Some(random_token());
+    }
+}
+
+/// Warns loudly when a development shortcut (trusting clients' claimed identity, goim routes
+/// without a key) faces an address other than loopback.
+fn warn_if_exposed(args: &cli::DevArgs) {
+    let exposed = |listen: &str| {
+        listen
+            .parse::<std::net::SocketAddr>()
+            .map_or(true, |addr| !addr.ip().is_loopback())
+    };
+    let edge = &args.edge;
+    if edge.edge_auth == AuthMode::Insecure
+        && (exposed(&edge.edge_tcp_listen) || exposed(&edge.edge_ws_listen))
+    {
+        tracing::warn!(
+            tcp = %edge.edge_tcp_listen,
+            ws = %edge.edge_ws_listen,
+            "INSECURE: clients' claimed user ids are trusted on a non-loopback address; anyone who \
+             can reach it can impersonate any user (configure --edge-jwt-keys)"
+        );
+    }
+    if args.control.goim_routes_open && !args.control.control_listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %args.control.control_listen,
+            "INSECURE: the goim push routes are open without an API key on a non-loopback address; \
+             anyone who can reach it can push (set RIM_CONTROL_GOIM_ROUTES_OPEN=false)"
+        );
     }
 }
 

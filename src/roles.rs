@@ -56,14 +56,8 @@ pub async fn dev(
     let (edge, reporter) = start_edge(args.edge, link, &secret, prometheus).await?;
     let consumer = bus.consumer(&args.job.job_region, &args.job.group_id());
     let directory = Arc::new(StoreDirectory::new(store, args.job.directory_cache()));
-    let addrs = edge.addrs();
-    println!("rim dev is running (edge + control + job, in-memory store and bus)");
-    println!("  clients:  tcp {}   ws://{}/sub", addrs.tcp, addrs.ws);
-    println!(
-        "  business: http://{}/goim/push/room?operation=1000&type=live&room=1000",
-        control.local_addr()
-    );
-    println!("  edge internal: http://{}/metrics", addrs.internal);
+    let admin_key = args.control.control_admin_key.clone().unwrap_or_default();
+    print_banner(edge.addrs(), control.local_addr(), &admin_key);
     rim_job::run(
         &args.job,
         &secret,
@@ -74,6 +68,30 @@ pub async fn dev(
     .await?;
     stop_edge(edge, &reporter).await;
     control.shutdown().await
+}
+
+/// Tells the user of `rim dev` where to connect and how to push, as lines to copy and paste.
+fn print_banner(addrs: &rim_edge::EdgeAddrs, control: SocketAddr, admin_key: &str) {
+    let control = loopback_if_unspecified(control);
+    let ws = loopback_if_unspecified(addrs.ws);
+    let tcp = loopback_if_unspecified(addrs.tcp);
+    println!("rim dev is running (edge + control + job, in-memory store and bus)");
+    println!("clients:");
+    println!("  websocket: ws://{ws}/sub");
+    println!("  tcp:       {tcp}");
+    println!("push (goim routes):");
+    println!(
+        "  curl -d 'hello user 123' 'http://{control}/goim/push/mids?operation=1000&mids=123'"
+    );
+    println!(
+        "  curl -d 'hello room'     'http://{control}/goim/push/room?operation=1000&type=live&room=1000'"
+    );
+    println!("  curl -d 'hello everyone' 'http://{control}/goim/push/all?operation=1000'");
+    println!("push (/v1, admin key of this run):");
+    println!(
+        "  curl -H 'Authorization: Bearer {admin_key}' -d '{{\"mids\":[123],\"operation\":1000,\"body_text\":\"hi\"}}' http://{control}/v1/push/users"
+    );
+    println!("metrics: http://{}/metrics", loopback_if_unspecified(addrs.internal));
 }
 
 /// Runs an edge until a stop signal, then shuts it down gracefully.
