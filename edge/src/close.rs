@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::outbox::Behind;
+
 /// The reason a connection is closed by the edge or was closed by the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
@@ -18,10 +20,13 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// No heartbeat within heartbeat interval × max missed.
     HeartbeatTimeout,
-    /// A newer connection authenticated with the same key.
+    /// A newer connection authenticated with the same key on this edge.
     Replaced,
-    /// The send queue was full: the client does not read fast enough.
-    SlowConsumer,
+    /// The control plane said a newer connection took the key (on another edge, or one this edge
+    /// had not seen yet); told to the client exactly like [`CloseReason::Replaced`].
+    Superseded,
+    /// The client fell too far behind (in bytes or in time) on what it was sent.
+    SlowConsumer(Behind),
     /// The edge is shutting down.
     Shutdown,
     /// The socket failed (reset, broken pipe, TLS error).
@@ -38,7 +43,8 @@ impl CloseReason {
             Self::HandshakeTimeout => "handshake_timeout",
             Self::HeartbeatTimeout => "heartbeat_timeout",
             Self::Replaced => "replaced",
-            Self::SlowConsumer => "slow_consumer",
+            Self::Superseded => "superseded",
+            Self::SlowConsumer(_) => "slow_consumer",
             Self::Shutdown => "shutdown",
             Self::Io => "io_error",
         }
@@ -51,8 +57,8 @@ impl CloseReason {
             Self::Protocol(_) => 1002,
             Self::AuthFailed(_) => 1008,
             Self::HandshakeTimeout | Self::HeartbeatTimeout => 1008,
-            Self::Replaced => 4000,
-            Self::SlowConsumer => 1013,
+            Self::Replaced | Self::Superseded => 4000,
+            Self::SlowConsumer(_) => 1013,
             Self::Shutdown => 1001,
             Self::Io => 1011,
         }
@@ -67,8 +73,15 @@ impl fmt::Display for CloseReason {
             Self::AuthFailed(why) => write!(f, "auth failed: {why}"),
             Self::HandshakeTimeout => f.write_str("no auth within the handshake timeout"),
             Self::HeartbeatTimeout => f.write_str("heartbeat timeout"),
-            Self::Replaced => f.write_str("replaced by a newer connection with the same key"),
-            Self::SlowConsumer => f.write_str("slow consumer: send queue full"),
+            Self::Replaced | Self::Superseded => {
+                f.write_str("replaced by a newer connection with the same key")
+            }
+            Self::SlowConsumer(Behind::Bytes) => {
+                f.write_str("slow consumer: too many bytes not yet read")
+            }
+            Self::SlowConsumer(Behind::Time) => {
+                f.write_str("slow consumer: pushes not read for too long")
+            }
             Self::Shutdown => f.write_str("server shutting down"),
             Self::Io => f.write_str("socket error"),
         }

@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::outbox::Bounds;
+
 /// Everything an edge process can be told; see `--help` for each field.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EdgeConfig {
@@ -53,11 +55,17 @@ pub struct EdgeConfig {
     /// Number of buckets connections are sharded into by key (split locks).
     #[arg(long, env = "RIM_EDGE_BUCKETS", default_value_t = 32)]
     pub edge_buckets: usize,
-    /// Packets that may wait in one connection's send queue.
-    #[arg(long, env = "RIM_EDGE_QUEUE_CAPACITY", default_value_t = 128)]
-    pub edge_queue_capacity: usize,
-    /// What to do when a connection's send queue is full: close it (it reconnects and resumes) or drop
-    /// the packet. Both are counted.
+    /// Most bytes one connection may be behind: pushes queued for it or being written to it and not
+    /// yet taken by its socket (plus a small fixed cost per push). Keep it several times
+    /// `edge_max_push_body` (one push request's worth), so that a burst never counts as slow.
+    #[arg(long, env = "RIM_EDGE_QUEUE_MAX_BYTES", default_value_t = 4 << 20)]
+    pub edge_queue_max_bytes: usize,
+    /// Longest time, in milliseconds, a push may wait unwritten for one connection.
+    #[arg(long, env = "RIM_EDGE_QUEUE_MAX_AGE_MS", default_value_t = 10_000)]
+    pub edge_queue_max_age_ms: u64,
+    /// What to do with a push for a connection past `edge_queue_max_bytes` or
+    /// `edge_queue_max_age_ms`: close the connection (it reconnects and resumes) or drop the push.
+    /// Both are counted.
     #[arg(long, env = "RIM_EDGE_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumerPolicy::Close)]
     pub edge_slow_consumer: SlowConsumerPolicy,
     /// Connections allowed from one IP address (0 = unlimited).
@@ -66,9 +74,19 @@ pub struct EdgeConfig {
     /// Connections allowed on this edge in total (0 = unlimited).
     #[arg(long, env = "RIM_EDGE_MAX_CONNECTIONS", default_value_t = 1_000_000)]
     pub edge_max_connections: usize,
-    /// Message ids remembered to drop duplicate pushes (delivery upstream is at-least-once).
-    #[arg(long, env = "RIM_EDGE_DEDUP_CAPACITY", default_value_t = 65_536)]
+    /// Milliseconds a delivery (message id and record) is remembered, to drop the duplicates of
+    /// at-least-once delivery; cover the job's retry horizon and a job restart's redelivery.
+    #[arg(long, env = "RIM_EDGE_DEDUP_WINDOW_MS", default_value_t = 300_000)]
+    pub edge_dedup_window_ms: u64,
+    /// Most deliveries remembered (about 32 bytes each); when full, the oldest are forgotten early,
+    /// which is counted and logged.
+    #[arg(long, env = "RIM_EDGE_DEDUP_CAPACITY", default_value_t = 1 << 20)]
     pub edge_dedup_capacity: usize,
+    /// Longest time, in milliseconds, the auth reply waits for the control plane to acknowledge the
+    /// connect (so that a push sent right after the reply finds the session). Past it the client is
+    /// answered anyway (counted, logged); 0 answers at once.
+    #[arg(long, env = "RIM_EDGE_AUTH_REPORT_TIMEOUT_MS", default_value_t = 1_000)]
+    pub edge_auth_report_timeout_ms: u64,
     /// Milliseconds graceful shutdown waits for connections to flush and close.
     #[arg(long, env = "RIM_EDGE_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub edge_shutdown_timeout_ms: u64,
@@ -88,12 +106,12 @@ pub struct EdgeConfig {
     pub edge_jwt_reload_ms: u64,
 }
 
-/// Policy for a push that finds a connection's queue full.
+/// Policy for a push to a connection that is too far behind.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlowConsumerPolicy {
     /// Close the connection with a reason; the client reconnects and resumes.
     Close,
-    /// Drop the packet and keep the connection.
+    /// Drop the push and keep the connection.
     Drop,
 }
 
@@ -135,5 +153,13 @@ impl EdgeConfig {
     /// Auth must complete within this.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.edge_handshake_timeout_ms)
+    }
+
+    /// How far behind a connection may fall before the slow-consumer policy applies.
+    pub fn queue_bounds(&self) -> Bounds {
+        Bounds {
+            max_bytes: self.edge_queue_max_bytes,
+            max_age: Duration::from_millis(self.edge_queue_max_age_ms),
+        }
     }
 }

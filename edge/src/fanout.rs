@@ -8,13 +8,16 @@
 //! All pushes of one request are queued before any writer is woken ([`Wakes`]), so a connection
 //! receives a request's frames in one write rather than one write per push.
 //!
-//! A full queue is handled by the configured [`SlowConsumerPolicy`] and counted. A broadcast with a
-//! `speed` cap is snapshotted and handed to one pacing task (a bounded backlog, in order), which queues
-//! at most `speed` deliveries per second; its reported count is the number of recipients scheduled.
-//! Duplicate message ids are skipped (reported as 0 delivered).
+//! A connection too far behind (see [`crate::outbox`]) is handled by the configured
+//! [`SlowConsumerPolicy`], counted and logged (rate-limited). A broadcast with a `speed` cap is
+//! snapshotted and handed to one pacing task (a bounded backlog, in order), which queues at most
+//! `speed` deliveries per second; its reported count is the number of recipients scheduled. A
+//! delivery (message id, record) already executed within the dedup window is skipped (reported as 0
+//! delivered, see [`crate::dedup`]). A `superseded` push is not a message: it closes the named
+//! connection if it still holds its key here (1 delivered) and does nothing otherwise (0).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -25,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 use crate::bucket::Buckets;
 use crate::channel::Channel;
 use crate::close::CloseReason;
-use crate::config::SlowConsumerPolicy;
-use crate::dedup::RecentIds;
+use crate::config::{EdgeConfig, SlowConsumerPolicy};
+use crate::dedup::{RecentDeliveries, Seen};
 use crate::metrics;
-use crate::outbox::{Frame, Offer};
+use crate::outbox::{Bounds, Frame, Offer};
+use crate::ratelog::RateLimit;
 use crate::wakes::Wakes;
 
 /// Below this many connections a room or broadcast push runs on the caller's task alone.
@@ -37,6 +41,34 @@ const PARALLEL_MIN_CONNECTIONS: usize = 4096;
 const PACED_BACKLOG: usize = 16;
 /// The pacer releases a tenth of a second's worth of deliveries at a time.
 const PACE_TICK: Duration = Duration::from_millis(100);
+
+/// Slow-consumer lines per second in the log.
+static SLOW_CONSUMER_LOG: RateLimit = RateLimit::new(5);
+
+/// The fan-out's policies, taken from [`EdgeConfig`].
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutSettings {
+    /// How far behind a connection may fall.
+    pub bounds: Bounds,
+    /// What happens to a connection past its bounds.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// How long deliveries are remembered for deduplication.
+    pub dedup_window: Duration,
+    /// Most deliveries remembered.
+    pub dedup_capacity: usize,
+}
+
+impl FanoutSettings {
+    /// Copies the fan-out's settings out of `config`.
+    pub fn from_config(config: &EdgeConfig) -> Self {
+        Self {
+            bounds: config.queue_bounds(),
+            slow_consumer: config.edge_slow_consumer,
+            dedup_window: Duration::from_millis(config.edge_dedup_window_ms),
+            dedup_capacity: config.edge_dedup_capacity,
+        }
+    }
+}
 
 /// Which connections a bucket walk reaches.
 #[derive(Clone)]
@@ -54,8 +86,8 @@ struct Paced {
 /// Turns pushes into queued frames; shared by the internal endpoint and in-process callers.
 pub struct Fanout {
     buckets: Arc<Buckets>,
-    recent: Mutex<RecentIds>,
-    queue_capacity: usize,
+    recent: Mutex<RecentDeliveries>,
+    bounds: Bounds,
     policy: SlowConsumerPolicy,
     workers: usize,
     paced: mpsc::Sender<Paced>,
@@ -64,7 +96,7 @@ pub struct Fanout {
 impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fanout")
-            .field("queue_capacity", &self.queue_capacity)
+            .field("bounds", &self.bounds)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -74,17 +106,18 @@ impl Fanout {
     /// Creates the fan-out and its pacing task (which stops on `shutdown`).
     pub fn new(
         buckets: Arc<Buckets>,
-        queue_capacity: usize,
-        policy: SlowConsumerPolicy,
-        dedup_capacity: usize,
+        settings: FanoutSettings,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let (paced, backlog) = mpsc::channel(PACED_BACKLOG);
         let fanout = Arc::new(Self {
             buckets,
-            recent: Mutex::new(RecentIds::new(dedup_capacity)),
-            queue_capacity: queue_capacity.max(1),
-            policy,
+            recent: Mutex::new(RecentDeliveries::new(
+                settings.dedup_window,
+                settings.dedup_capacity,
+            )),
+            bounds: settings.bounds,
+            policy: settings.slow_consumer,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             paced,
         });
@@ -110,7 +143,11 @@ impl Fanout {
 
     /// Executes one push, leaving the writers it queued frames for in `wakes`.
     async fn push_into(self: &Arc<Self>, push: &EdgePush, wakes: &mut Wakes) -> u32 {
-        if !self.recent.lock().insert(&push.message_id) {
+        let seen = self
+            .recent
+            .lock()
+            .insert(&push.message_id, push.record, Instant::now());
+        if seen == Seen::Duplicate {
             metrics::duplicate();
             return 0;
         }
@@ -136,28 +173,56 @@ impl Fanout {
                 };
                 ("broadcast", delivered)
             }
+            Some(Target::Superseded(superseded)) => (
+                "superseded",
+                self.supersede(&superseded.key, superseded.connection_id),
+            ),
             None => ("none", 0),
         };
         metrics::pushed(target, u64::from(delivered));
         delivered
     }
 
+    /// Closes the connection `connection_id` if it still holds `key` here; 1 if it did.
+    fn supersede(&self, key: &str, connection_id: u64) -> u32 {
+        match self.buckets.get(key) {
+            Some(channel) if channel.id() == connection_id => {
+                channel.outbox.close(CloseReason::Superseded);
+                1
+            }
+            _ => 0,
+        }
+    }
+
     /// Queues `frame` on `channel` (noting in `wakes` if its writer must be woken), applying the
-    /// slow-consumer policy if its queue is full.
+    /// slow-consumer policy if the connection is too far behind.
     fn deliver(&self, channel: &Arc<Channel>, frame: &Bytes, wakes: &mut Wakes) -> bool {
         match channel
             .outbox
-            .offer(Frame::Push(frame.clone()), self.queue_capacity)
+            .offer(Frame::Push(frame.clone()), self.bounds)
         {
             Offer::Queued => true,
             Offer::QueuedAsleep => {
                 wakes.add(channel);
                 true
             }
-            Offer::Full => {
-                metrics::dropped("queue_full", 1);
-                if self.policy == SlowConsumerPolicy::Close {
-                    channel.outbox.close(CloseReason::SlowConsumer);
+            Offer::Full(behind) => {
+                metrics::dropped(behind.label(), 1);
+                let close = self.policy == SlowConsumerPolicy::Close;
+                if let Some(suppressed) = SLOW_CONSUMER_LOG.allow() {
+                    tracing::warn!(
+                        key = %channel.key(),
+                        id = channel.id(),
+                        ip = %channel.ip(),
+                        bound = behind.label(),
+                        bytes_behind = channel.outbox.bytes_behind(),
+                        action = if close { "close" } else { "drop" },
+                        suppressed,
+                        "slow consumer"
+                    );
+                }
+                if close {
+                    channel.outbox.close(CloseReason::SlowConsumer(behind));
                 }
                 false
             }

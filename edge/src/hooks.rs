@@ -2,10 +2,14 @@
 //!
 //! - [`EdgeEvents`]: told about session changes (connect, disconnect, room change). The edge→control
 //!   client implements it to register sessions in batches. Calls happen on the connection's task, so
-//!   implementations must not block: queue and return.
+//!   implementations must not block: queue and return. A connect may hand back a [`ConnectAck`]: the
+//!   edge holds the client's auth reply until it resolves (bounded by `edge_auth_report_timeout_ms`),
+//!   so that a push sent as soon as the client is answered finds its session.
 //! - [`UpstreamSink`]: receives what clients send upstream (op 4 and other business ops). The control
 //!   plane will forward it to the business backend; for now [`CountingSink`] counts.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,11 +17,16 @@ use bytes::Bytes;
 
 use crate::channel::Channel;
 
+/// Resolves once a connect is known where pushes are resolved (the control plane applied it).
+pub type ConnectAck = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// Observer of session lifecycle events. Every method must return quickly without blocking.
 pub trait EdgeEvents: Send + Sync + 'static {
     /// A connection authenticated and was registered (possibly replacing an older one with its key).
-    fn connected(&self, channel: &Channel) {
+    /// Returns what the auth reply waits for, if anything (see [`ConnectAck`]).
+    fn connected(&self, channel: &Channel) -> Option<ConnectAck> {
         let _ = channel;
+        None
     }
     /// A connection ended. `still_owned` is false when a newer connection had already taken its key, so
     /// the session must not be removed ([`Channel::id`] tells them apart).

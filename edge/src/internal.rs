@@ -3,7 +3,11 @@
 //! - `POST /internal/push`: body `rim.v1.EdgePushRequest` (protobuf), header
 //!   `Authorization: Bearer <cluster secret>` (compared in constant time); answers
 //!   `rim.v1.EdgePushResponse` with, per push, how many connections it reached. 401 without the
-//!   secret, 400 for a body that is not the message, 413 above `edge_max_push_body`.
+//!   secret, 400 for a body that is not the message, 413 above `edge_max_push_body`, and 503 ("edge
+//!   stopping") from the moment shutdown begins: the edge is closing its connections and would not
+//!   write those pushes, so the job must settle or retry them elsewhere rather than count them
+//!   delivered. A request that was executing when shutdown began is answered 503 as well, since its
+//!   frames may not have been written before the connections closed.
 //! - `GET /metrics`: the process's Prometheus metrics (when the process gave the edge its handle).
 //! - `GET /healthz`: 200 `ok`, or 503 `draining` once shutdown started.
 
@@ -33,7 +37,7 @@ pub struct InternalState {
     pub secret: Arc<[u8]>,
     /// Renders `/metrics`, when the process installed a Prometheus recorder.
     pub metrics: Option<PrometheusHandle>,
-    /// Cancelled at shutdown (health turns to draining).
+    /// Cancelled at shutdown (health turns to draining, pushes are refused).
     pub shutdown: CancellationToken,
 }
 
@@ -53,6 +57,17 @@ fn authorized(headers: &HeaderMap, secret: &[u8]) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
         .is_some_and(|token| bool::from(token.ct_eq(secret)))
+}
+
+/// The answer to a push while the edge stops.
+fn stopping() -> Response {
+    metrics::push_refused("stopping");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        "edge stopping: it takes no more pushes\n",
+    )
+        .into_response()
 }
 
 async fn push(State(state): State<InternalState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -75,7 +90,13 @@ async fn push(State(state): State<InternalState>, headers: HeaderMap, body: Byte
                 .into_response();
         }
     };
+    if state.shutdown.is_cancelled() {
+        return stopping();
+    }
     let delivered = state.fanout.push_all(&request.pushes).await;
+    if state.shutdown.is_cancelled() {
+        return stopping();
+    }
     (
         [(header::CONTENT_TYPE, "application/x-protobuf")],
         EdgePushResponse { delivered }.encode_to_vec(),

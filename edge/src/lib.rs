@@ -11,8 +11,10 @@
 //! | [`session`] | one connection: handshake, heartbeats, ops, close — one task per connection |
 //! | [`transport`] | TCP/TLS byte streams and WebSocket messages behind one trait |
 //! | [`bucket`] / [`channel`] | connections sharded by key; rooms per bucket; key takeover |
-//! | [`outbox`] | the bounded per-connection queue, drained whole into one write |
-//! | [`fanout`] | pushes to keys / rooms / everyone, encoded once, slow-consumer policy, dedup |
+//! | [`outbox`] | the per-connection queue, bounded by bytes and time behind, drained whole into one write |
+//! | [`fanout`] | pushes to keys / rooms / everyone, encoded once, slow-consumer policy, superseded closes |
+//! | [`dedup`] | deliveries (message id, record) remembered for a time window, bounded in memory |
+//! | [`ratelog`] | rate-limited log lines for per-connection events |
 //! | [`wakes`] | a request's frames are all queued before each writer is woken once |
 //! | [`internal`] | `POST /internal/push`, `/metrics`, `/healthz` |
 //! | [`hooks`] | [`EdgeEvents`] (session observer) and [`UpstreamSink`] (client upstream messages) |
@@ -51,6 +53,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;
+pub mod ratelog;
 pub mod session;
 pub mod state;
 pub mod tls;
@@ -74,7 +77,7 @@ pub use config::EdgeConfig;
 pub use hooks::{CountingSink, EdgeEvents, NoEvents, UpstreamSink};
 
 use crate::bucket::Buckets;
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, FanoutSettings};
 use crate::limits::Limiter;
 use crate::listener::Kind;
 use crate::state::{Settings, Shared};
@@ -125,6 +128,8 @@ pub struct EdgeHandle {
     addrs: EdgeAddrs,
     shared: Arc<Shared>,
     tracker: TaskTracker,
+    /// Stops the internal endpoint at the end of shutdown.
+    internal_stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -149,8 +154,8 @@ impl Edge {
             "edge_max_push_body is too large for goim framing"
         );
         anyhow::ensure!(
-            config.edge_queue_capacity > 0,
-            "edge_queue_capacity must be positive"
+            config.edge_queue_max_bytes > 0,
+            "edge_queue_max_bytes must be positive"
         );
         metrics::describe();
         let tls = match (&config.edge_tls_cert, &config.edge_tls_key) {
@@ -179,9 +184,7 @@ impl Edge {
         let buckets = Arc::new(Buckets::new(config.edge_buckets));
         let fanout = Fanout::new(
             buckets.clone(),
-            config.edge_queue_capacity,
-            config.edge_slow_consumer,
-            config.edge_dedup_capacity,
+            FanoutSettings::from_config(&config),
             shutdown.clone(),
         );
         let shared = Arc::new(Shared::new(
@@ -231,7 +234,10 @@ impl Edge {
             },
             config.edge_max_push_body,
         );
-        let stop = shutdown.clone();
+        // The internal endpoint outlives the start of shutdown: while connections close it answers
+        // pushes 503 and health "draining", and it stops once they are closed.
+        let internal_stop = CancellationToken::new();
+        let stop = internal_stop.clone();
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(internal, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await });
@@ -244,6 +250,7 @@ impl Edge {
             addrs,
             shared,
             tracker,
+            internal_stop,
             tasks,
         })
     }
@@ -290,9 +297,10 @@ impl EdgeHandle {
         self.shared.shutdown.is_cancelled()
     }
 
-    /// Graceful shutdown: stop accepting, tell every client (WebSocket close 1001 "server shutting
-    /// down"; TCP: flush, then FIN), and wait up to `edge_shutdown_timeout_ms` for connections to
-    /// finish. Returns true if all finished in time.
+    /// Graceful shutdown: refuse pushes (503 on the internal endpoint), stop accepting, tell every
+    /// client (WebSocket close 1001 "server shutting down"; TCP: flush, then FIN), and wait up to
+    /// `edge_shutdown_timeout_ms` for connections to finish; then stop the internal endpoint.
+    /// Returns true if all connections finished in time.
     pub async fn shutdown(self) -> bool {
         self.shared.shutdown.cancel();
         self.tracker.close();
@@ -306,6 +314,7 @@ impl EdgeHandle {
                 "shutdown timeout: connections still open"
             );
         }
+        self.internal_stop.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(timeout, task).await;
         }

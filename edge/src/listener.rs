@@ -164,7 +164,7 @@ mod tests {
     use crate::auth::insecure::InsecureVerifier;
     use crate::bucket::Buckets;
     use crate::config::EdgeConfig;
-    use crate::fanout::Fanout;
+    use crate::fanout::{Fanout, FanoutSettings};
     use crate::hooks::{CountingSink, NoEvents};
     use crate::limits::Limiter;
     use crate::session;
@@ -181,9 +181,7 @@ mod tests {
         let buckets = Arc::new(Buckets::new(1));
         let fanout = Fanout::new(
             buckets.clone(),
-            1,
-            config.edge_slow_consumer,
-            1,
+            FanoutSettings::from_config(&config),
             token.clone(),
         );
         let shared = Arc::new(Shared::new(

@@ -25,12 +25,24 @@ pub fn describe() {
     describe_counter!("rim_edge_pushes_total", "Pushes executed, by target kind");
     describe_counter!(
         "rim_edge_push_duplicates_total",
-        "Pushes dropped because their message id was seen recently"
+        "Pushes skipped because their delivery (message id, record) was executed within the window"
+    );
+    describe_counter!(
+        "rim_edge_dedup_evictions_total",
+        "Deliveries forgotten before the end of the dedup window because its memory was full"
+    );
+    describe_counter!(
+        "rim_edge_push_refused_total",
+        "Push requests answered 503, by reason (stopping: the edge is shutting down)"
+    );
+    describe_counter!(
+        "rim_edge_auth_report_total",
+        "Auth replies by how the wait for the control plane's acknowledgement of the connect ended"
     );
     describe_counter!("rim_edge_deliveries_total", "Pushes queued to a connection");
     describe_counter!(
         "rim_edge_drops_total",
-        "Pushes not queued to a connection, by reason"
+        "Pushes not queued to a connection, by reason (behind_bytes, behind_time, closing, broadcast_backlog)"
     );
     describe_histogram!(
         "rim_edge_write_batch_frames",
@@ -98,7 +110,24 @@ pub fn duplicate() {
     counter!("rim_edge_push_duplicates_total").increment(1);
 }
 
-/// A push was not queued to one connection for `reason` (queue_full, closing, broadcast_backlog).
+/// A delivery was forgotten before the end of the dedup window (memory bound).
+pub fn dedup_evicted() {
+    counter!("rim_edge_dedup_evictions_total").increment(1);
+}
+
+/// A push request was refused with 503 for `reason` (stopping).
+pub fn push_refused(reason: &'static str) {
+    counter!("rim_edge_push_refused_total", "reason" => reason).increment(1);
+}
+
+/// An auth reply's wait for the connect's acknowledgement ended with `outcome` (acked, timeout,
+/// shutdown).
+pub fn auth_report(outcome: &'static str) {
+    counter!("rim_edge_auth_report_total", "outcome" => outcome).increment(1);
+}
+
+/// A push was not queued to one connection for `reason` (behind_bytes, behind_time, closing,
+/// broadcast_backlog).
 pub fn dropped(reason: &'static str, count: u64) {
     counter!("rim_edge_drops_total", "reason" => reason).increment(count);
 }

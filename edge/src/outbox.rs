@@ -1,19 +1,40 @@
-//! A connection's bounded send queue.
+//! A connection's bounded send queue, bounded by how far behind the client is.
 //!
 //! Pushes arrive from any task (the internal endpoint, room fan-out) and must never wait for a slow
 //! socket, so offering is a short non-blocking lock. Offering never wakes the writer by itself: the
 //! pusher wakes it (see `crate::wakes`) once all the frames it has for this connection are queued, so
 //! a request of many pushes leaves in one write instead of racing the writer frame by frame. The
-//! connection's own task drains everything queued at once and writes it in one go. An idle outbox owns no allocation (an empty `VecDeque` does not
-//! allocate and draining swaps the buffer out), which keeps idle connections small.
+//! connection's own task drains everything queued at once and writes it in one go. An idle outbox
+//! owns no allocation (an empty `VecDeque` does not allocate and draining swaps the buffer out), which
+//! keeps idle connections small.
+//!
+//! # The bound: bytes and time behind, not a frame count
+//!
+//! A client is a slow consumer when it is far behind, not when a burst arrived at once: one job
+//! request can carry hundreds of pushes for a connection, which a client reading at the speed of its
+//! link takes in a moment. So the outbox measures what the client has not yet taken, *including the
+//! write in progress* (drained frames count until the writer reports them written):
+//!
+//! - **bytes behind** ([`Bounds::max_bytes`]): the frames' bytes plus a fixed per-frame cost for the
+//!   queue's own bookkeeping, so that the bound is also an honest bound on the memory a connection
+//!   pins. A frame offered to a connection with nothing behind is always taken, whatever its size.
+//! - **time behind** ([`Bounds::max_age`]): the age of the oldest frame not yet written.
+//!
+//! A frame that would go past either bound is refused with the bound it hit ([`Behind`]); the
+//! fan-out then applies the slow-consumer policy.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::close::CloseReason;
+
+/// Bytes a queued frame costs beyond its payload: the queue slot and the shared buffer's handle.
+pub const FRAME_COST: usize = std::mem::size_of::<Frame>();
 
 /// One thing to send.
 #[derive(Debug, Clone)]
@@ -25,6 +46,42 @@ pub enum Frame {
     Packet(Bytes),
 }
 
+impl Frame {
+    /// What the frame counts for against [`Bounds::max_bytes`].
+    fn cost(&self) -> usize {
+        let (Self::Push(bytes) | Self::Packet(bytes)) = self;
+        bytes.len() + FRAME_COST
+    }
+}
+
+/// How far behind a connection may fall before the slow-consumer policy applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most bytes (payload plus [`FRAME_COST`] per frame) queued or being written.
+    pub max_bytes: usize,
+    /// Oldest a frame not yet written may be.
+    pub max_age: Duration,
+}
+
+/// Which bound a refused frame hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behind {
+    /// [`Bounds::max_bytes`].
+    Bytes,
+    /// [`Bounds::max_age`].
+    Time,
+}
+
+impl Behind {
+    /// Label for `rim_edge_drops_total{reason}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Bytes => "behind_bytes",
+            Self::Time => "behind_time",
+        }
+    }
+}
+
 /// Result of [`Outbox::offer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
@@ -33,15 +90,36 @@ pub enum Offer {
     /// Queued on an empty queue: nobody has woken the writer for it yet, so the caller must call
     /// [`Outbox::wake`] once it has queued everything it has for this connection.
     QueuedAsleep,
-    /// The queue already holds `capacity` frames.
-    Full,
+    /// Not queued: the connection is too far behind.
+    Full(Behind),
     /// The connection is closing; nothing more is sent.
     Closed,
+}
+
+/// Frames not yet written: their cost and when the oldest was queued.
+#[derive(Debug, Default, Clone, Copy)]
+struct Unwritten {
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+impl Unwritten {
+    fn add(&mut self, other: Unwritten) {
+        self.bytes += other.bytes;
+        self.since = match (self.since, other.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Frame>,
+    /// What `frames` holds.
+    queued: Unwritten,
+    /// What the writer drained and has not yet reported written.
+    writing: Unwritten,
     closed: Option<CloseReason>,
 }
 
@@ -53,19 +131,33 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Queues `frame` unless `capacity` frames are already waiting or the outbox is closed.
+    /// Queues `frame` unless the connection is too far behind for `bounds` or the outbox is closed.
     ///
     /// Does not wake the writer: [`Offer::QueuedAsleep`] tells the caller it owes a [`Outbox::wake`].
-    pub fn offer(&self, frame: Frame, capacity: usize) -> Offer {
+    pub fn offer(&self, frame: Frame, bounds: Bounds) -> Offer {
+        let now = Instant::now();
         let mut state = self.state.lock();
         if state.closed.is_some() {
             return Offer::Closed;
         }
-        if state.frames.len() >= capacity {
-            return Offer::Full;
+        let mut behind = state.writing;
+        behind.add(state.queued);
+        let cost = frame.cost();
+        if behind.bytes > 0 && behind.bytes + cost > bounds.max_bytes {
+            return Offer::Full(Behind::Bytes);
+        }
+        if behind
+            .since
+            .is_some_and(|since| now.duration_since(since) > bounds.max_age)
+        {
+            return Offer::Full(Behind::Time);
         }
         let was_empty = state.frames.is_empty();
         state.frames.push_back(frame);
+        state.queued.add(Unwritten {
+            bytes: cost,
+            since: Some(now),
+        });
         if was_empty {
             Offer::QueuedAsleep
         } else {
@@ -88,15 +180,29 @@ impl Outbox {
         }
     }
 
-    /// Takes every queued frame, in order, and the close request, if any.
+    /// Takes every queued frame, in order, and the close request, if any. The frames count as
+    /// behind until [`Outbox::written`].
     ///
     /// The queue's buffer leaves with the frames, so the outbox is back to owning nothing.
     pub fn drain(&self) -> (Vec<Frame>, Option<CloseReason>) {
         let mut state = self.state.lock();
         let frames = std::mem::take(&mut state.frames);
+        let queued = std::mem::take(&mut state.queued);
+        state.writing.add(queued);
         let closed = state.closed.clone();
         drop(state);
         (Vec::from(frames), closed)
+    }
+
+    /// The writer wrote everything it drained: the client is no longer behind by it.
+    pub fn written(&self) {
+        self.state.lock().writing = Unwritten::default();
+    }
+
+    /// Bytes queued or being written (see [`Bounds::max_bytes`]).
+    pub fn bytes_behind(&self) -> usize {
+        let state = self.state.lock();
+        state.queued.bytes + state.writing.bytes
     }
 
     /// The close request, if one was made.
@@ -119,5 +225,74 @@ impl Outbox {
             }
             self.ready.notified().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::{Behind, Bounds, FRAME_COST, Frame, Offer, Outbox};
+
+    fn push(len: usize) -> Frame {
+        Frame::Push(Bytes::from(vec![0; len]))
+    }
+
+    #[test]
+    fn bytes_being_written_count_until_written() {
+        let bounds = Bounds {
+            max_bytes: 2 * (100 + FRAME_COST),
+            max_age: Duration::from_secs(60),
+        };
+        let outbox = Outbox::default();
+        assert_eq!(outbox.offer(push(100), bounds), Offer::QueuedAsleep);
+        assert_eq!(outbox.offer(push(100), bounds), Offer::Queued);
+        assert_eq!(outbox.offer(push(1), bounds), Offer::Full(Behind::Bytes));
+        let (frames, _) = outbox.drain();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(
+            outbox.offer(push(1), bounds),
+            Offer::Full(Behind::Bytes),
+            "the drained frames are not written yet"
+        );
+        outbox.written();
+        assert_eq!(outbox.bytes_behind(), 0);
+        assert_eq!(outbox.offer(push(100), bounds), Offer::QueuedAsleep);
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_bound_is_taken_when_nothing_is_behind() {
+        let bounds = Bounds {
+            max_bytes: 10,
+            max_age: Duration::from_secs(60),
+        };
+        let outbox = Outbox::default();
+        assert_eq!(outbox.offer(push(1000), bounds), Offer::QueuedAsleep);
+        assert_eq!(outbox.offer(push(1), bounds), Offer::Full(Behind::Bytes));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_old_unwritten_frame_refuses_more() {
+        let bounds = Bounds {
+            max_bytes: usize::MAX,
+            max_age: Duration::from_secs(10),
+        };
+        let outbox = Outbox::default();
+        assert_eq!(outbox.offer(push(1), bounds), Offer::QueuedAsleep);
+        let _ = outbox.drain();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            outbox.offer(push(1), bounds),
+            Offer::QueuedAsleep,
+            "not older than the bound yet"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(outbox.offer(push(1), bounds), Offer::Full(Behind::Time));
+        outbox.written();
+        let _ = outbox.drain();
+        outbox.written();
+        assert_eq!(outbox.offer(push(1), bounds), Offer::QueuedAsleep);
     }
 }

@@ -1,12 +1,20 @@
 //! The life of one client connection, written once for every transport.
 //!
 //! 1. Handshake: within the handshake timeout, wait for op 7 (other packets are ignored, like goim),
-//!    verify it, register the channel (replacing any connection with the same key), reply op 8. A
-//!    refused auth gets an op-8 reply whose body is a JSON error, then the close.
+//!    verify it, register the channel (replacing any connection with the same key), report the connect
+//!    and wait (at most `edge_auth_report_timeout_ms`) for the control plane to acknowledge it, reply
+//!    op 8. goim registers the session before answering too: a push sent as soon as the client has its
+//!    reply must find the session. If control is down or slow the client is answered after the bound
+//!    anyway (counted as `rim_edge_auth_report_total{outcome="timeout"}`, logged), so an outage of
+//!    control never holds logins longer than that. A refused auth gets an op-8 reply whose body is a
+//!    JSON error, then the close.
 //! 2. Serve: a single task `select!`s over the socket, the outbox, the heartbeat deadline and shutdown.
 //!    The deadline is one `Sleep` reset on each heartbeat (Tokio's shared timer wheel), so an idle
 //!    connection costs one small task and no buffers. Whatever is queued is written in one go.
 //! 3. Close: unregister (only if the key is still ours), report, tell the client why.
+//!
+//! Connects, refused auths and closes are logged at info level in one compact line each, rate-limited
+//! ([`crate::ratelog`]) since they happen once per connection.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -20,14 +28,21 @@ use tokio::time::{Instant, Sleep};
 use crate::auth::AuthRequest;
 use crate::channel::Channel;
 use crate::close::CloseReason;
-use crate::hooks::UpstreamMessage;
+use crate::hooks::{ConnectAck, UpstreamMessage};
 use crate::metrics;
 use crate::outbox::Frame;
+use crate::ratelog::RateLimit;
 use crate::state::Shared;
 use crate::transport::Transport;
 
 /// Longest time spent telling a client it is being closed.
 const CLOSE_BUDGET: Duration = Duration::from_secs(1);
+
+/// Log lines per second for each kind of per-connection event.
+static CONNECT_LOG: RateLimit = RateLimit::new(10);
+static CLOSE_LOG: RateLimit = RateLimit::new(10);
+static AUTH_FAILURE_LOG: RateLimit = RateLimit::new(10);
+static REPORT_TIMEOUT_LOG: RateLimit = RateLimit::new(1);
 
 /// Runs a connection from its first byte to its close. `deadline` is when auth must be done by.
 pub async fn run<T: Transport>(
@@ -43,7 +58,9 @@ pub async fn run<T: Transport>(
             let owned = shared.buckets.unregister(&channel);
             metrics::connection(false);
             shared.events.disconnected(&channel, owned);
-            tracing::debug!(key = %channel.key(), id = channel.id(), %reason, "connection closed");
+            if let Some(suppressed) = CLOSE_LOG.allow() {
+                tracing::info!(key = %channel.key(), id = channel.id(), %ip, reason = reason.label(), detail = %reason, suppressed, "client closed");
+            }
             reason
         }
     };
@@ -66,10 +83,7 @@ async fn handshake<T: Transport>(
         auth = tokio::time::timeout_at(deadline, wait_for_auth(transport)) => auth,
     };
     let auth = match auth {
-        Err(_) => {
-            metrics::auth("timeout");
-            return Err(CloseReason::HandshakeTimeout);
-        }
+        Err(_) => return Err(auth_failed(ip, "timeout", CloseReason::HandshakeTimeout)),
         Ok(auth) => auth?,
     };
     let request = AuthRequest {
@@ -77,18 +91,14 @@ async fn handshake<T: Transport>(
         client_ip: ip,
     };
     let identity = match tokio::time::timeout_at(deadline, shared.verifier.verify(request)).await {
-        Err(_) => {
-            metrics::auth("timeout");
-            return Err(CloseReason::HandshakeTimeout);
-        }
+        Err(_) => return Err(auth_failed(ip, "timeout", CloseReason::HandshakeTimeout)),
         Ok(Err(error)) => {
-            metrics::auth(error.label());
-            tracing::debug!(%ip, %error, "auth refused");
             let body = serde_json::json!({ "error": error.to_string(), "reason": error.label() });
             let reply = auth.reply(op::AUTH_REPLY, body.to_string().into_bytes());
             let refusal = [Frame::Packet(reply.to_bytes())];
             let _ = tokio::time::timeout(CLOSE_BUDGET, transport.send(&refusal)).await;
-            return Err(CloseReason::AuthFailed(error.to_string()));
+            let reason = CloseReason::AuthFailed(error.to_string());
+            return Err(auth_failed(ip, error.label(), reason));
         }
         Ok(Ok(identity)) => identity,
     };
@@ -107,8 +117,50 @@ async fn handshake<T: Transport>(
         replaced.outbox.close(CloseReason::Replaced);
     }
     metrics::connection(true);
-    shared.events.connected(&channel);
+    if let Some(ack) = shared.events.connected(&channel) {
+        await_report(shared, &channel, ack).await;
+    }
+    if let Some(suppressed) = CONNECT_LOG.allow() {
+        tracing::info!(key = %channel.key(), id = channel.id(), mid = channel.mid(), %ip, platform = channel.platform(), room = channel.room().as_deref().unwrap_or(""), suppressed, "client connected");
+    }
     Ok((channel, auth.reply(op::AUTH_REPLY, Bytes::new()).to_bytes()))
+}
+
+/// Counts and logs (rate-limited) an auth that failed with `outcome`; returns `reason` to close with.
+fn auth_failed(ip: IpAddr, outcome: &'static str, reason: CloseReason) -> CloseReason {
+    metrics::auth(outcome);
+    if let Some(suppressed) = AUTH_FAILURE_LOG.allow() {
+        tracing::info!(%ip, outcome, detail = %reason, suppressed, "auth failed");
+    }
+    reason
+}
+
+/// Waits, at most `edge_auth_report_timeout_ms`, until the control plane acknowledged the connect
+/// (see the module docs); the client is answered in any case once this returns.
+async fn await_report(shared: &Shared, channel: &Channel, ack: ConnectAck) {
+    let bound = shared.settings.auth_report_timeout;
+    if bound.is_zero() {
+        return;
+    }
+    tokio::select! {
+        () = shared.shutdown.cancelled() => metrics::auth_report("shutdown"),
+        acked = tokio::time::timeout(bound, ack) => match acked {
+            Ok(()) => metrics::auth_report("acked"),
+            Err(_) => {
+                metrics::auth_report("timeout");
+                if let Some(suppressed) = REPORT_TIMEOUT_LOG.allow() {
+                    tracing::warn!(
+                        key = %channel.key(),
+                        id = channel.id(),
+                        timeout_ms = bound.as_millis() as u64,
+                        suppressed,
+                        "control plane did not acknowledge the connect in time; auth answered anyway \
+                         (a push sent right now may find the client offline)"
+                    );
+                }
+            }
+        },
+    }
 }
 
 /// Reads packets until op 7; anything else before auth is ignored (goim behaviour).
@@ -199,6 +251,7 @@ async fn flush<T: Transport>(
             reason = channel.outbox.closed() => return Err(reason),
             () = deadline.as_mut() => return Err(CloseReason::HeartbeatTimeout),
         }
+        channel.outbox.written();
         pending = Vec::new();
     }
 }

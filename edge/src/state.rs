@@ -28,6 +28,8 @@ pub struct Settings {
     pub heartbeat_deadline: Duration,
     /// How long shutdown waits for connections.
     pub shutdown_timeout: Duration,
+    /// Longest wait of an auth reply for the control plane's acknowledgement of the connect.
+    pub auth_report_timeout: Duration,
 }
 
 impl Settings {
@@ -38,6 +40,7 @@ impl Settings {
             handshake_timeout: config.handshake_timeout(),
             heartbeat_deadline: config.heartbeat_deadline(),
             shutdown_timeout: Duration::from_millis(config.edge_shutdown_timeout_ms),
+            auth_report_timeout: Duration::from_millis(config.edge_auth_report_timeout_ms),
         }
     }
 }

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use rim_edge::EdgeHooks;
 use rim_edge::channel::Channel;
 use rim_edge::config::AuthMode;
-use rim_edge::hooks::{EdgeEvents, UpstreamMessage, UpstreamSink};
+use rim_edge::hooks::{ConnectAck, EdgeEvents, UpstreamMessage, UpstreamSink};
 use rim_proto::{Packet, op};
 
 both_transports!(
@@ -223,10 +223,11 @@ impl UpstreamSink for Recorder {
 }
 
 impl EdgeEvents for Recorder {
-    fn connected(&self, channel: &Channel) {
+    fn connected(&self, channel: &Channel) -> Option<ConnectAck> {
         self.events
             .lock()
             .push(format!("connect {}", channel.key()));
+        None
     }
     fn disconnected(&self, channel: &Channel, still_owned: bool) {
         self.events

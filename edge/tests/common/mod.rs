@@ -136,6 +136,22 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Polls the async `condition` until it holds, failing the test after [`PATIENCE`].
+pub async fn wait_until_async<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let give_up = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "condition not met in time"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Starts an edge with JWT auth (HS256 and RS256 test keys) after letting `tweak` adjust the config.
 pub async fn start(tweak: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
     start_with(AuthMode::Jwt, EdgeHooks::default(), tweak).await
@@ -169,6 +185,7 @@ pub fn key_push(id: &str, op: i32, body: &[u8], keys: &[&str]) -> EdgePush {
         message_id: id.into(),
         operation: op,
         body: body.to_vec().into(),
+        record: 0,
         target: Some(Target::Keys(EdgeKeys {
             keys: keys.iter().map(|k| k.to_string()).collect(),
         })),
@@ -180,6 +197,7 @@ pub fn room_push(id: &str, op: i32, body: &[u8], room: &str) -> EdgePush {
         message_id: id.into(),
         operation: op,
         body: body.to_vec().into(),
+        record: 0,
         target: Some(Target::Room(room.into())),
     }
 }
@@ -189,6 +207,7 @@ pub fn broadcast_push(id: &str, op: i32, body: &[u8], speed: i32) -> EdgePush {
         message_id: id.into(),
         operation: op,
         body: body.to_vec().into(),
+        record: 0,
         target: Some(Target::Broadcast(BroadcastTarget { speed })),
     }
 }
