@@ -1,0 +1,248 @@
+import { Emitter } from './emitter.js';
+import { AdaptiveHeartbeat, HeartbeatOptions } from './heartbeat.js';
+import { Backoff, BackoffParams } from './backoff.js';
+import type { BodyInput, Packet } from './protocol.js';
+
+export type StateName = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+export declare const State: Readonly<{
+  IDLE: 'idle';
+  CONNECTING: 'connecting';
+  OPEN: 'open';
+  RECONNECTING: 'reconnecting';
+  CLOSED: 'closed';
+}>;
+
+export declare const CloseCode: Readonly<{
+  NORMAL: 1000;
+  REPLACED: 4000;
+  HEARTBEAT_TIMEOUT: 4001;
+  PROTOCOL_ERROR: 4002;
+  AUTH_TIMEOUT: 4008;
+}>;
+
+export type RimErrorCode =
+  | 'auth_refused'
+  | 'auth_timeout'
+  | 'auth_body'
+  | 'connect_failed'
+  | 'connect_timeout'
+  | 'heartbeat_timeout'
+  | 'protocol'
+  | 'httpdns'
+  | 'no_endpoints'
+  | 'replaced'
+  | 'disconnected'
+  | 'not_open'
+  | 'request_timeout'
+  | 'replay'
+  | 'closed'
+  | 'internal';
+
+export declare class RimError extends Error {
+  constructor(code: RimErrorCode | string, message: string, details?: Record<string, unknown>);
+  readonly name: 'RimError';
+  readonly code: RimErrorCode;
+  /** For 'auth_refused': `{reason, body}` (the server's JSON); for socket errors: `{url, code, reason}`. */
+  readonly details: Record<string, any>;
+}
+
+/** A push (or any unmatched packet) from the server. */
+export declare class RimMessage {
+  constructor(packet: Packet);
+  readonly op: number;
+  readonly seq: number;
+  readonly ver: number;
+  readonly body: Uint8Array;
+  /** The body as UTF-8 text. */
+  text(): string;
+  /** The body parsed as JSON. */
+  json<T = unknown>(): T;
+}
+
+/** The goim auth JSON; `platform` defaults to "web". */
+export interface AuthObject {
+  token?: string;
+  mid?: number;
+  key?: string;
+  room_id?: string;
+  platform?: string;
+  accepts?: number[];
+  [field: string]: unknown;
+}
+
+/** An object (sent as JSON), a raw token string or bytes, or a function giving one for each attempt. */
+export type AuthInput =
+  | string
+  | Uint8Array
+  | ArrayBuffer
+  | AuthObject
+  | (() => string | Uint8Array | ArrayBuffer | AuthObject | Promise<string | Uint8Array | ArrayBuffer | AuthObject>);
+
+/** The part of the WebSocket API the client uses (browsers, the `ws` package, fakes). */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly readyState: number;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  onclose: ((event: { code?: number; reason?: string; wasClean?: boolean }) => void) | null;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface RimClientOptions {
+  /** Fixed WebSocket URLs, tried in order (give this or `httpdns`). */
+  urls?: string | string[];
+  /** HTTPDNS URL, e.g. `http://127.0.0.1:3111/v1/dns` (`platform=web` is added unless present). */
+  httpdns?: string;
+  /** Client position for HTTPDNS, or a function returning it (may be async; null for none). */
+  location?: { lat: number; lon: number } | null | (() => { lat: number; lon: number } | null | Promise<{ lat: number; lon: number } | null>);
+  /** Region hint for HTTPDNS. */
+  region?: string;
+  /** Base URL for a relative `httpdns` (default: the page's location). */
+  baseUrl?: string;
+  /** Use wss and the answer's wss_port (default: true on an https page). */
+  secure?: boolean;
+  /** WebSocket path for HTTPDNS candidates (default "/sub"). */
+  path?: string;
+  /** Auth body (default `{"platform":"web"}`, anonymous in `rim dev` trust mode). */
+  auth?: AuthInput;
+  /** Heartbeat bounds in ms, or a shared AdaptiveHeartbeat. */
+  heartbeat?: HeartbeatOptions | AdaptiveHeartbeat;
+  /** Default reconnect pacing in ms; an HTTPDNS answer's `backoff` overrides it. */
+  backoff?: Partial<BackoffParams>;
+  /** Wait for a heartbeat reply (default 20 000 ms). */
+  heartbeatTimeout?: number;
+  /** Wait for the WebSocket to open (default 10 000 ms). */
+  connectTimeout?: number;
+  /** Wait for the auth reply (default 10 000 ms). */
+  authTimeout?: number;
+  /** Wait for a reply to changeRoom/subscribe/unsubscribe/send (default 10 000 ms). */
+  requestTimeout?: number;
+  /** Wait for HTTPDNS (default 5 000 ms). */
+  dnsTimeout?: number;
+  /** Failed rounds after which HTTPDNS is asked again (default 2). */
+  dnsRefreshAfter?: number;
+  /** An HTTPDNS answer older than this (ms) is refreshed before reconnecting (default 300 000). */
+  dnsMaxAge?: number;
+  /** Reconnect after a takeover by the same key (close code 4000); default false. */
+  reconnectOnReplaced?: boolean;
+  /** Keep reconnecting after a refused auth (useful when `auth` is a function fetching fresh tokens); default false. */
+  retryAuthRefused?: boolean;
+  /** Largest body the client sends (default 4096, goim's limit). */
+  maxBody?: number;
+  /** Largest message accepted from the server (default 16 MiB). */
+  maxMessage?: number;
+  /** Injected for tests or Node: WebSocket constructor (default globalThis.WebSocket). */
+  WebSocket?: WebSocketConstructor;
+  fetch?: typeof fetch;
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (id: any) => void;
+  now?: () => number;
+  /** Uniform in [0, 1) (backoff jitter). */
+  random?: () => number;
+}
+
+export interface StateEvent {
+  state: StateName;
+  previous: StateName;
+  /** 'open': the URL connected to. */
+  url?: string;
+  /** 'reconnecting': the pause before the next round, ms. */
+  delay?: number;
+  /** 'reconnecting': rounds paused since the last success. */
+  attempt?: number;
+  /** 'reconnecting' / 'closed': what ended the previous round or the client. */
+  error?: RimError;
+  /** 'closed': why. */
+  reason?: string;
+}
+
+export interface DisconnectEvent {
+  url: string;
+  /** Whether this connection had been authenticated (false: a failed attempt). */
+  authenticated: boolean;
+  code: number;
+  reason: string;
+  /** The server (or network) closed it, rather than the client. */
+  byServer: boolean;
+  error?: RimError;
+}
+
+export interface HeartbeatEvent {
+  /** The interval this heartbeat ended (null for the one right after auth). */
+  interval: number | null;
+  /** The interval until the next heartbeat. */
+  next: number;
+  online: number | null;
+  /** Round trip in ms. */
+  rtt: number;
+}
+
+export interface OnlineEvent {
+  count: number;
+}
+
+export interface DnsEvent {
+  url: string;
+  candidates: string[];
+  response: unknown;
+}
+
+export interface RimClientEvents {
+  [event: string]: unknown;
+  state: StateEvent;
+  message: RimMessage;
+  online: OnlineEvent;
+  heartbeat: HeartbeatEvent;
+  disconnect: DisconnectEvent;
+  dns: DnsEvent;
+  error: RimError;
+}
+
+export declare const CLIENT_DEFAULTS: Readonly<{
+  path: string;
+  heartbeatTimeout: number;
+  connectTimeout: number;
+  authTimeout: number;
+  requestTimeout: number;
+  dnsTimeout: number;
+  dnsRefreshAfter: number;
+  dnsMaxAge: number;
+  reconnectOnReplaced: boolean;
+  retryAuthRefused: boolean;
+  maxBody: number;
+  maxMessage: number;
+}>;
+
+export declare class RimClient extends Emitter<RimClientEvents> {
+  constructor(options: RimClientOptions);
+  readonly state: StateName;
+  /** URL of the authenticated connection, or null. */
+  readonly url: string | null;
+  /** Last room online count, or null. */
+  readonly online: number | null;
+  readonly heartbeat: AdaptiveHeartbeat;
+  readonly backoff: Backoff;
+  /** The room set through changeRoom (undefined if never called). */
+  readonly room: string | undefined;
+  /** Candidate URLs (fixed list or last HTTPDNS answer). */
+  readonly candidates: string[];
+  /** Starts connecting (no-op unless idle or closed). */
+  start(): this;
+  /** Stops for good; pending requests reject with code 'closed'. */
+  close(reason?: string): this;
+  /** Skips the current backoff pause. */
+  reconnectNow(): this;
+  /** Moves to a room ('' leaves); remembered across reconnects; resolves on op 13. */
+  changeRoom(room: string): Promise<void>;
+  /** Adds ops to the watch set (op 14); remembered across reconnects. */
+  subscribe(ops: Iterable<number>): Promise<void>;
+  /** Removes ops from the watch set (op 16); remembered across reconnects. */
+  unsubscribe(ops: Iterable<number>): Promise<void>;
+  /** Upstream message (op 4 by default); resolves on the reply; rejects 'not_open' when not open. */
+  send(body: BodyInput, op?: number): Promise<void>;
+}
