@@ -11,13 +11,19 @@
 //!   job finished, never beyond an unfinished record; undecodable records are skipped and counted.
 
 mod consumer;
+mod options;
 mod producer;
 mod topics;
 
 pub use consumer::KafkaConsumer;
+pub use options::KafkaOptions;
 pub use producer::KafkaProducer;
 
+use crate::BusHealth;
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaResult;
+use rdkafka::metadata::Metadata;
+use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
 /// Topic name prefix shared by producers and consumers unless configured otherwise.
@@ -41,8 +47,9 @@ pub struct KafkaSettings {
     pub delivery_timeout: Duration,
     /// How long the producer waits to fill a batch; small, since a push is latency-sensitive.
     pub linger: Duration,
-    /// Further librdkafka properties (e.g. `security.protocol`, `sasl.mechanism`), applied last.
-    pub client_options: Vec<(String, String)>,
+    /// Further librdkafka properties (e.g. `security.protocol`, `sasl.mechanism`), applied last to
+    /// every client (producer, consumer, admin), so they override rim's defaults.
+    pub client_options: KafkaOptions,
 }
 
 impl KafkaSettings {
@@ -55,7 +62,7 @@ impl KafkaSettings {
             replication_factor: -1,
             delivery_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(1),
-            client_options: Vec::new(),
+            client_options: KafkaOptions::default(),
         }
     }
 
@@ -78,10 +85,48 @@ impl KafkaSettings {
         for (key, value) in properties {
             config.set(*key, value);
         }
-        for (key, value) in &self.client_options {
+        for (key, value) in self.client_options.pairs() {
             config.set(key, value);
         }
         config
+    }
+
+    /// Checks that librdkafka accepts every property (names and values) without connecting, so a
+    /// typo in an operator's option is a startup error instead of a client that never comes up.
+    pub fn check(&self) -> Result<(), String> {
+        self.client_config(&[])
+            .create_native_config()
+            .map(drop)
+            .map_err(|err| format!("kafka client settings: {err}"))
+    }
+}
+
+/// How long a health check waits for the broker's metadata answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs a (blocking) metadata request and judges the answer: the broker must answer in time and,
+/// when a `topic` is named, list it without error.
+async fn probe_metadata<F>(topic: Option<String>, fetch: F) -> BusHealth
+where
+    F: FnOnce() -> KafkaResult<Metadata> + Send + 'static,
+{
+    let metadata = match tokio::task::spawn_blocking(fetch).await {
+        Ok(Ok(metadata)) => metadata,
+        Ok(Err(err)) => return BusHealth::Unhealthy(format!("kafka broker unreachable: {err}")),
+        Err(err) => return BusHealth::Unhealthy(format!("health check task: {err}")),
+    };
+    let Some(topic) = topic else {
+        return BusHealth::Healthy;
+    };
+    match metadata.topics().iter().find(|found| found.name() == topic) {
+        Some(found) if found.error().is_none() && !found.partitions().is_empty() => {
+            BusHealth::Healthy
+        }
+        Some(found) => BusHealth::Unhealthy(format!(
+            "topic {topic}: {:?}",
+            found.error().map(RDKafkaErrorCode::from)
+        )),
+        None => BusHealth::Unhealthy(format!("topic {topic} is missing")),
     }
 }
 

@@ -12,14 +12,17 @@
 //! - Records not committed are delivered again to the next consumer of the group (after a restart).
 
 pub mod error;
+pub mod health;
 pub mod kafka;
 pub mod memory;
 mod offsets;
 
 pub use error::BusError;
+pub use health::{BusHealth, HealthProbe};
 
 use async_trait::async_trait;
 use rim_proto::schema::PushMessage;
+use std::sync::Arc;
 
 /// One push on its way into a region's topic.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +60,9 @@ pub struct IncomingPush {
 pub trait BusProducer: Send + Sync + 'static {
     /// Publishes pushes (possibly to several regions) and waits until all are durably accepted.
     async fn publish(&self, pushes: Vec<OutgoingPush>) -> Result<(), BusError>;
+
+    /// Whether the broker can take pushes now (asked of it, bounded in time): for `/healthz`.
+    async fn health(&self) -> BusHealth;
 }
 
 /// A job worker's side of the bus: one consumer of one region's group.
@@ -75,6 +81,10 @@ pub trait BusConsumer: Send + 'static {
     /// stay done for this consumer and their offsets are committed with the next commit of their
     /// partition (or delivered again to the next consumer: at-least-once).
     async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError>;
+
+    /// A probe of this consumer's health (broker reachable, partitions assigned) that other tasks
+    /// (the `/healthz` endpoint) can ask while the worker loop owns the consumer.
+    fn health_probe(&self) -> Arc<dyn HealthProbe>;
 }
 
 /// A boxed consumer is a consumer, so a process can pick its bus at run time
@@ -87,5 +97,9 @@ impl<C: BusConsumer + ?Sized> BusConsumer for Box<C> {
 
     async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError> {
         (**self).commit(done).await
+    }
+
+    fn health_probe(&self) -> Arc<dyn HealthProbe> {
+        (**self).health_probe()
     }
 }

@@ -15,7 +15,10 @@
 //! to one member of the group); a second concurrent consumer of a group reads the same records.
 
 use crate::offsets::PendingOffsets;
-use crate::{BusConsumer, BusError, BusProducer, IncomingPush, LogPosition, OutgoingPush};
+use crate::{
+    BusConsumer, BusError, BusHealth, BusProducer, HealthProbe, IncomingPush, LogPosition,
+    OutgoingPush,
+};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use rim_proto::schema::PushMessage;
@@ -143,6 +146,21 @@ impl BusProducer for MemoryBus {
         }
         Ok(())
     }
+
+    async fn health(&self) -> BusHealth {
+        InProcess.check().await
+    }
+}
+
+/// The in-process bus has no broker to lose: it works as long as the process does (a full region
+/// is back-pressure on publishes, answered 503, not ill health).
+struct InProcess;
+
+#[async_trait]
+impl HealthProbe for InProcess {
+    async fn check(&self) -> BusHealth {
+        BusHealth::Healthy
+    }
 }
 
 /// A consumer of one region's log in one group.
@@ -218,5 +236,9 @@ impl BusConsumer for MemoryConsumer {
         }
         log.trim();
         Ok(())
+    }
+
+    fn health_probe(&self) -> Arc<dyn HealthProbe> {
+        Arc::new(InProcess)
     }
 }

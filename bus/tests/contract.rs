@@ -70,9 +70,7 @@ fn kafka() -> Kafka {
     // resuming from a commit inside a multi-record batch never sees the rest of that batch. Kafka
     // returns the whole batch and librdkafka skips the records before the position. One record per
     // batch keeps these tests about our commit logic, not about that broker bug.
-    settings
-        .client_options
-        .push(("batch.num.messages".into(), "1".into()));
+    settings.client_options = "batch.num.messages=1".parse().unwrap();
     Kafka {
         producer: KafkaProducer::new(&settings).unwrap(),
         settings,
@@ -86,6 +84,7 @@ fn message(id: &str) -> PushMessage {
         operation: 1000,
         body: id.as_bytes().to_vec().into(),
         accepted_at_unix_ms: 1,
+        record: 0,
         target: Some(Target::Room(RoomTarget {
             room: "live://1".into(),
         })),

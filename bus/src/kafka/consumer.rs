@@ -13,7 +13,7 @@
 use super::KafkaSettings;
 use super::topics::TopicCreator;
 use crate::offsets::PendingOffsets;
-use crate::{BusConsumer, BusError, IncomingPush, LogPosition};
+use crate::{BusConsumer, BusError, BusHealth, HealthProbe, IncomingPush, LogPosition};
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -31,7 +31,9 @@ use std::time::Duration;
 pub struct KafkaConsumer {
     consumer: Arc<StreamConsumer<OwnershipContext>>,
     pending: Arc<Mutex<PendingOffsets>>,
+    topics: TopicCreator,
     topic: String,
+    group_id: String,
     commit_timeout: Duration,
 }
 
@@ -54,30 +56,52 @@ impl ConsumerContext for OwnershipContext {
 }
 
 impl KafkaConsumer {
-    /// Joins `group_id` on `region`'s topic (creating the topic if missing). A new group starts at
-    /// the oldest retained record, so pushes published before the first worker started are not lost.
+    /// Joins `group_id` on `region`'s topic as a dynamic member (see [`KafkaConsumer::join`]).
     pub async fn new(
         settings: &KafkaSettings,
         region: &str,
         group_id: &str,
     ) -> Result<Self, BusError> {
+        Self::join(settings, region, group_id, None).await
+    }
+
+    /// Joins `group_id` on `region`'s topic (creating the topic if missing). A new group starts at
+    /// the oldest retained record, so pushes published before the first worker started are not lost.
+    ///
+    /// With an `instance_id` (Kafka's `group.instance.id`, static membership), a worker restarted
+    /// under the same id takes its partitions back at once instead of waiting for the group to
+    /// notice that its previous life died; two live workers must never share one id (the broker
+    /// fences the older). Either way the group's timeouts are short (see [`GROUP_TIMEOUTS`]).
+    pub async fn join(
+        settings: &KafkaSettings,
+        region: &str,
+        group_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<Self, BusError> {
         let topic = settings.topic(region);
-        TopicCreator::new(settings)?
-            .ensure(std::slice::from_ref(&topic))
-            .await?;
+        let topics = TopicCreator::new(settings)?;
+        topics.ensure(std::slice::from_ref(&topic)).await?;
         let pending = Arc::new(Mutex::new(PendingOffsets::default()));
         let context = OwnershipContext {
             pending: pending.clone(),
         };
+        let mut properties: Vec<(&str, String)> = vec![
+            ("group.id", group_id.to_owned()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+        ];
+        properties.extend(
+            GROUP_TIMEOUTS
+                .iter()
+                .chain(LOW_LATENCY)
+                .map(|(key, value)| (*key, (*value).to_owned())),
+        );
+        if let Some(instance_id) = instance_id {
+            properties.push(("group.instance.id", instance_id.to_owned()));
+        }
         let consumer: StreamConsumer<OwnershipContext> = settings
-            .client_config(&[
-                ("group.id", group_id.to_owned()),
-                ("enable.auto.commit", "false".into()),
-                ("enable.auto.offset.store", "false".into()),
-                ("auto.offset.reset", "earliest".into()),
-                // A crashed worker's partitions move to the others after this long.
-                ("session.timeout.ms", "10000".into()),
-            ])
+            .client_config(&properties)
             .create_with_context(context)
             .map_err(|err| BusError::Unavailable(format!("kafka consumer: {err}")))?;
         consumer
@@ -86,11 +110,40 @@ impl KafkaConsumer {
         Ok(Self {
             consumer: Arc::new(consumer),
             pending,
+            topics,
             topic,
+            group_id: group_id.to_owned(),
             commit_timeout: settings.delivery_timeout,
         })
     }
 }
+
+/// Group membership timeouts: a worker that dies without leaving (SIGKILL, lost host) gives its
+/// partitions up within seconds, and a rebalance never waits minutes for it.
+///
+/// - `session.timeout.ms`: a member silent this long is removed (heartbeats every second).
+/// - `max.poll.interval.ms` is also the *rebalance timeout* a member announces when it joins: how
+///   long the coordinator waits for the members to rejoin. librdkafka's default (300 s) let a
+///   restarted job wait minutes on its dead predecessor. The worker polls continuously (the lane
+///   deadlines bound how long it can stop reading), so 30 s is a generous bound on its poll gaps;
+///   a worker that still exceeds it leaves the group and rejoins on its next read.
+pub(crate) const GROUP_TIMEOUTS: &[(&str, &str)] = &[
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+    ("max.poll.interval.ms", "30000"),
+];
+
+/// Fetch and reconnect defaults for a latency-sensitive consumer: a fetch returns as soon as a record
+/// is there (the broker waits at most 10 ms for more), a lost broker is retried within a second or
+/// two, and a topic recreated behind the consumer's back (a broker that lost its storage) is seen
+/// within seconds. Operators override any of them with [`super::KafkaOptions`].
+const LOW_LATENCY: &[(&str, &str)] = &[
+    ("fetch.wait.max.ms", "10"),
+    ("fetch.error.backoff.ms", "100"),
+    ("reconnect.backoff.ms", "100"),
+    ("reconnect.backoff.max.ms", "2000"),
+    ("topic.metadata.refresh.interval.ms", "5000"),
+];
 
 /// Decodes a record into a push, or says why it is corrupt.
 fn decode(message: &BorrowedMessage<'_>, position: LogPosition) -> Result<IncomingPush, BusError> {
@@ -119,6 +172,10 @@ fn decode(message: &BorrowedMessage<'_>, position: LogPosition) -> Result<Incomi
 #[async_trait]
 impl BusConsumer for KafkaConsumer {
     async fn next_batch(&mut self, max: usize) -> Result<Vec<IncomingPush>, BusError> {
+        // A broker that lost its storage lost the topic too: recreate it (a no-op once it exists).
+        self.topics
+            .ensure(std::slice::from_ref(&self.topic))
+            .await?;
         let mut batch = Vec::new();
         while batch.len() < max.max(1) {
             // Wait for the first record only; then take what is already fetched, without waiting.
@@ -133,6 +190,8 @@ impl BusConsumer for KafkaConsumer {
             let message = match received {
                 Ok(message) => message,
                 Err(err) if batch.is_empty() => {
+                    // Whatever broke, check on the next read that the topic is still there.
+                    self.topics.forget(&self.topic);
                     return Err(BusError::Unavailable(format!(
                         "consuming {}: {err}",
                         self.topic
@@ -184,5 +243,42 @@ impl BusConsumer for KafkaConsumer {
             })?
             .map_err(|err| BusError::Unavailable(format!("commit task: {err}")))?
             .map_err(|err| BusError::Unavailable(format!("commit: {err}")))
+    }
+
+    fn health_probe(&self) -> Arc<dyn HealthProbe> {
+        Arc::new(ConsumerProbe {
+            consumer: self.consumer.clone(),
+            topic: self.topic.clone(),
+            group_id: self.group_id.clone(),
+        })
+    }
+}
+
+/// Health of a consumer: its broker answers for its topic, and the group gave it partitions.
+struct ConsumerProbe {
+    consumer: Arc<StreamConsumer<OwnershipContext>>,
+    topic: String,
+    group_id: String,
+}
+
+#[async_trait]
+impl HealthProbe for ConsumerProbe {
+    async fn check(&self) -> BusHealth {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let metadata = super::probe_metadata(Some(self.topic.clone()), move || {
+            consumer.fetch_metadata(Some(&topic), super::HEALTH_TIMEOUT)
+        });
+        if let BusHealth::Unhealthy(reason) = metadata.await {
+            return BusHealth::Unhealthy(reason);
+        }
+        match self.consumer.assignment() {
+            Ok(assigned) if assigned.count() > 0 => BusHealth::Healthy,
+            Ok(_) => BusHealth::Unhealthy(format!(
+                "no partitions of {} assigned in group {} (yet)",
+                self.topic, self.group_id
+            )),
+            Err(err) => BusHealth::Unhealthy(format!("assignment unknown: {err}")),
+        }
     }
 }

@@ -13,7 +13,7 @@
 
 use super::topics::TopicCreator;
 use super::{KafkaSettings, millis};
-use crate::{BusError, BusProducer, OutgoingPush};
+use crate::{BusError, BusHealth, BusProducer, OutgoingPush};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use parking_lot::RwLock;
@@ -164,10 +164,24 @@ impl BusProducer for KafkaProducer {
         let producer = self.producer.read().clone();
         if let Err(err) = self.publish_on(&producer, &pushes).await {
             self.replace_if_fatal(&producer);
+            // A broker that lost its storage lost these topics: check them again next time.
+            for topic in &topics {
+                self.topics.forget(topic);
+            }
             return Err(err);
         }
         metrics::counter!("rim_bus_published_total").increment(pushes.len() as u64);
         Ok(())
+    }
+
+    async fn health(&self) -> BusHealth {
+        let producer = self.producer.read().clone();
+        super::probe_metadata(None, move || {
+            producer
+                .client()
+                .fetch_metadata(None, super::HEALTH_TIMEOUT)
+        })
+        .await
     }
 }
 

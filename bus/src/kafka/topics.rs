@@ -3,7 +3,9 @@
 //! Regions appear at run time (an edge registers in a new region), and brokers in production
 //! usually disable auto-creation, so producers and consumers create a region's topic themselves
 //! with the configured partition count and replication factor. Each client remembers the topics it
-//! saw created (or already existing), so only the first publish to a region pays the round trip.
+//! saw created (or already existing), so only the first publish to a region pays the round trip;
+//! after a failure the client forgets the topics involved and checks them again, so a topic lost
+//! with a broker's storage is recreated instead of failing forever.
 
 use super::KafkaSettings;
 use crate::BusError;
@@ -42,6 +44,12 @@ impl TopicCreator {
             timeout: settings.delivery_timeout,
             known: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Forgets that `topic` exists, so the next [`TopicCreator::ensure`] asks the broker again (a
+    /// broker that lost its storage lost its topics).
+    pub(crate) fn forget(&self, topic: &str) {
+        self.known.lock().remove(topic);
     }
 
     /// Makes sure these topics exist, creating the ones not seen before.
