@@ -2,9 +2,10 @@
 //!
 //! goim's answer carries one set of ports for all listed nodes, so the list holds only nodes that listen on the same
 //! ports as the best node (rim's own ranked list carries ports per node and has no such limit). Native clients get
-//! every address of each node in rank order, web clients the host names; duplicates are dropped and the list is cut
-//! at `httpdns_max_nodes` entries. When no node is eligible the answer names the configured domain, as goim does,
-//! so clients can still fall back to DNS.
+//! every address of each node in rank order, web clients the host names (or addresses of nodes without one);
+//! duplicates are dropped and the list is cut at `httpdns_max_nodes` entries. Ports where nothing listens are 0 and
+//! left out of the JSON. When no node is eligible the answer lists no node and no port, and says why in `reason`:
+//! goim answered a configured domain with default ports instead, which sent clients to a host that may not exist.
 
 use std::time::SystemTime;
 
@@ -12,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::config::BalancerConfig;
-use crate::discovery::NodeCandidate;
+use crate::discovery::{NodeCandidate, Ports, not_listening};
+use crate::health::NoEligibleNode;
 use crate::selection;
 
 /// Reconnect timing advice for clients, in goim's field names.
@@ -28,29 +30,36 @@ pub struct Backoff {
     pub jitter: f64,
 }
 
-/// The goim HTTPDNS answer, field for field, so existing goim clients keep working.
+/// The goim HTTPDNS answer, field for field, so existing goim clients keep working, plus rim's `reason` for an
+/// empty answer (goim clients ignore it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GoimAnswer {
-    /// Fallback host name from configuration.
+    /// Host name from configuration, for clients that keep a DNS name to fall back on (may be empty).
     pub domain: String,
-    /// TCP port of the listed nodes.
+    /// TCP port of the listed nodes; absent (0) when they have none.
+    #[serde(default, skip_serializing_if = "not_listening")]
     pub tcp_port: u16,
-    /// WebSocket port of the listed nodes.
+    /// WebSocket port of the listed nodes; absent (0) when they have none.
+    #[serde(default, skip_serializing_if = "not_listening")]
     pub ws_port: u16,
-    /// WebSocket-over-TLS port of the listed nodes.
+    /// WebSocket-over-TLS port of the listed nodes; absent (0) when they have none (no TLS).
+    #[serde(default, skip_serializing_if = "not_listening")]
     pub wss_port: u16,
     /// Client heartbeat interval in seconds.
     pub heartbeat: u32,
     /// Missed heartbeats before the client reconnects.
     pub heartbeat_max: u32,
-    /// Host names (web) or addresses (native) to try in order, best first.
+    /// Host names (web) or addresses (native) to try in order, best first; empty when no node is eligible.
     pub nodes: Vec<String>,
     /// Reconnect timing.
     pub backoff: Backoff,
+    /// Why `nodes` is empty; absent when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<NoEligibleNode>,
 }
 
 /// Builds the goim answer for `client` from the snapshot `candidates` at time `now`. Pure: reading an answer
-/// changes no state.
+/// changes no state, and the same snapshot, client (seed included) and time give the same answer.
 pub fn answer(
     candidates: &[NodeCandidate],
     client: &Client,
@@ -58,12 +67,12 @@ pub fn answer(
     config: &BalancerConfig,
 ) -> GoimAnswer {
     let ordered = selection::ordered(candidates, client, now, config);
-    let (ports, nodes) = match ordered.first() {
+    let (ports, nodes, reason) = match ordered.first() {
         Some(best) => {
             let ports = best.node.ports;
             let mut nodes: Vec<String> = Vec::with_capacity(config.httpdns_max_nodes);
             let same_ports = ordered.iter().filter(|s| s.node.ports == ports);
-            for endpoint in same_ports.flat_map(|s| selection::endpoints(s.node, client.platform)) {
+            for endpoint in same_ports.flat_map(|s| s.node.endpoints(client.platform)) {
                 if nodes.len() == config.httpdns_max_nodes {
                     break;
                 }
@@ -71,23 +80,19 @@ pub fn answer(
                     nodes.push(endpoint.to_owned());
                 }
             }
-            ((ports.tcp, ports.ws, ports.wss), nodes)
+            (ports, nodes, None)
         }
         None => {
-            let ports = (
-                config.httpdns_tcp_port,
-                config.httpdns_ws_port,
-                config.httpdns_wss_port,
-            );
-            let fallback = Some(config.httpdns_domain.clone()).filter(|d| !d.is_empty());
-            (ports, fallback.into_iter().collect())
+            let why =
+                NoEligibleNode::tally(candidates, client.platform, now, config.node_staleness());
+            (Ports::default(), Vec::new(), Some(why))
         }
     };
     GoimAnswer {
         domain: config.httpdns_domain.clone(),
-        tcp_port: ports.0,
-        ws_port: ports.1,
-        wss_port: ports.2,
+        tcp_port: ports.tcp,
+        ws_port: ports.ws,
+        wss_port: ports.wss,
         heartbeat: config.httpdns_heartbeat_secs,
         heartbeat_max: config.httpdns_heartbeat_max,
         nodes,
@@ -97,5 +102,6 @@ pub fn answer(
             factor: config.httpdns_backoff_factor,
             jitter: config.httpdns_backoff_jitter,
         },
+        reason,
     }
 }

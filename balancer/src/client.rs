@@ -25,15 +25,16 @@ impl Platform {
 /// Everything the ranking knows about the client; all of it is optional knowledge except the platform.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Client {
-    /// Client position (from query parameters the control plane validated), if known.
+    /// Client position (see [`crate::locate`] for where it may come from), if known.
     pub location: Option<GeoPoint>,
     /// Region the client believes it is in, if known; nodes of that region are preferred among equally near ones.
     pub region: Option<String>,
     /// Host names or addresses in the answer.
     pub platform: Platform,
-    /// Optional caller-chosen seed (for example a hash of the client's address or user id). Without it, exact ties
-    /// are broken by node id, so every client gets the same order; with it, exact ties are broken by a hash of
-    /// (seed, node id), so different clients spread over equally good nodes while one client keeps a stable answer.
+    /// The request's seed: the control plane draws a fresh random one per request, so simultaneous clients spread
+    /// over equally near nodes in proportion to their free capacity (see the `spread` module); the answer is a pure
+    /// function of snapshot and seed, so a seed replays an answer exactly. `None` gives the deterministic order
+    /// (emptiest node first), for explanations and tests; it is the stampede order, not for serving clients.
     pub seed: Option<u64>,
 }
 

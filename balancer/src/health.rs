@@ -2,10 +2,16 @@
 //!
 //! This is a yes/no gate, separate from selection's "how good is it": a node that fails here is never returned,
 //! however near or idle it is. The gate is a pure function of the candidate, the current time and the staleness
-//! bound, so it can also explain to an operator why a node is missing from answers.
+//! bound, so it can also explain to an operator why a node is missing from answers, and, through [`NoEligibleNode`],
+//! to a client why its answer is empty.
 
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use serde::ser::SerializeStruct as _;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::client::Platform;
 use crate::discovery::{NodeCandidate, NodeState};
 
 /// Why a node is excluded from answers.
@@ -51,6 +57,90 @@ pub fn check(
         return Err(Ineligible::Stale { skew });
     }
     Ok(())
+}
+
+/// Why an answer lists no node: how many known nodes were excluded for each cause. An empty answer carries this
+/// instead of a made-up host, so a client (or the person debugging it) sees "all drained" or "none known".
+///
+/// Serialized with the counts and a human-readable `message`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct NoEligibleNode {
+    /// Nodes in the snapshot.
+    pub known: usize,
+    /// Nodes being drained.
+    pub draining: usize,
+    /// Nodes declared dead.
+    pub dead: usize,
+    /// Nodes with weight 0.
+    pub weightless: usize,
+    /// Nodes whose last report is too old (or too far in the future).
+    pub stale: usize,
+    /// Healthy nodes with nothing this client's platform can dial (no host or address, or no port it can use).
+    pub undialable: usize,
+}
+
+impl NoEligibleNode {
+    /// Counts why each of `candidates` cannot be answered to a `platform` client at `now`; only meaningful when
+    /// none can (the answer builder calls it for empty answers only, so answers with nodes pay nothing).
+    pub fn tally(
+        candidates: &[NodeCandidate],
+        platform: Platform,
+        now: SystemTime,
+        max_staleness: Duration,
+    ) -> Self {
+        let mut why = Self {
+            known: candidates.len(),
+            ..Self::default()
+        };
+        for node in candidates {
+            let count = match check(node, now, max_staleness) {
+                Err(Ineligible::Draining) => &mut why.draining,
+                Err(Ineligible::Dead) => &mut why.dead,
+                Err(Ineligible::NoWeight) => &mut why.weightless,
+                Err(Ineligible::Stale { .. }) => &mut why.stale,
+                Ok(()) if !node.dialable(platform) => &mut why.undialable,
+                Ok(()) => continue,
+            };
+            *count += 1;
+        }
+        why
+    }
+}
+
+impl fmt::Display for NoEligibleNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.known == 0 {
+            return f.write_str("no eligible edge node: no edge node is registered");
+        }
+        write!(f, "no eligible edge node among {} known:", self.known)?;
+        let causes = [
+            (self.draining, "draining"),
+            (self.dead, "dead"),
+            (self.weightless, "with weight 0"),
+            (self.stale, "silent for too long"),
+            (self.undialable, "with nothing this platform can dial"),
+        ];
+        let mut separator = " ";
+        for (count, cause) in causes.into_iter().filter(|(count, _)| *count > 0) {
+            write!(f, "{separator}{count} {cause}")?;
+            separator = ", ";
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for NoEligibleNode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("NoEligibleNode", 7)?;
+        s.serialize_field("message", &self.to_string())?;
+        s.serialize_field("known", &self.known)?;
+        s.serialize_field("draining", &self.draining)?;
+        s.serialize_field("dead", &self.dead)?;
+        s.serialize_field("weightless", &self.weightless)?;
+        s.serialize_field("stale", &self.stale)?;
+        s.serialize_field("undialable", &self.undialable)?;
+        s.end()
+    }
 }
 
 #[cfg(test)]
@@ -119,5 +209,35 @@ mod tests {
                 skew: Duration::from_secs(3600)
             })
         );
+    }
+
+    #[test]
+    fn empty_answers_say_why() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let none = NoEligibleNode::tally(&[], Platform::Web, now, BOUND);
+        assert_eq!(
+            none.to_string(),
+            "no eligible edge node: no edge node is registered"
+        );
+        let mut no_tls = node(NodeState::Active, 1, now);
+        no_tls.ports = Ports {
+            tcp: 0,
+            ws: 0,
+            wss: 0,
+        };
+        let nodes = [
+            node(NodeState::Draining, 1, now),
+            node(NodeState::Draining, 1, now),
+            node(NodeState::Dead, 1, now),
+            node(NodeState::Active, 1, now - BOUND * 2),
+            no_tls,
+        ];
+        let why = NoEligibleNode::tally(&nodes, Platform::Web, now, BOUND);
+        assert_eq!(
+            why.to_string(),
+            "no eligible edge node among 5 known: 2 draining, 1 dead, 1 silent for too long, \
+             1 with nothing this platform can dial"
+        );
+        assert_eq!((why.draining, why.undialable, why.weightless), (2, 1, 0));
     }
 }

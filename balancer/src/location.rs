@@ -6,11 +6,12 @@
 //! Every later computation can then trust that distances are finite numbers, which keeps the ranking a total order.
 
 use geo::{Distance, Haversine, Point};
+use serde::Serialize;
 
 /// A point on Earth in degrees (WGS84 latitude/longitude), known to be finite and in range.
 ///
 /// It exists so that node and client locations are validated once, at the boundary, and never again.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct GeoPoint {
     lat: f64,
     lon: f64,

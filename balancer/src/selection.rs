@@ -8,25 +8,28 @@
 //!    dominates and a node next door beats one across a continent whatever their loads.
 //! 2. **region match**: nodes in the client's hinted region first (goim's region bonus, made a preference instead of
 //!    a ×1.6 weight).
-//! 3. **load** = connections / weight, compared exactly (cross-multiplied integers): within a band and region, the
-//!    node with the most spare weighted capacity wins. This spreads clients in proportion to weight, like goim's
-//!    connection-share rule.
-//! 4. **exact distance**: among equally loaded nodes, the nearer one.
-//! 5. **tie-break**: a hash of (client seed, node id) when the caller gave a seed, then the node id; so answers are
-//!    stable, and seeded clients spread over nodes that are otherwise exactly equal (e.g. all empty after a deploy).
 //!
-//! When the client location is unknown, 1 and 4 are absent and the order is region hint, then load, then tie-break.
-//! Nothing here mutates anything: the same snapshot, client and time always give the same order.
+//! Nodes equal on 1 and 2 form a group, inside which:
+//!
+//! 3. **draw** (seeded clients): a weighted random order in proportion to free weighted capacity, described in
+//!    the `spread` module; nodes without free capacity come after those with.
+//! 4. **load** = connections / weight, compared exactly (cross-multiplied integers): the whole order for clients
+//!    without a seed (operators' explanations, tests), and among undrawn nodes.
+//! 5. **exact distance**, then the **node id**, so equal inputs always give the same order.
+//!
+//! When the client location is unknown, 1 and 5's distance are absent. Nothing here mutates anything: the same
+//! snapshot, client (seed included) and time always give the same order.
 
 use std::cmp::Ordering;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::client::{Client, Platform};
+use crate::client::Client;
 use crate::config::BalancerConfig;
 use crate::discovery::{NodeCandidate, Ports};
 use crate::health;
+use crate::spread::{self, GroupLoad};
 
 /// Why a node ranks where it does; ranking compares these fields in the order listed in the module docs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -44,9 +47,12 @@ pub struct Score {
     pub weight: u32,
     /// `connections / weight`, shown for humans; ranking compares the exact fraction.
     pub load: f64,
-    /// Seeded tie-break hash, present only when the client supplied a seed.
+    /// Share of the next arrivals this node should take to even out its group, in connections (see
+    /// the `spread` module); the weight of its draw.
+    pub free_capacity: f64,
+    /// Place in the seeded race, smaller first; absent without a seed or without free capacity.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tie_break: Option<u64>,
+    pub draw: Option<f64>,
 }
 
 /// One entry of the ranked list served by rim's own API: a node, where to reach it, and its explained score.
@@ -56,9 +62,9 @@ pub struct RankedNode {
     pub node_id: String,
     /// The node's region.
     pub region: String,
-    /// Host name (web clients) or addresses (native clients) to dial, never empty.
+    /// What to dial (host name or addresses for web clients, addresses for native ones), never empty.
     pub endpoints: Vec<String>,
-    /// Ports to dial on those endpoints.
+    /// Ports to dial on those endpoints; ports where nothing listens are 0 and left out of the JSON.
     pub ports: Ports,
     /// Why the node is at this position.
     pub score: Score,
@@ -84,7 +90,9 @@ pub fn rank(
         .map(|s| RankedNode {
             node_id: s.node.id.clone(),
             region: s.node.region.clone(),
-            endpoints: endpoints(s.node, client.platform)
+            endpoints: s
+                .node
+                .endpoints(client.platform)
                 .map(str::to_owned)
                 .collect(),
             ports: s.node.ports,
@@ -93,7 +101,7 @@ pub fn rank(
         .collect()
 }
 
-/// Every selectable node (eligible, with something to dial for the client's platform), best first.
+/// Every selectable node (eligible, and dialable by the client's platform), best first.
 pub(crate) fn ordered<'a>(
     candidates: &'a [NodeCandidate],
     client: &Client,
@@ -103,8 +111,9 @@ pub(crate) fn ordered<'a>(
     let staleness = config.node_staleness();
     let selectable: Vec<(&NodeCandidate, Option<f64>)> = candidates
         .iter()
-        .filter(|node| health::check(node, now, staleness).is_ok())
-        .filter(|node| endpoints(node, client.platform).next().is_some())
+        .filter(|node| {
+            health::check(node, now, staleness).is_ok() && node.dialable(client.platform)
+        })
         .map(|node| {
             (
                 node,
@@ -130,29 +139,50 @@ pub(crate) fn ordered<'a>(
                 connections: node.connections,
                 weight: node.weight,
                 load: node.connections as f64 / f64::from(node.weight),
-                tie_break: client.seed.map(|seed| tie_break(seed, &node.id)),
+                free_capacity: 0.0,
+                draw: None,
             },
         })
         .collect();
-    scored.sort_by(compare);
+    scored.sort_by(compare_groups);
+    for group in scored.chunk_by_mut(|a, b| compare_groups(a, b).is_eq()) {
+        spread_group(group, client.seed, config.httpdns_headroom_per_weight);
+        group.sort_by(compare_within_group);
+    }
     scored
 }
 
-/// What a client of `platform` can dial on `node`; blank entries in the registration are ignored.
-pub(crate) fn endpoints(node: &NodeCandidate, platform: Platform) -> impl Iterator<Item = &str> {
-    let all: &[String] = match platform {
-        Platform::Web => std::slice::from_ref(&node.hostname),
-        Platform::Native => &node.addresses,
-    };
-    all.iter().map(|e| e.trim()).filter(|e| !e.is_empty())
+/// Fills in free capacity and, for a seeded client, the draw of every node of one group.
+fn spread_group(group: &mut [Scored<'_>], seed: Option<u64>, headroom_per_weight: u32) {
+    let mut load = GroupLoad::default();
+    for s in group.iter() {
+        load.add(s.score.connections, s.score.weight);
+    }
+    for s in group.iter_mut() {
+        let free = load.free_capacity(s.score.connections, s.score.weight, headroom_per_weight);
+        s.score.free_capacity = free;
+        s.score.draw = seed.and_then(|seed| spread::draw(seed, &s.node.id, free));
+    }
 }
 
-/// The ranking order documented at the top of this module.
-fn compare(a: &Scored<'_>, b: &Scored<'_>) -> Ordering {
+/// Steps 1 and 2 of the documented order: which group a node is in, nearer and region-matching groups first.
+fn compare_groups(a: &Scored<'_>, b: &Scored<'_>) -> Ordering {
     let (x, y) = (&a.score, &b.score);
     x.distance_band
         .cmp(&y.distance_band)
         .then(y.region_match.cmp(&x.region_match))
+}
+
+/// Steps 3 to 5 of the documented order, inside one group.
+fn compare_within_group(a: &Scored<'_>, b: &Scored<'_>) -> Ordering {
+    let (x, y) = (&a.score, &b.score);
+    let drawn = match (x.draw, y.draw) {
+        (Some(dx), Some(dy)) => dx.total_cmp(&dy),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    drawn
         .then_with(|| {
             // connections / weight compared without rounding: a/b < c/d  <=>  a*d < c*b (weights are positive).
             (u128::from(x.connections) * u128::from(y.weight))
@@ -162,36 +192,5 @@ fn compare(a: &Scored<'_>, b: &Scored<'_>) -> Ordering {
             (Some(dx), Some(dy)) => dx.total_cmp(&dy),
             _ => Ordering::Equal,
         })
-        .then(x.tie_break.cmp(&y.tie_break))
         .then_with(|| a.node.id.cmp(&b.node.id))
-}
-
-/// A stable 64-bit hash of (seed, node id): FNV-1a over the bytes, then the splitmix64 finalizer so that nearby
-/// seeds give unrelated orders. Written out rather than taken from `std` because std's hashers are not promised to
-/// stay the same across Rust releases, and answers should not change with a compiler upgrade.
-fn tie_break(seed: u64, node_id: &str) -> u64 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = FNV_OFFSET;
-    for byte in seed.to_le_bytes().iter().chain(node_id.as_bytes()) {
-        h ^= u64::from(*byte);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tie_break_depends_on_seed_and_node() {
-        assert_eq!(tie_break(7, "a"), tie_break(7, "a"));
-        assert_ne!(tie_break(7, "a"), tie_break(8, "a"));
-        assert_ne!(tie_break(7, "a"), tie_break(7, "b"));
-    }
 }

@@ -1,5 +1,5 @@
-//! Property tests of the balancer's promises over random snapshots: only eligible nodes, bounded answers,
-//! determinism, distance dominance, and no weight-0 node.
+//! Property tests of the balancer's promises over random snapshots: only eligible, dialable nodes, bounded answers,
+//! determinism (for a given seed), distance dominance, an empty answer only with a reason, and no weight-0 node.
 
 mod common;
 
@@ -30,7 +30,17 @@ fn candidate(index: usize) -> impl Strategy<Value = NodeCandidate> {
         geo_point(),
         any::<bool>(),
         0usize..3,
-        prop::sample::select(vec![PORTS, Ports { tcp: 4101, ..PORTS }]),
+        prop::sample::select(vec![
+            PORTS,
+            Ports { tcp: 4101, ..PORTS },
+            Ports { wss: 0, ..PORTS },
+            Ports { tcp: 0, ..PORTS },
+            Ports {
+                ws: 0,
+                wss: 0,
+                ..PORTS
+            },
+        ]),
         0u32..5,
         0u64..1_000,
         state(),
@@ -98,14 +108,16 @@ fn client() -> impl Strategy<Value = Client> {
 }
 
 fn config() -> impl Strategy<Value = BalancerConfig> {
-    (1usize..8, 1u32..3_000, 1u64..120).prop_map(|(max_nodes, band_km, staleness_secs)| {
-        BalancerConfig {
+    (1usize..8, 1u32..3_000, 1u64..40_000, 1u32..6, 1u32..1_000).prop_map(
+        |(max_nodes, band_km, heartbeat_ms, stale_heartbeats, headroom)| BalancerConfig {
             httpdns_max_nodes: max_nodes,
             httpdns_distance_band_km: band_km,
-            httpdns_node_staleness_secs: staleness_secs,
+            httpdns_edge_heartbeat_ms: heartbeat_ms,
+            httpdns_stale_heartbeats: stale_heartbeats,
+            httpdns_headroom_per_weight: headroom,
             ..BalancerConfig::default()
-        }
-    })
+        },
+    )
 }
 
 /// The eligibility rule restated independently of the crate's health module.
@@ -116,7 +128,19 @@ fn eligible(node: &NodeCandidate, config: &BalancerConfig) -> bool {
     };
     node.state == NodeState::Active
         && node.weight > 0
-        && skew.as_secs_f64() <= config.httpdns_node_staleness_secs as f64
+        && skew.as_millis()
+            <= u128::from(config.httpdns_edge_heartbeat_ms)
+                * u128::from(config.httpdns_stale_heartbeats)
+}
+
+/// What a client of `platform` could use on the node, restated independently of the crate.
+fn dialable(node: &NodeCandidate, platform: Platform) -> bool {
+    let named = !node.hostname.is_empty();
+    let addressed = !node.addresses.is_empty();
+    match platform {
+        Platform::Web => (named || addressed) && (node.ports.ws != 0 || node.ports.wss != 0),
+        Platform::Native => addressed && node.ports.tcp != 0,
+    }
 }
 
 /// The node owning an answered endpoint (endpoints embed the node index).
@@ -141,21 +165,23 @@ proptest! {
         for ranked in rank(&nodes, &client, now(), &config) {
             let node = nodes.iter().find(|n| n.id == ranked.node_id).unwrap();
             prop_assert!(eligible(node, &config), "ineligible {node:?} ranked");
+            prop_assert!(dialable(node, client.platform), "undialable {node:?} ranked");
         }
         let goim = answer(&nodes, &client, now(), &config);
-        let any_eligible = nodes.iter().any(|n| eligible(n, &config)
-            && match client.platform {
-                Platform::Web => !n.hostname.is_empty(),
-                Platform::Native => !n.addresses.is_empty(),
-            });
-        if any_eligible {
+        let any_answerable = nodes.iter().any(|n| eligible(n, &config) && dialable(n, client.platform));
+        if any_answerable {
             for endpoint in &goim.nodes {
                 let node = owner(&nodes, endpoint);
                 prop_assert!(node.is_some_and(|n| eligible(n, &config)), "{endpoint} answered");
             }
             prop_assert!(!goim.nodes.is_empty());
+            prop_assert!(goim.reason.is_none());
         } else {
-            prop_assert_eq!(goim.nodes, vec![config.httpdns_domain.clone()]);
+            prop_assert!(goim.nodes.is_empty());
+            prop_assert_eq!((goim.tcp_port, goim.ws_port, goim.wss_port), (0, 0, 0));
+            let reason = goim.reason.unwrap();
+            let excluded = reason.draining + reason.dead + reason.weightless + reason.stale + reason.undialable;
+            prop_assert_eq!((reason.known, excluded), (nodes.len(), nodes.len()));
         }
     }
 
@@ -182,7 +208,7 @@ proptest! {
     fn a_strictly_closer_node_with_equal_load_ranks_first(
         a in geo_point(), b in geo_point(), at in geo_point(),
         connections in 0u64..1_000, weight in 1u32..5, others in snapshot(), config in config(),
-        region in prop::option::of(Just("sh".to_owned())), seed in prop::option::of(any::<u64>()),
+        region in prop::option::of(Just("sh".to_owned())),
     ) {
         let (da, db) = (at.distance_km(&a), at.distance_km(&b));
         prop_assume!(da != db);
@@ -190,7 +216,8 @@ proptest! {
         let mut nodes = others;
         nodes.push(twin(a_id, a, connections, weight));
         nodes.push(twin(b_id, b, connections, weight));
-        let client = Client { location: Some(at), region, platform: Platform::Native, seed };
+        // Without a seed: seeded clients are spread at random inside a band on purpose.
+        let client = Client { location: Some(at), region, platform: Platform::Native, seed: None };
         let config = BalancerConfig { httpdns_max_nodes: 64, ..config };
         let ranked = rank(&nodes, &client, now(), &config);
         let order = ids(&ranked);
@@ -211,6 +238,19 @@ proptest! {
         let config = BalancerConfig { httpdns_distance_band_km: band_km, ..BalancerConfig::default() };
         let ranked = rank(&[far, near], &client, now(), &config);
         prop_assert_eq!(ids(&ranked), ["near", "far"]);
+    }
+
+    #[test]
+    fn a_seeded_first_choice_is_always_from_the_best_group(
+        nodes in snapshot(), client in client(), seed in any::<u64>(), config in config()
+    ) {
+        let unseeded = rank(&nodes, &Client { seed: None, ..client.clone() }, now(), &config);
+        let seeded = rank(&nodes, &Client { seed: Some(seed), ..client }, now(), &config);
+        prop_assert_eq!(seeded.len(), unseeded.len());
+        if let (Some(best), Some(first)) = (unseeded.first(), seeded.first()) {
+            prop_assert_eq!(first.score.distance_band, best.score.distance_band);
+            prop_assert_eq!(first.score.region_match, best.score.region_match);
+        }
     }
 
     #[test]

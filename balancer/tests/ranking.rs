@@ -2,10 +2,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use rim_balancer::{BalancerConfig, NodeState, Platform, Ports, answer, rank};
+use rim_balancer::{BalancerConfig, NodeCandidate, NodeState, Platform, Ports, answer, rank};
 
 #[test]
 fn nearer_nodes_rank_first_and_scores_explain_it() {
@@ -215,7 +216,7 @@ fn answer_has_goims_json_shape_and_defaults() {
     assert_eq!(
         json,
         serde_json::json!({
-            "domain": "localhost", "tcp_port": 7001, "ws_port": 7002, "wss_port": 7003,
+            "domain": "", "tcp_port": 7001, "ws_port": 7002, "wss_port": 7003,
             "heartbeat": 240, "heartbeat_max": 2, "nodes": ["ip-best"],
             "backoff": {"max_delay": 300, "base_delay": 3, "factor": 1.8, "jitter": 0.3}
         })
@@ -226,52 +227,240 @@ fn answer_has_goims_json_shape_and_defaults() {
     );
 }
 
+/// How often each node comes first over `seeds` seeded answers, as a fraction.
+fn first_choice_shares(
+    nodes: &[NodeCandidate],
+    seeds: std::ops::Range<u64>,
+    config: &BalancerConfig,
+) -> BTreeMap<String, f64> {
+    let mut client = native_client(Some(SHANGHAI), Some("sh"));
+    let mut counts = BTreeMap::new();
+    let total = seeds.end - seeds.start;
+    for seed in seeds {
+        client.seed = Some(seed);
+        let first = rank(nodes, &client, now(), config)[0].node_id.clone();
+        *counts.entry(first).or_insert(0u64) += 1;
+    }
+    counts
+        .into_iter()
+        .map(|(id, n)| (id, n as f64 / total as f64))
+        .collect()
+}
+
+fn assert_shares(shares: &BTreeMap<String, f64>, expected: &[(&str, f64)]) {
+    for (id, want) in expected {
+        let got = shares.get(*id).copied().unwrap_or(0.0);
+        assert!(
+            (got - want).abs() < 0.02,
+            "{id}: {got} instead of {want} ({shares:?})"
+        );
+    }
+}
+
 #[test]
-fn with_no_eligible_node_the_answer_falls_back_to_the_domain() {
+fn simultaneous_clients_split_over_idle_nodes_by_weight() {
+    let weighted = |id: &str, weight: u32, at| {
+        let mut n = node(id, "sh", at);
+        n.weight = weight;
+        n
+    };
+    // Same band (Hangzhou is ~165 km away), same region: only the weights differ. A Beijing node is further out.
+    let nodes = [
+        weighted("w10", 10, SHANGHAI),
+        weighted("w20", 20, HANGZHOU),
+        weighted("w70", 70, SHANGHAI),
+        weighted("far", 1000, BEIJING),
+    ];
+    let shares = first_choice_shares(&nodes, 0..10_000, &BalancerConfig::default());
+    assert_shares(
+        &shares,
+        &[("w10", 0.1), ("w20", 0.2), ("w70", 0.7), ("far", 0.0)],
+    );
+}
+
+#[test]
+fn loaded_nodes_get_their_share_of_free_capacity_and_overloaded_ones_none() {
+    let loaded = |id: &str, connections: u64| {
+        let mut n = node(id, "sh", SHANGHAI);
+        n.connections = connections;
+        n
+    };
+    // Weights 10, mean load 50, level 50 + 100: free capacities 1500 and 500.
+    let config = BalancerConfig::default();
+    let shares = first_choice_shares(
+        &[loaded("idle", 0), loaded("busy", 1_000)],
+        0..10_000,
+        &config,
+    );
+    assert_shares(&shares, &[("idle", 0.75), ("busy", 0.25)]);
+    // Mean load 250, level 350: the node at load 500 has no free capacity and always comes last.
+    let nodes = [loaded("a", 0), loaded("b", 0), loaded("hot", 5_000)];
+    let config = BalancerConfig {
+        httpdns_max_nodes: 3,
+        ..config
+    };
+    let mut client = native_client(Some(SHANGHAI), None);
+    for seed in 0..1_000 {
+        client.seed = Some(seed);
+        let ranked = rank(&nodes, &client, now(), &config);
+        assert_eq!(ranked[2].node_id, "hot");
+        assert_eq!(ranked[2].score.free_capacity, 0.0);
+        assert_eq!(ranked[2].score.draw, None);
+    }
+}
+
+#[test]
+fn a_seeded_answer_is_a_pure_function_of_snapshot_and_seed() {
+    let nodes: Vec<_> = (0..8)
+        .map(|i| node(&format!("n{i}"), "sh", SHANGHAI))
+        .collect();
+    let reversed: Vec<_> = nodes.iter().rev().cloned().collect();
+    let config = BalancerConfig::default();
+    let mut client = native_client(Some(SHANGHAI), None);
+    assert_eq!(rank(&nodes, &client, now(), &config)[0].node_id, "n0");
+    let mut orders = std::collections::BTreeSet::new();
+    for seed in 0..64 {
+        client.seed = Some(seed);
+        let ranked = rank(&nodes, &client, now(), &config);
+        assert_eq!(rank(&reversed, &client, now(), &config), ranked);
+        assert_eq!(
+            answer(&nodes, &client, now(), &config),
+            answer(&reversed, &client, now(), &config)
+        );
+        orders.insert(ids(&ranked).join(","));
+    }
+    assert!(
+        orders.len() > 60,
+        "64 seeds gave only {} orders",
+        orders.len()
+    );
+}
+
+#[test]
+fn a_killed_edge_leaves_the_answers_within_three_heartbeats() {
+    let config = BalancerConfig::default();
+    let heartbeat = Duration::from_millis(config.httpdns_edge_heartbeat_ms);
+    assert_eq!(heartbeat * 3, Duration::from_secs(30));
+    let client = native_client(Some(SHANGHAI), None);
+    // The edge reported at now() and was killed right after; another edge keeps reporting.
+    let answered_after = |silence: Duration, config: &BalancerConfig| {
+        let killed = node("killed", "sh", SHANGHAI);
+        let at = now() + silence;
+        let mut alive = node("alive", "bj", BEIJING);
+        alive.last_seen = at;
+        ids(&rank(&[killed, alive], &client, at, config)).contains(&"killed")
+    };
+    assert!(answered_after(heartbeat * 2 + heartbeat / 2, &config));
+    assert!(!answered_after(
+        heartbeat * 3 + Duration::from_millis(1),
+        &config
+    ));
+    let fast = BalancerConfig {
+        httpdns_edge_heartbeat_ms: 1_000,
+        httpdns_stale_heartbeats: 2,
+        ..BalancerConfig::default()
+    };
+    assert!(answered_after(Duration::from_millis(1_900), &fast));
+    assert!(!answered_after(Duration::from_millis(2_001), &fast));
+}
+
+#[test]
+fn web_clients_get_the_host_name_or_address_and_the_real_ports() {
+    let mut named = node("named", "sh", SHANGHAI);
+    named.ports = Ports {
+        tcp: 7001,
+        ws: 7002,
+        wss: 0,
+    };
+    let mut client = native_client(Some(SHANGHAI), None);
+    client.platform = Platform::Web;
+    let config = BalancerConfig::default();
+    let goim = answer(std::slice::from_ref(&named), &client, now(), &config);
+    assert_eq!(goim.nodes, ["named.edge.test"]);
+    let json = serde_json::to_value(&goim).unwrap();
+    assert_eq!(
+        (json["tcp_port"].as_u64(), json["ws_port"].as_u64()),
+        (Some(7001), Some(7002))
+    );
+    assert!(
+        json.get("wss_port").is_none(),
+        "no TLS, no wss_port: {json}"
+    );
+    let ranked =
+        serde_json::to_value(rank(std::slice::from_ref(&named), &client, now(), &config)).unwrap();
+    assert_eq!(
+        ranked[0]["ports"],
+        serde_json::json!({"tcp": 7001, "ws": 7002})
+    );
+
+    let mut nameless = named.clone();
+    nameless.hostname = " ".into();
+    nameless.addresses = vec!["".into(), "192.0.2.10".into()];
+    assert_eq!(
+        answer(&[nameless], &client, now(), &config).nodes,
+        ["192.0.2.10"]
+    );
+}
+
+#[test]
+fn a_node_is_answered_only_to_clients_that_have_a_port_on_it() {
+    let mut tcp_only = node("tcp-only", "sh", SHANGHAI);
+    tcp_only.ports = Ports {
+        tcp: 3101,
+        ws: 0,
+        wss: 0,
+    };
+    let mut wss_only = node("wss-only", "sh", SHANGHAI);
+    wss_only.ports = Ports {
+        tcp: 0,
+        ws: 0,
+        wss: 443,
+    };
+    let nodes = [tcp_only, wss_only];
+    let config = BalancerConfig::default();
+    let mut client = native_client(Some(SHANGHAI), None);
+    assert_eq!(ids(&rank(&nodes, &client, now(), &config)), ["tcp-only"]);
+    client.platform = Platform::Web;
+    assert_eq!(ids(&rank(&nodes, &client, now(), &config)), ["wss-only"]);
+    let goim = answer(&nodes, &client, now(), &config);
+    assert_eq!((goim.tcp_port, goim.ws_port, goim.wss_port), (0, 0, 443));
+}
+
+#[test]
+fn with_no_eligible_node_the_answer_is_empty_and_says_why() {
     let mut dead = node("dead", "sh", SHANGHAI);
     dead.state = NodeState::Dead;
-    let mut config = BalancerConfig {
+    let mut drained = node("drained", "sh", SHANGHAI);
+    drained.state = NodeState::Draining;
+    let config = BalancerConfig {
         httpdns_domain: "conn.example.com".into(),
         ..BalancerConfig::default()
     };
     let client = native_client(None, None);
-    let goim = answer(std::slice::from_ref(&dead), &client, now(), &config);
-    assert_eq!(goim.nodes, ["conn.example.com"]);
+    let goim = answer(&[dead, drained], &client, now(), &config);
+    assert!(goim.nodes.is_empty());
+    let json = serde_json::to_value(&goim).unwrap();
+    assert_eq!(json["domain"], "conn.example.com");
+    assert_eq!(json["nodes"], serde_json::json!([]));
+    for port in ["tcp_port", "ws_port", "wss_port"] {
+        assert!(json.get(port).is_none(), "{port} advertised: {json}");
+    }
     assert_eq!(
-        (goim.tcp_port, goim.ws_port, goim.wss_port),
-        (3101, 3102, 3103)
+        json["reason"]["message"],
+        "no eligible edge node among 2 known: 1 draining, 1 dead"
     );
-    config.httpdns_domain.clear();
-    assert!(answer(&[dead], &client, now(), &config).nodes.is_empty());
-}
-
-#[test]
-fn seeds_spread_clients_over_exactly_equal_nodes_and_keep_each_client_stable() {
-    let nodes: Vec<_> = (0..8)
-        .map(|i| node(&format!("n{i}"), "sh", SHANGHAI))
-        .collect();
-    let config = BalancerConfig::default();
-    let mut client = native_client(Some(SHANGHAI), None);
-    assert_eq!(rank(&nodes, &client, now(), &config)[0].node_id, "n0");
-    let mut firsts = std::collections::BTreeSet::new();
-    for seed in 0..64 {
-        client.seed = Some(seed);
-        let first = rank(&nodes, &client, now(), &config)[0].node_id.clone();
-        assert_eq!(rank(&nodes, &client, now(), &config)[0].node_id, first);
-        firsts.insert(first);
-    }
-    assert!(firsts.len() >= 6, "64 seeds reached only {firsts:?}");
-    // A seed never overrides load: the one busier node stays last.
-    let mut nodes = nodes;
-    nodes[3].connections = 1;
-    let config = BalancerConfig {
-        httpdns_max_nodes: 8,
-        ..config
-    };
-    for seed in 0..64 {
-        client.seed = Some(seed);
-        let ranked = rank(&nodes, &client, now(), &config);
-        assert_eq!(ranked.len(), 8);
-        assert_eq!(ranked[7].node_id, "n3");
-    }
+    assert_eq!(
+        (
+            json["reason"]["dead"].as_u64(),
+            json["reason"]["draining"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        serde_json::from_value::<rim_balancer::GoimAnswer>(json).unwrap(),
+        goim
+    );
+    let nobody = answer(&[], &client, now(), &BalancerConfig::default());
+    assert!(nobody.nodes.is_empty() && nobody.domain.is_empty());
+    assert_eq!(nobody.reason.map(|r| r.known), Some(0));
 }

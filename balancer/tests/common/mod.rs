@@ -2,6 +2,8 @@
 //! healthy node or client.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod mmdb;
+
 use std::time::{Duration, SystemTime};
 
 use geo::{Destination, Haversine, Point};
