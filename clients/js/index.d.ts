@@ -3,6 +3,7 @@ export type {
   RimClientOptions,
   RimClientEvents,
   AuthInput,
+  AuthObject,
   StateName,
   StateEvent,
   DisconnectEvent,

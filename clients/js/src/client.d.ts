@@ -1,6 +1,8 @@
 import { Emitter } from './emitter.js';
-import { AdaptiveHeartbeat, HeartbeatOptions } from './heartbeat.js';
-import { Backoff, BackoffParams } from './backoff.js';
+import { AdaptiveHeartbeat } from './heartbeat.js';
+import type { HeartbeatOptions } from './heartbeat.js';
+import { Backoff } from './backoff.js';
+import type { BackoffParams } from './backoff.js';
 import type { BodyInput, Packet } from './protocol.js';
 
 export type StateName = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
