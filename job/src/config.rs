@@ -5,7 +5,8 @@
 //! all of them. The cluster secret is deliberately absent: it is a parameter of [`crate::run`], so
 //! it never ends up in a config dump.
 
-use rim_bus::kafka::{DEFAULT_TOPIC_PREFIX, KafkaSettings};
+use rim_bus::kafka::{DEFAULT_TOPIC_PREFIX, KafkaOptions, KafkaSettings};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Everything a regional job worker needs besides its bus consumer, edge directory and secret.
@@ -32,6 +33,29 @@ pub struct JobConfig {
     #[arg(long, env = "RIM_JOB_GROUP_ID")]
     pub job_group_id: Option<String>,
 
+    /// Static group membership (Kafka's `group.instance.id`): a worker restarted under the same id
+    /// takes its partitions back at once instead of waiting for the group to expire its previous
+    /// life. Default `rim-job-<region>-<hostname>`; every live worker needs its own (two on one host
+    /// and region must set it). An empty value means dynamic membership.
+    #[arg(long, env = "RIM_JOB_GROUP_INSTANCE_ID")]
+    pub job_group_instance_id: Option<String>,
+
+    /// Extra librdkafka properties of the consumer, `KEY=VALUE` (repeatable; the environment
+    /// variable and a TOML list take several, comma-separated), applied after rim's defaults:
+    /// `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`, `sasl.username=...`,
+    /// `ssl.ca.location=/etc/rim/ca.pem`, tuning such as `fetch.wait.max.ms=50`.
+    #[arg(
+        long = "job-kafka-option",
+        env = "RIM_JOB_KAFKA_OPTIONS",
+        value_name = "KEY=VALUE"
+    )]
+    pub job_kafka_option: Vec<KafkaOptions>,
+
+    /// Where `rim job` serves `/healthz` (200 while its broker answers and the group assigned it
+    /// partitions, else 503 with the reason) and `/metrics` (Prometheus).
+    #[arg(long, env = "RIM_JOB_LISTEN", default_value = "127.0.0.1:3121")]
+    pub job_listen: SocketAddr,
+
     /// Most pushes taken from the bus in one batch. A batch is whatever is queued, up to this;
     /// the worker never waits to fill it.
     #[arg(long, env = "RIM_JOB_BATCH_SIZE", default_value_t = 256)]
@@ -51,12 +75,19 @@ pub struct JobConfig {
     #[arg(long, env = "RIM_JOB_EDGE_TIMEOUT_MS", default_value_t = 5_000)]
     pub job_edge_timeout_ms: u64,
 
+    /// Longest an edge's part of a batch waits for that edge, from when the worker handed it over,
+    /// in milliseconds. Past it the part is dropped and counted
+    /// (`rim_job_dropped_total{reason="edge_unreachable"}`), so one dead edge never holds up the
+    /// region's other edges for longer than this.
+    #[arg(long, env = "RIM_JOB_EDGE_DEADLINE_MS", default_value_t = 5_000)]
+    pub job_edge_deadline_ms: u64,
+
     /// First pause before retrying a failed edge request (then doubling), in milliseconds.
     #[arg(long, env = "RIM_JOB_RETRY_INITIAL_MS", default_value_t = 100)]
     pub job_retry_initial_ms: u64,
 
     /// Longest pause between retries of a failed edge request, in milliseconds. An edge is retried
-    /// until it takes the push or the directory no longer lists it as live.
+    /// until it takes the push, its deadline passes, or the directory no longer lists it as live.
     #[arg(long, env = "RIM_JOB_RETRY_MAX_MS", default_value_t = 5_000)]
     pub job_retry_max_ms: u64,
 
@@ -75,10 +106,14 @@ impl Default for JobConfig {
             job_topic_prefix: DEFAULT_TOPIC_PREFIX.into(),
             job_topic_partitions: 12,
             job_group_id: None,
+            job_group_instance_id: None,
+            job_kafka_option: Vec::new(),
+            job_listen: SocketAddr::from(([127, 0, 0, 1], 3121)),
             job_batch_size: 256,
             job_max_inflight_batches: 64,
             job_max_request_bytes: 512 * 1024,
             job_edge_timeout_ms: 5_000,
+            job_edge_deadline_ms: 5_000,
             job_retry_initial_ms: 100,
             job_retry_max_ms: 5_000,
             job_directory_cache_ms: 1_000,
@@ -94,17 +129,32 @@ impl JobConfig {
             .unwrap_or_else(|| format!("rim-job-{}", self.job_region))
     }
 
+    /// The static group member id: configured (empty means none), or `rim-job-<region>-<hostname>`.
+    pub fn group_instance_id(&self) -> Option<String> {
+        match &self.job_group_instance_id {
+            Some(id) if id.is_empty() => None,
+            Some(id) => Some(id.clone()),
+            None => Some(format!("rim-job-{}-{}", self.job_region, hostname())),
+        }
+    }
+
     /// Kafka settings for this worker's consumer.
     pub fn kafka_settings(&self) -> KafkaSettings {
         let mut settings = KafkaSettings::new(self.job_kafka_brokers.clone());
         settings.topic_prefix = self.job_topic_prefix.clone();
         settings.partitions = self.job_topic_partitions;
+        settings.client_options = self.job_kafka_option.iter().cloned().collect();
         settings
     }
 
     /// The edge request timeout.
     pub fn edge_timeout(&self) -> Duration {
         Duration::from_millis(self.job_edge_timeout_ms.max(1))
+    }
+
+    /// How long a part may wait for its edge.
+    pub fn edge_deadline(&self) -> Duration {
+        Duration::from_millis(self.job_edge_deadline_ms.max(1))
     }
 
     /// How long the edge directory may be cached.
@@ -119,4 +169,14 @@ impl JobConfig {
             Duration::from_millis(self.job_retry_max_ms.max(self.job_retry_initial_ms).max(1)),
         )
     }
+}
+
+/// This host's name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `localhost`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }

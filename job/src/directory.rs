@@ -3,8 +3,9 @@
 //! Room and broadcast pushes go to every live edge of the region; key pushes to the edge named in
 //! the push. The worker asks an [`EdgeDirectory`] for that list per batch, so the implementation
 //! over the store ([`StoreDirectory`]) caches the node list briefly instead of querying per batch.
-//! Draining edges are live (they still hold connections); dead ones are not (their sessions are
-//! gone, so pushes to them are dropped).
+//! Draining edges are live (they still hold connections) and marked as draining, so a lane does not
+//! wait for one that is stopping; dead ones are not listed (their sessions are gone, so pushes to
+//! them are dropped).
 
 use async_trait::async_trait;
 use rim_store::{NodeState, Store};
@@ -25,6 +26,9 @@ pub struct EdgeTarget {
     pub node_id: String,
     /// Base URL of its internal push endpoint (`/internal/push` is appended).
     pub push_url: String,
+    /// The edge is draining (finishing its connections, or stopping): a refused connection or a 503
+    /// from it is final, not worth waiting for.
+    pub draining: bool,
 }
 
 /// The directory could not answer (the store is unavailable); the worker retries later.
@@ -94,6 +98,7 @@ impl StoreDirectory {
                 by_region.entry(node.region).or_default().push(EdgeTarget {
                     node_id: node.id,
                     push_url: node.push_url,
+                    draining: node.state == NodeState::Draining,
                 });
             }
             *cache = Some(Snapshot {

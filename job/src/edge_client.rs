@@ -4,8 +4,10 @@
 //! an [`EdgePushResponse`]. The outcome is classified for the lane's retry loop: a 2xx means the
 //! edge took the pushes; 413 means the request is over the edge's body limit (the lane splits it);
 //! 400 and 422 mean the edge will never take it (retrying would wedge the region), so that part is
-//! dropped and counted; anything else (refused connection, timeout, 5xx, 401 while secrets are
-//! rotated) is retried.
+//! dropped and counted; 401/403 mean the edge does not accept this job's cluster secret (a
+//! configuration error, reported loudly); a refused connection and 503 are told apart from other
+//! failures, because from a draining edge they mean "stopping" and are final; anything else
+//! (timeout, other 5xx) is worth retrying while the lane's deadline allows.
 
 use prost::Message;
 use reqwest::StatusCode;
@@ -25,15 +27,38 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Why an edge did not take a request.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EdgeFailure {
-    /// Worth retrying: the edge is unreachable, slow, or failing for now.
+    /// Worth retrying: the edge is slow, or failing for now.
     #[error("{0}")]
     Retry(String),
+    /// Nobody accepts connections at the edge's address (stopped, or not started yet).
+    #[error("connection refused: {0}")]
+    Refused(String),
+    /// The edge answered 503: overloaded, or shutting down and refusing new pushes.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The edge refused the cluster secret (401/403): the job and the edge disagree on it.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     /// The request is larger than the edge accepts; smaller requests may pass.
     #[error("too large: {0}")]
     TooLarge(String),
     /// The edge refuses this request for good (it cannot read it).
     #[error("rejected: {0}")]
     Rejected(String),
+}
+
+impl EdgeFailure {
+    /// The `reason` label of `rim_job_edge_errors_total`.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            EdgeFailure::Retry(_) => "failed",
+            EdgeFailure::Refused(_) => "refused",
+            EdgeFailure::Unavailable(_) => "unavailable",
+            EdgeFailure::Unauthorized(_) => "unauthorized",
+            EdgeFailure::TooLarge(_) => "too_large",
+            EdgeFailure::Rejected(_) => "rejected",
+        }
+    }
 }
 
 /// Posts push requests to edges with the cluster secret.
@@ -77,7 +102,13 @@ impl EdgeClient {
             .body(request.encode_to_vec())
             .send()
             .await
-            .map_err(|err| EdgeFailure::Retry(format!("{url}: {err}")))?;
+            .map_err(|err| {
+                if err.is_connect() {
+                    EdgeFailure::Refused(format!("{url}: {err}"))
+                } else {
+                    EdgeFailure::Retry(format!("{url}: {err}"))
+                }
+            })?;
         let status = response.status();
         if !status.is_success() {
             let reason = format!("{url} answered {status}");
@@ -86,6 +117,10 @@ impl EdgeClient {
                 StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
                     EdgeFailure::Rejected(reason)
                 }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    EdgeFailure::Unauthorized(reason)
+                }
+                StatusCode::SERVICE_UNAVAILABLE => EdgeFailure::Unavailable(reason),
                 _ => EdgeFailure::Retry(reason),
             });
         }

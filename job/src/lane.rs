@@ -1,17 +1,34 @@
-//! One lane per edge: that edge's pushes, sent one request at a time, in batch order, until taken.
+//! One lane per edge: that edge's pushes, sent one request at a time, in batch order, until taken
+//! or settled by policy.
 //!
 //! Order per target means a later batch never reaches an edge before an earlier one did, so each
 //! edge has a single task that sends its requests strictly in sequence and only moves on once the
-//! current one is taken (or dropped). Edges are independent: a slow edge delays only its own lane,
-//! until the worker's in-flight bound stops the whole region (the bus cannot commit past it anyway).
+//! current one is taken (or dropped).
+//!
+//! Isolation: one edge must never hold up the region. Every part has a **delivery deadline**
+//! (`job_edge_deadline_ms`, counted from when the worker handed the part to the lane, so parts
+//! queued behind a dead edge are already late when their turn comes). A part not taken by its
+//! deadline is settled: its batch may commit, and its pushes are counted as
+//! `rim_job_dropped_total{reason="edge_unreachable"}` with a warning. The lane also remembers that
+//! its edge is **suspect** after a failure: the next parts get a single attempt each (no retry
+//! loop) until a request succeeds again. So a dead edge's lane drains at the speed of its refusals,
+//! the worker's in-flight bound frees up within one deadline, and the region's other edges keep
+//! their speed.
+//!
+//! Policies by failure (each counted in `rim_job_edge_errors_total{reason}`):
+//! - refused connection or 503 from an edge the directory lists as **draining**: it is stopping, so
+//!   the part is settled at once (`rim_job_dropped_total{reason="edge_stopping"}`);
+//! - 401/403: the edge does not accept our cluster secret, a configuration error; logged as an
+//!   error naming the secret, counted in `rim_job_edge_auth_failures_total`, retried until the
+//!   deadline (secrets may be mid-rotation);
+//! - the edge left the directory (dead or removed): dropped (`reason="edge_gone"`), its sessions
+//!   are gone with it;
+//! - 413: the request is halved and retried; a single push the edge still refuses, or a 400/422, is
+//!   dropped (`reason="rejected"`);
+//! - anything else (timeouts, other 5xx): retried with bounded backoff until the deadline.
 //!
 //! A batch's part is cut into requests of at most `max_request_bytes` (the edge limits its request
-//! body); a request the edge still finds too large (413) is halved and retried, and only a single
-//! push it refuses is dropped (`rim_job_dropped_total{reason="rejected"}`).
-//!
-//! A failing request is retried with bounded exponential backoff for as long as the directory lists
-//! the edge as live; once the edge is dead or removed, its part is dropped
-//! (`rim_job_dropped_total{reason="edge_gone"}`), because its sessions are gone with it.
+//! body).
 
 use crate::directory::EdgeDirectory;
 use crate::edge_client::{EdgeClient, EdgeFailure};
@@ -22,8 +39,10 @@ use rim_retry::Backoff;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// Tracks the edges a batch still waits for; the worker commits the batch when none remain.
 pub(crate) struct BatchTicket {
@@ -57,6 +76,8 @@ pub(crate) struct LanePart {
     /// The edge's pushes, in batch order.
     pub(crate) pushes: Vec<EdgePush>,
     pub(crate) ticket: Arc<BatchTicket>,
+    /// When the part is settled if the edge has not taken it (hand-over time plus the deadline).
+    pub(crate) deadline: Instant,
 }
 
 /// What every lane shares: the HTTP client, the directory, the region and the limits.
@@ -66,6 +87,8 @@ pub(crate) struct LaneContext {
     pub(crate) region: String,
     pub(crate) backoff: Backoff,
     pub(crate) max_request_bytes: usize,
+    /// How long a part may wait for its edge, from hand-over (see the module docs).
+    pub(crate) deadline: Duration,
 }
 
 /// The worker's handle on one edge's lane.
@@ -135,6 +158,14 @@ enum Outcome {
     TooLarge,
 }
 
+/// What a lane knows about its edge between requests.
+struct EdgeHealth {
+    /// Backoff between retries of one request.
+    backoff: Backoff,
+    /// The last request failed: give the next ones one attempt each until one succeeds.
+    suspect: bool,
+}
+
 /// The lane task: sends each part, request by request, then marks it done.
 async fn run(
     context: Arc<LaneContext>,
@@ -143,12 +174,21 @@ async fn run(
     outstanding: Arc<AtomicUsize>,
     mut queue: mpsc::Receiver<LanePart>,
 ) {
-    let mut backoff = context.backoff.clone();
+    let mut health = EdgeHealth {
+        backoff: context.backoff.clone(),
+        suspect: false,
+    };
     while let Some(part) = queue.recv().await {
         let mut requests = split_by_size(part.pushes, context.max_request_bytes);
         while let Some(pushes) = requests.pop_front() {
             let request = EdgePushRequest { pushes };
-            match deliver(&context, &node_id, &push_url, &mut backoff, &request).await {
+            let lane = LaneRequest {
+                context: &context,
+                node_id: &node_id,
+                push_url: &push_url,
+                deadline: part.deadline,
+            };
+            match lane.deliver(&mut health, &request).await {
                 Outcome::Finished => {}
                 Outcome::TooLarge => {
                     let mut first = request.pushes;
@@ -185,74 +225,145 @@ fn split_by_size(pushes: Vec<EdgePush>, max_bytes: usize) -> VecDeque<Vec<EdgePu
     requests
 }
 
-/// Sends one request until the edge takes it, or drops it by policy (refused for good, or the edge
-/// is gone). Returns [`Outcome::TooLarge`] for a request of several pushes the edge finds too big.
-async fn deliver(
-    context: &LaneContext,
-    node_id: &str,
-    push_url: &Mutex<String>,
-    backoff: &mut Backoff,
-    request: &EdgePushRequest,
-) -> Outcome {
-    let region = &context.region;
-    let pushes = request.pushes.len() as u64;
-    loop {
-        let url = push_url.lock().clone();
-        let failure = match context.client.push(&url, request).await {
-            Ok(response) => {
-                backoff.reset();
-                metrics::counter!("rim_job_delivered_total", "region" => region.clone())
-                    .increment(pushes);
-                let reached: u64 = response
-                    .delivered
-                    .iter()
-                    .map(|&count| u64::from(count))
-                    .sum();
-                metrics::counter!("rim_job_connections_reached_total", "region" => region.clone())
-                    .increment(reached);
-                if response.delivered.len() as u64 != pushes {
-                    tracing::warn!(
-                        node_id,
-                        answered = response.delivered.len(),
-                        pushes,
-                        "edge answer count mismatch"
-                    );
+/// One request of a part on its way to the lane's edge.
+struct LaneRequest<'a> {
+    context: &'a LaneContext,
+    node_id: &'a str,
+    push_url: &'a Mutex<String>,
+    deadline: Instant,
+}
+
+impl LaneRequest<'_> {
+    /// Sends the request until the edge takes it, or settles it by policy (see the module docs).
+    /// Returns [`Outcome::TooLarge`] for a request of several pushes the edge finds too big.
+    async fn deliver(&self, health: &mut EdgeHealth, request: &EdgePushRequest) -> Outcome {
+        let (node_id, region) = (self.node_id, &self.context.region);
+        let pushes = request.pushes.len() as u64;
+        // An edge that failed before gets one attempt, not a retry loop, until it succeeds again.
+        let single_attempt = health.suspect;
+        loop {
+            if Instant::now() >= self.deadline {
+                return self.unreachable(pushes, "its delivery deadline passed");
+            }
+            let url = self.push_url.lock().clone();
+            let attempt =
+                tokio::time::timeout_at(self.deadline, self.context.client.push(&url, request));
+            let failure = match attempt.await {
+                Ok(Ok(response)) => {
+                    health.backoff.reset();
+                    if health.suspect {
+                        tracing::info!(node_id, "edge takes pushes again");
+                        health.suspect = false;
+                    }
+                    self.taken(pushes, &response.delivered);
+                    return Outcome::Finished;
                 }
-                return Outcome::Finished;
+                Ok(Err(failure)) => failure,
+                Err(_) => EdgeFailure::Retry(format!("{url}: no answer before the deadline")),
+            };
+            metrics::counter!("rim_job_edge_errors_total", "region" => region.clone(), "reason" => failure.reason())
+                .increment(1);
+            match &failure {
+                EdgeFailure::TooLarge(_) if pushes > 1 => return Outcome::TooLarge,
+                EdgeFailure::TooLarge(reason) | EdgeFailure::Rejected(reason) => {
+                    tracing::error!(node_id, %reason, pushes, "edge refused a push request for good; dropping it");
+                    self.dropped(pushes, "rejected");
+                    return Outcome::Finished;
+                }
+                EdgeFailure::Unauthorized(reason) => {
+                    tracing::error!(
+                        node_id,
+                        %reason,
+                        "edge refuses this job's cluster secret: RIM_CLUSTER_SECRET must be the same on every edge, control plane and job"
+                    );
+                    metrics::counter!("rim_job_edge_auth_failures_total", "region" => region.clone())
+                        .increment(1);
+                }
+                EdgeFailure::Retry(_) | EdgeFailure::Refused(_) | EdgeFailure::Unavailable(_) => {}
             }
-            Err(failure) => failure,
-        };
-        metrics::counter!("rim_job_edge_errors_total", "region" => region.clone()).increment(1);
-        match &failure {
-            EdgeFailure::TooLarge(_) if pushes > 1 => return Outcome::TooLarge,
-            EdgeFailure::TooLarge(reason) | EdgeFailure::Rejected(reason) => {
-                tracing::error!(node_id, %reason, pushes, "edge refused a push request for good; dropping it");
-                metrics::counter!("rim_job_dropped_total", "region" => region.clone(), "reason" => "rejected")
-                    .increment(pushes);
-                return Outcome::Finished;
+            match edge_state(self.context, node_id).await {
+                EdgeState::Gone => {
+                    tracing::info!(node_id, pushes, %failure, "edge is gone; dropping its pushes");
+                    self.dropped(pushes, "edge_gone");
+                    return Outcome::Finished;
+                }
+                EdgeState::Draining
+                    if matches!(
+                        failure,
+                        EdgeFailure::Refused(_) | EdgeFailure::Unavailable(_)
+                    ) =>
+                {
+                    tracing::info!(node_id, pushes, %failure, "edge is stopping; dropping its pushes");
+                    self.dropped(pushes, "edge_stopping");
+                    return Outcome::Finished;
+                }
+                EdgeState::Draining | EdgeState::Live => {}
             }
-            EdgeFailure::Retry(_) => {}
+            if single_attempt {
+                return self.unreachable(pushes, "a single attempt (the edge is suspect) failed");
+            }
+            health.suspect = true;
+            let pause = health.backoff.next_pause();
+            tracing::warn!(node_id, %failure, ?pause, "edge did not take pushes; retrying until the deadline");
+            tokio::time::sleep_until(self.deadline.min(Instant::now() + pause)).await;
         }
-        if !still_live(context, node_id).await {
-            tracing::info!(node_id, pushes, %failure, "edge is gone; dropping its pushes");
-            metrics::counter!("rim_job_dropped_total", "region" => region.clone(), "reason" => "edge_gone")
-                .increment(pushes);
-            return Outcome::Finished;
+    }
+
+    /// Counts what the edge took.
+    fn taken(&self, pushes: u64, delivered: &[u32]) {
+        let region = &self.context.region;
+        metrics::counter!("rim_job_delivered_total", "region" => region.clone()).increment(pushes);
+        let reached: u64 = delivered.iter().map(|&count| u64::from(count)).sum();
+        metrics::counter!("rim_job_connections_reached_total", "region" => region.clone())
+            .increment(reached);
+        if delivered.len() as u64 != pushes {
+            tracing::warn!(
+                node_id = self.node_id,
+                answered = delivered.len(),
+                pushes,
+                "edge answer count mismatch"
+            );
         }
-        let pause = backoff.next_pause();
-        tracing::warn!(node_id, %failure, ?pause, "edge did not take pushes; retrying");
-        tokio::time::sleep(pause).await;
+    }
+
+    /// Settles a part its edge did not take in time.
+    fn unreachable(&self, pushes: u64, why: &str) -> Outcome {
+        tracing::warn!(
+            node_id = self.node_id,
+            pushes,
+            deadline_ms = self.context.deadline.as_millis() as u64,
+            "edge did not take pushes before {why}; dropping them so the region moves on"
+        );
+        self.dropped(pushes, "edge_unreachable");
+        Outcome::Finished
+    }
+
+    /// Counts pushes dropped by policy.
+    fn dropped(&self, pushes: u64, reason: &'static str) {
+        metrics::counter!("rim_job_dropped_total", "region" => self.context.region.clone(), "reason" => reason)
+            .increment(pushes);
     }
 }
 
-/// Whether the directory still lists the edge as live. If the directory cannot answer, the edge is
-/// assumed live: dropping pushes needs certainty.
-async fn still_live(context: &LaneContext, node_id: &str) -> bool {
+/// What the directory says about a lane's edge.
+enum EdgeState {
+    Live,
+    Draining,
+    Gone,
+}
+
+/// The edge's state in the directory. If the directory cannot answer, the edge is assumed live:
+/// dropping pushes as gone needs certainty (the deadline still bounds the wait).
+async fn edge_state(context: &LaneContext, node_id: &str) -> EdgeState {
     match context.directory.live_edges(&context.region).await {
-        Ok(edges) => edges.iter().any(|edge| edge.node_id == node_id),
+        Ok(edges) => match edges.iter().find(|edge| edge.node_id == node_id) {
+            Some(edge) if edge.draining => EdgeState::Draining,
+            Some(_) => EdgeState::Live,
+            None => EdgeState::Gone,
+        },
         Err(err) => {
             tracing::warn!(%err, "cannot check whether an edge is still live");
-            true
+            EdgeState::Live
         }
     }
 }

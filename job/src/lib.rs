@@ -6,25 +6,31 @@
 //!   edge applies the rate cap);
 //! - posts protobuf [`rim_proto::schema::EdgePushRequest`]s to `<push_url>/internal/push` with the
 //!   cluster secret, one request at a time per edge and in log order, retrying with backoff until
-//!   the edge takes it or leaves the directory;
-//! - commits the batch only after every edge it targets took its part (at-least-once; edges and
-//!   clients drop duplicates by message id).
+//!   the edge takes it, leaves the directory, or the part's delivery deadline passes (so one dead
+//!   or stopping edge never holds up the others: see `lane`);
+//! - commits the batch only after every edge it targets took or settled its part (at-least-once;
+//!   edges drop duplicates by message id and record index).
 //!
 //! Modules: [`config`] (flags), [`directory`] (which edges a region has), `route` (batch → per-edge
-//! requests), `lane` (ordered delivery per edge), `edge_client` (the HTTP call), `worker` (the loop).
+//! requests), `lane` (ordered delivery per edge, deadlines), `edge_client` (the HTTP call), `worker`
+//! (the loop), `observe` (`rim job`'s `/healthz` and `/metrics`).
 //!
 //! Entry points: [`run`] with any [`BusConsumer`] (the in-process bus of `rim dev`), and
-//! [`run_with_kafka`] for `rim job`.
+//! [`run_kafka_worker`] for `rim job` (with its health and metrics port; [`run_with_kafka`] is the
+//! same without a metrics recorder).
 //!
 //! Metrics: `rim_job_consumed_total`, `rim_job_delivered_total` (pushes taken by edges),
-//! `rim_job_connections_reached_total`, `rim_job_edge_errors_total`, `rim_job_dropped_total{reason}`,
-//! `rim_job_bus_errors_total`, `rim_job_commit_errors_total`, `rim_job_inflight_batches`,
+//! `rim_job_connections_reached_total`, `rim_job_edge_errors_total{reason}`,
+//! `rim_job_edge_auth_failures_total`, `rim_job_dropped_total{reason}` (`edge_unreachable`,
+//! `edge_stopping`, `edge_gone`, `rejected`, `no_target`), `rim_job_bus_errors_total`,
+//! `rim_job_commit_errors_total`, `rim_job_inflight_batches`, `rim_job_inflight_full_total`,
 //! `rim_job_commit_lag_seconds` (from control accepting a push to its commit), all by `region`.
 
 pub mod config;
 pub mod directory;
 mod edge_client;
 mod lane;
+mod observe;
 mod route;
 mod worker;
 
@@ -33,10 +39,14 @@ pub use directory::{DirectoryError, EdgeDirectory, EdgeTarget, StoreDirectory};
 pub use edge_client::PUSH_PATH;
 
 use lane::LaneContext;
+use metrics_exporter_prometheus::PrometheusHandle;
+use observe::Observed;
 use rim_bus::BusConsumer;
 use rim_bus::kafka::KafkaConsumer;
 use std::future::Future;
 use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use worker::Worker;
 
 /// Why a worker could not start.
@@ -73,6 +83,7 @@ pub async fn run<C: BusConsumer>(
             region: config.job_region.clone(),
             backoff: config.backoff(),
             max_request_bytes: config.job_max_request_bytes.max(1),
+            deadline: config.edge_deadline(),
         }),
         backoff: config.backoff(),
     };
@@ -80,30 +91,74 @@ pub async fn run<C: BusConsumer>(
     Ok(())
 }
 
-/// Joins the region's Kafka consumer group (retrying with backoff while Kafka is unreachable) and
-/// runs the worker on it until `shutdown` completes.
+/// Runs `rim job` without a metrics recorder (tests): see [`run_kafka_worker`].
 pub async fn run_with_kafka(
     config: &JobConfig,
     cluster_secret: &str,
     directory: Arc<dyn EdgeDirectory>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), JobError> {
+    run_kafka_worker(config, cluster_secret, directory, None, shutdown).await
+}
+
+/// Runs `rim job` until `shutdown` completes: serves `/healthz` and `/metrics` (rendering
+/// `prometheus`) on `config.job_listen`, joins the region's Kafka consumer group (retrying with
+/// backoff while Kafka is unreachable; static membership unless disabled) and runs the worker on it.
+///
+/// Fails at once when the Kafka options are not valid librdkafka properties or the listen address
+/// cannot be bound: those need an operator, not a retry.
+pub async fn run_kafka_worker(
+    config: &JobConfig,
+    cluster_secret: &str,
+    directory: Arc<dyn EdgeDirectory>,
+    prometheus: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), JobError> {
     let settings = config.kafka_settings();
+    settings.check().map_err(JobError::Setup)?;
+    let listener = TcpListener::bind(config.job_listen)
+        .await
+        .map_err(|err| JobError::Setup(format!("listening on {}: {err}", config.job_listen)))?;
+    tracing::info!(listen = %config.job_listen, "job health and metrics endpoint");
+    let observed = Observed::new(prometheus);
+    let (stop_endpoint, endpoint_stopped) = oneshot::channel::<()>();
+    let endpoint = tokio::spawn(observe::serve(listener, observed.clone(), async {
+        let _ = endpoint_stopped.await;
+    }));
+
     let group = config.group_id();
+    let instance_id = config.group_instance_id();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = config.backoff();
-    let consumer = loop {
-        match KafkaConsumer::new(&settings, &config.job_region, &group).await {
-            Ok(consumer) => break consumer,
-            Err(err) => {
-                let pause = backoff.next_pause();
-                tracing::warn!(%err, ?pause, "cannot join the region's consumer group yet");
-                tokio::select! {
-                    () = &mut shutdown => return Ok(()),
-                    () = tokio::time::sleep(pause) => {}
+    let joined = loop {
+        tokio::select! {
+            () = &mut shutdown => break None,
+            joined = KafkaConsumer::join(&settings, &config.job_region, &group, instance_id.as_deref()) => match joined {
+                Ok(consumer) => break Some(consumer),
+                Err(err) => {
+                    let pause = backoff.next_pause();
+                    tracing::warn!(%err, ?pause, "cannot join the region's consumer group yet");
+                    tokio::select! {
+                        () = &mut shutdown => break None,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
-            }
+            },
         }
     };
-    run(config, cluster_secret, consumer, directory, shutdown).await
+    let result = match joined {
+        Some(consumer) => {
+            tracing::info!(%group, instance_id = ?instance_id, "joined the region's consumer group");
+            observed.joined(consumer.health_probe());
+            run(config, cluster_secret, consumer, directory, shutdown).await
+        }
+        None => Ok(()),
+    };
+    let _ = stop_endpoint.send(());
+    match endpoint.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(%err, "job health endpoint failed"),
+        Err(err) => tracing::error!(%err, "job health endpoint task failed"),
+    }
+    result
 }

@@ -133,6 +133,7 @@ mod tests {
         EdgeTarget {
             node_id: id.into(),
             push_url: format!("http://{id}"),
+            draining: false,
         }
     }
 

@@ -43,6 +43,39 @@ pub(crate) struct Worker<C> {
     pub(crate) backoff: Backoff,
 }
 
+/// Logs when the in-flight bound stops the worker reading the bus, and for how long it did: the lane
+/// deadlines bound such a stall, so a long one is worth an operator's look.
+#[derive(Default)]
+struct Stall {
+    since: Option<Instant>,
+}
+
+impl Stall {
+    fn note(&mut self, region: &str, full: bool, bound: usize) {
+        match (full, self.since) {
+            (true, None) => {
+                tracing::warn!(
+                    region,
+                    bound,
+                    "in-flight bound reached: not reading the bus until a batch completes"
+                );
+                metrics::counter!("rim_job_inflight_full_total", "region" => region.to_owned())
+                    .increment(1);
+                self.since = Some(Instant::now());
+            }
+            (false, Some(since)) => {
+                tracing::info!(
+                    region,
+                    stalled_ms = since.elapsed().as_millis() as u64,
+                    "reading the bus again"
+                );
+                self.since = None;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// What the loop keeps between iterations.
 struct LoopState {
     lanes: HashMap<String, Lane>,
@@ -64,12 +97,13 @@ impl<C: BusConsumer> Worker<C> {
         // A batch read from the bus but not yet routed (the directory was unavailable).
         let mut held: Option<Vec<IncomingPush>> = None;
         let mut paused_until: Option<Instant> = None;
+        let mut stall = Stall::default();
         tracing::info!(region = %self.region, "job worker started");
         loop {
             self.commit_finished(&mut state).await;
-            let can_read = held.is_none()
-                && paused_until.is_none()
-                && state.inflight.len() < self.max_inflight;
+            let full = state.inflight.len() >= self.max_inflight;
+            stall.note(&self.region, full, self.max_inflight);
+            let can_read = held.is_none() && paused_until.is_none() && !full;
             let finished = state.finished.clone();
             tokio::select! {
                 biased;
@@ -142,6 +176,7 @@ impl<C: BusConsumer> Worker<C> {
             }
         }
         let ticket = BatchTicket::new(routing.requests.len(), state.finished.clone());
+        let deadline = Instant::now() + self.lane_context.deadline;
         for (edge, request) in routing.requests {
             self.hand_to_lane(
                 state,
@@ -149,6 +184,7 @@ impl<C: BusConsumer> Worker<C> {
                 LanePart {
                     pushes: request.pushes,
                     ticket: ticket.clone(),
+                    deadline,
                 },
             )
             .await;

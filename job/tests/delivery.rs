@@ -170,6 +170,7 @@ impl Cluster {
                 job_retry_initial_ms: 20,
                 job_retry_max_ms: 100,
                 job_directory_cache_ms: 50,
+                job_listen: "127.0.0.1:0".parse().unwrap(),
                 ..JobConfig::default()
             },
         }
@@ -193,10 +194,16 @@ impl Cluster {
         let group = self.config.group_id();
         match &self.bus {
             TestBus::Memory(bus) => Box::new(bus.consumer(REGION, &group)),
+            // The worker's own member id: a successor of the stopped worker, as after a restart.
             TestBus::Kafka(kafka) => Box::new(
-                KafkaConsumer::new(&kafka.settings, REGION, &group)
-                    .await
-                    .unwrap(),
+                KafkaConsumer::join(
+                    &kafka.settings,
+                    REGION,
+                    &group,
+                    self.config.group_instance_id().as_deref(),
+                )
+                .await
+                .unwrap(),
             ),
         }
     }
