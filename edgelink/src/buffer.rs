@@ -18,6 +18,17 @@
 //!
 //! Rooms, keys and text fields are checked against the edge API's bounds here, so one odd client
 //! (a room that is not `type://id`, a huge key) cannot get a whole batch refused.
+//!
+//! # Knowing when a connect has reached control
+//!
+//! Every unsent change has a position in the unsent FIFO, and [`Buffer::take`] always hands out the
+//! lowest positions first, so once the batches holding everything taken up to position `p`
+//! ([`Buffer::taken_up_to`]) are accepted, every change queued at a position `<= p` has reached
+//! control. A connect's position ([`Buffer::position`]) is therefore all that is needed to wait for
+//! it: the reporter publishes the highest accepted position and the auth reply waits until it passes
+//! the connect's. A key that changes again before it is sent keeps its position (and a newer
+//! connection of the key inherits it), so what is sent at that position is always the key's latest
+//! state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -91,6 +102,8 @@ pub(crate) struct Buffer {
     /// Keys whose connection ended and whose disconnect is unsent, oldest first.
     ended: BTreeMap<u64, Arc<str>>,
     next_seq: u64,
+    /// Highest FIFO position handed out by [`Buffer::take`].
+    taken_up_to: u64,
     /// Latest event time handed out: event times never go backwards.
     last_at: i64,
     /// Most entries in `ended`.
@@ -109,6 +122,7 @@ impl Buffer {
             dirty: BTreeMap::new(),
             ended: BTreeMap::new(),
             next_seq: 0,
+            taken_up_to: 0,
             last_at: 0,
             capacity: capacity.max(1),
             rooms: HashMap::new(),
@@ -256,9 +270,10 @@ impl Buffer {
     pub(crate) fn take(&mut self, max: usize) -> Vec<SessionEvent> {
         let mut events = Vec::with_capacity(max.min(self.dirty.len()));
         while events.len() < max {
-            let Some((_, key)) = self.dirty.pop_first() else {
+            let Some((seq, key)) = self.dirty.pop_first() else {
                 break;
             };
+            self.taken_up_to = seq;
             let Some(entry) = self.entries.get_mut(&key) else {
                 continue;
             };
@@ -280,6 +295,17 @@ impl Buffer {
             }
         }
         events
+    }
+
+    /// The position in the unsent FIFO of `key`'s unsent change, if it has one.
+    pub(crate) fn position(&self, key: &str) -> Option<u64> {
+        self.entries.get(key).and_then(|entry| entry.dirty)
+    }
+
+    /// The highest position [`Buffer::take`] has handed out: once what it handed out is accepted,
+    /// every change at a position up to this one has reached control.
+    pub(crate) fn taken_up_to(&self) -> u64 {
+        self.taken_up_to
     }
 
     /// Keys with an unsent change.
@@ -558,6 +584,35 @@ mod tests {
                 (Kind::Connect, "a".into(), 1)
             ]
         );
+    }
+
+    #[test]
+    fn a_connect_is_taken_once_everything_up_to_its_position_is() {
+        let mut buffer = Buffer::new(10);
+        let a = channel(1, "a", "");
+        buffer.connected(&a, 100);
+        let at_a = buffer.position("a").unwrap();
+        buffer.connected(&channel(2, "b", ""), 100);
+        let at_b = buffer.position("b").unwrap();
+        assert!(at_b > at_a);
+        buffer.take(1);
+        assert_eq!(buffer.taken_up_to(), at_a);
+        // A newer connection of "b" before it is sent keeps b's place.
+        buffer.connected(&channel(3, "b", ""), 100);
+        assert_eq!(buffer.position("b"), Some(at_b));
+        // While "a"'s connect is in flight, a room change of "a" queues behind "b".
+        buffer.room_changed(&a);
+        let again = buffer.position("a").unwrap();
+        assert!(again > at_b);
+        assert_eq!(
+            kinds(&buffer.take(1)),
+            [(Kind::Connect, "b".into(), 3)],
+            "the latest connection of b, at b's position"
+        );
+        assert_eq!(buffer.taken_up_to(), at_b);
+        buffer.take(10);
+        assert_eq!(buffer.taken_up_to(), again);
+        assert_eq!(buffer.position("a"), None);
     }
 
     #[test]

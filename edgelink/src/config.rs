@@ -141,10 +141,17 @@ impl LinkConfig {
         format!("http://{addr}")
     }
 
-    /// What this edge registers as: identity, location, client ports and push URL.
-    pub fn registration(&self, node_id: &str, addrs: &EdgeAddrs) -> NodeRegistration {
+    /// What this edge registers as: identity, this life's `boot_id`, location, client ports and
+    /// push URL.
+    pub fn registration(
+        &self,
+        node_id: &str,
+        boot_id: &str,
+        addrs: &EdgeAddrs,
+    ) -> NodeRegistration {
         NodeRegistration {
             node_id: node_id.to_owned(),
+            boot_id: boot_id.to_owned(),
             region: self.edge_region.clone(),
             latitude: self.edge_latitude,
             longitude: self.edge_longitude,
@@ -213,8 +220,11 @@ mod tests {
     fn registration_carries_the_bound_ports_and_no_wss_port_without_tls() {
         let mut config = LinkConfig::local().unwrap();
         config.edge_node_id = Some("edge-a".into());
-        let reg = config.registration(&config.node_id(), &addrs("0.0.0.0:3109"));
-        assert_eq!(reg.node_id, "edge-a");
+        let reg = config.registration(&config.node_id(), "boot-1", &addrs("0.0.0.0:3109"));
+        assert_eq!(
+            (reg.node_id.as_str(), reg.boot_id.as_str()),
+            ("edge-a", "boot-1")
+        );
         assert_eq!((reg.tcp_port, reg.ws_port, reg.wss_port), (3101, 3102, 0));
         assert_eq!(reg.push_url, "http://127.0.0.1:3109");
         assert_eq!(reg.region, "local");

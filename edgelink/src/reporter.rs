@@ -4,7 +4,9 @@
 //! the coalescing [`Buffer`] and wake the background task, so a connection never waits for the
 //! control plane. The task (started with [`SessionReporter::start`] once the edge is bound):
 //!
-//! 1. registers the node, retrying with bounded backoff until control answers;
+//! 1. registers the node with this process's boot id (random, new at every start: control ends the
+//!    sessions of the node's previous life when it changes), retrying with bounded backoff until
+//!    control answers;
 //! 2. sends what is queued as soon as it is queued (lingering at most `edge_session_flush_ms` for
 //!    company, never waiting to fill a batch), one batch in flight at a time so each key's events
 //!    keep their order; a failed batch is retried with backoff, a batch control finds too large is
@@ -14,7 +16,15 @@
 //!    and resends;
 //! 4. queues a renewal of every live session every `edge_session_renew_ms`, so none expires;
 //! 5. sends a node heartbeat every `edge_node_heartbeat_ms` (connections, IPs, room counts — as
-//!    reported to control, i.e. authenticated connections — and the draining flag).
+//!    reported to control, i.e. authenticated connections — and the draining flag); the last one,
+//!    sent by [`SessionReporter::shutdown`] once the edge's connections are closed and their
+//!    disconnects sent, says `stopped`, so control marks the node dead at once instead of waiting
+//!    for its heartbeat timeout.
+//!
+//! A connect hands the edge a [`ConnectAck`] that resolves once control has accepted the batch
+//! carrying it (see [`crate::buffer`] for how positions tell): the edge holds the client's auth reply
+//! until then (bounded by the edge's `edge_auth_report_timeout_ms`), so a push sent as soon as the
+//! client has its reply finds the session. Connects keep sharing batches: waiting adds no call.
 //!
 //! While control is unreachable the edge keeps working and the buffer absorbs the changes (see
 //! [`crate::buffer`] for its bound); everything is delivered once control is back.
@@ -25,9 +35,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rim_edge::channel::Channel;
+use rim_edge::hooks::ConnectAck;
 use rim_edge::{EdgeAddrs, EdgeEvents};
 use rim_proto::schema::{NodeHeartbeat, NodeRegistration, SessionBatch, SessionEvent};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -46,8 +57,12 @@ struct Shared {
     buffer: Mutex<Buffer>,
     wake: Notify,
     draining: AtomicBool,
+    /// Set for the last heartbeat: the edge's connections are closed.
+    stopped: AtomicBool,
     /// Events taken from the buffer and not yet accepted by control.
     inflight: AtomicUsize,
+    /// The highest buffer position whose changes control has accepted (see [`crate::buffer`]).
+    accepted: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -65,6 +80,7 @@ pub struct SessionReporter {
     shared: Arc<Shared>,
     config: LinkConfig,
     node_id: String,
+    boot_id: String,
     running: Mutex<Option<Running>>,
 }
 
@@ -85,10 +101,13 @@ impl SessionReporter {
                 buffer: Mutex::new(Buffer::new(config.edge_link_buffer)),
                 wake: Notify::new(),
                 draining: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
                 inflight: AtomicUsize::new(0),
+                accepted: watch::Sender::new(0),
             }),
             config,
             node_id,
+            boot_id: format!("{:032x}", rand::random::<u128>()),
             running: Mutex::new(None),
         })
     }
@@ -96,6 +115,11 @@ impl SessionReporter {
     /// The node id this edge reports as.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// This life's boot id (random, made when the reporter is created, i.e. once per process).
+    pub fn boot_id(&self) -> &str {
+        &self.boot_id
     }
 
     /// Starts registering and reporting for the edge bound at `addrs` (ports and push URL come from
@@ -112,7 +136,9 @@ impl SessionReporter {
         let link = Arc::new(Link {
             shared: self.shared.clone(),
             client,
-            registration: self.config.registration(&self.node_id, addrs),
+            registration: self
+                .config
+                .registration(&self.node_id, &self.boot_id, addrs),
             generation: tokio::sync::Mutex::new(0),
             stop: stop.clone(),
             backoff: self.config.backoff(),
@@ -123,6 +149,7 @@ impl SessionReporter {
         });
         tracing::info!(
             node = %self.node_id,
+            boot_id = %self.boot_id,
             control = %self.config.edge_control_url,
             push_url = %link.registration.push_url,
             region = %link.registration.region,
@@ -144,16 +171,16 @@ impl SessionReporter {
     /// heartbeat loop carries the state once it is).
     async fn heartbeat_now(&self) {
         let link = self.running.lock().as_ref().map(|r| r.link.clone());
-        if let Some(link) = link
-            && link.is_registered()
-        {
-            let _ = tokio::time::timeout(self.config.control_timeout(), link.heartbeat()).await;
+        if let Some(link) = link {
+            link.heartbeat_if_registered(self.config.control_timeout())
+                .await;
         }
     }
 
     /// Marks the edge draining, waits up to `timeout` for every queued event to be accepted (call
     /// it after the edge's shutdown, so the disconnects of the closed clients go out), sends a last
-    /// heartbeat and stops. Returns true if everything was sent.
+    /// heartbeat saying `stopped` (best effort, bounded by `edge_control_timeout_ms`) and stops.
+    /// Returns true if every session event was sent.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
         self.shared.draining.store(true, Ordering::Relaxed);
         let flushed = tokio::time::timeout(timeout, async {
@@ -169,12 +196,18 @@ impl SessionReporter {
                 "edge link stopped with unsent session events"
             );
         }
-        self.heartbeat_now().await;
+        // The periodic heartbeats stop first, so that none can reach control after the last one.
         let running = self.running.lock().take();
         if let Some(running) = running {
             running.stop.cancel();
             let _ = running.task.await;
+            self.shared.stopped.store(true, Ordering::Relaxed);
+            running
+                .link
+                .heartbeat_if_registered(self.config.control_timeout())
+                .await;
         }
+        tracing::info!(node = %self.node_id, flushed, "edge link stopped");
         flushed
     }
 
@@ -186,9 +219,19 @@ impl SessionReporter {
 }
 
 impl EdgeEvents for SessionReporter {
-    fn connected(&self, channel: &Channel) {
-        let outcome = self.shared.buffer.lock().connected(channel, now_ms());
+    fn connected(&self, channel: &Channel) -> Option<ConnectAck> {
+        let (outcome, position) = {
+            let mut buffer = self.shared.buffer.lock();
+            let outcome = buffer.connected(channel, now_ms());
+            (outcome, buffer.position(channel.key()))
+        };
         self.shared.note(outcome);
+        let position = position.filter(|_| outcome == Noted::Queued)?;
+        let mut accepted = self.shared.accepted.subscribe();
+        Some(Box::pin(async move {
+            // An error means the reporter is gone: nothing more will be accepted, stop waiting.
+            let _ = accepted.wait_for(|&up_to| up_to >= position).await;
+        }))
     }
 
     fn disconnected(&self, channel: &Channel, still_owned: bool) {
@@ -269,6 +312,14 @@ impl Link {
         }
     }
 
+    /// Sends one heartbeat bounded by `timeout`, unless the node is not registered (or registering
+    /// again right now).
+    async fn heartbeat_if_registered(&self, timeout: Duration) {
+        if self.is_registered() {
+            let _ = tokio::time::timeout(timeout, self.heartbeat()).await;
+        }
+    }
+
     /// True once registered and not registering again right now.
     fn is_registered(&self) -> bool {
         self.generation
@@ -307,12 +358,12 @@ impl Link {
                 }
             }
             loop {
-                let events = {
+                let (events, up_to) = {
                     let mut buffer = self.shared.buffer.lock();
                     let events = buffer.take(self.batch);
                     self.shared.inflight.store(events.len(), Ordering::Relaxed);
                     metrics::buffer(buffer.unsent(), buffer.ended());
-                    events
+                    (events, buffer.taken_up_to())
                 };
                 if events.is_empty() {
                     break;
@@ -322,6 +373,7 @@ impl Link {
                 if !delivered {
                     return;
                 }
+                self.shared.accepted.send_replace(up_to);
             }
         }
     }
@@ -399,6 +451,7 @@ impl Link {
                     ip_count: load.ips,
                     rooms: load.rooms,
                     draining: self.shared.draining.load(Ordering::Relaxed),
+                    stopped: self.shared.stopped.load(Ordering::Relaxed),
                 }
             };
             let result = self.client.heartbeat(&report).await;

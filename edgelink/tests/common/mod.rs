@@ -87,8 +87,18 @@ impl TestEdge {
     /// Starts an edge on loopback with `verifier` (insecure goim JSON when `None`) and a started
     /// reporter configured by `link`.
     pub async fn start(link: LinkConfig, verifier: Option<Arc<dyn Verifier>>) -> Self {
+        Self::start_with(link, verifier, |_| {}).await
+    }
+
+    /// [`TestEdge::start`] after letting `tweak` adjust the edge's config.
+    pub async fn start_with(
+        link: LinkConfig,
+        verifier: Option<Arc<dyn Verifier>>,
+        tweak: impl FnOnce(&mut EdgeConfig),
+    ) -> Self {
         let mut config = EdgeConfig::local().unwrap();
         config.edge_auth = AuthMode::Insecure;
+        tweak(&mut config);
         let verifier = match verifier {
             Some(verifier) => verifier,
             None => rim_edge::auth::from_config(&config).unwrap(),
