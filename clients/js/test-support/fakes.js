@@ -5,7 +5,8 @@ import { Op, decode, encode, encodeBatch } from '../src/protocol.js';
 
 /** Lets pending promise callbacks run (a few macrotask turns). */
 export async function flush(turns = 5) {
-  for (let i = 0; i < turns; i++) await new Promise((resolve) => setImmediate(resolve));
+  const tick = typeof setImmediate === 'function' ? setImmediate : (fn) => setTimeout(fn, 0);
+  for (let i = 0; i < turns; i++) await new Promise((resolve) => tick(resolve));
 }
 
 /** A manual clock: timers fire only inside `advance`. */
