@@ -2,7 +2,8 @@
 //!
 //! API keys are created here: the answer to `POST /v1/admin/api-keys` is the only time the secret
 //! is shown; the store keeps its SHA-256 only. Draining a node tells the balancer to send it no new
-//! clients while its connections finish (the edge itself may also report draining on shutdown).
+//! clients while its connections finish (the edge itself may also report draining on shutdown); an
+//! admin's drain lasts across the node's restarts until `POST /v1/admin/nodes/{id}/undrain`.
 
 use crate::auth::generate_key;
 use crate::error::ApiError;
@@ -32,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/api-keys", get(api_keys).post(create_api_key))
         .route("/v1/admin/api-keys/{id}", delete(revoke_api_key))
         .route("/v1/admin/nodes/{id}/drain", post(drain_node))
+        .route("/v1/admin/nodes/{id}/undrain", post(undrain_node))
 }
 
 /// Requires the admin scope.
@@ -192,13 +194,29 @@ async fn drain_node(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    admin(&state, &headers).await?;
-    timed_store(
-        "set_node_state",
-        state.store.set_node_state(&id, NodeState::Draining),
-    )
-    .await?;
+    set_state(&state, &headers, &id, NodeState::Draining).await
+}
+
+/// `POST /v1/admin/nodes/{id}/undrain`: lifts an admin's drain (a dead node stays dead until it
+/// registers); 204, or 404 for an unknown node.
+async fn undrain_node(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    set_state(&state, &headers, &id, NodeState::Active).await
+}
+
+/// Sets a node's state by admin request.
+async fn set_state(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    node_state: NodeState,
+) -> Result<StatusCode, ApiError> {
+    admin(state, headers).await?;
+    timed_store("set_node_state", state.store.set_node_state(id, node_state)).await?;
     state.directory.invalidate();
-    tracing::info!(node = %id, "node draining by admin request");
+    tracing::info!(node = %id, state = node_state.as_str(), "node state set by admin request");
     Ok(StatusCode::NO_CONTENT)
 }

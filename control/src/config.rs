@@ -42,6 +42,22 @@ pub struct ControlConfig {
     #[arg(long, env = "RIM_CONTROL_MAX_TARGETS", default_value_t = 1_000)]
     pub control_max_targets: usize,
 
+    /// Most sessions of one user a push reaches: a user with more live sessions gets the most
+    /// recently connected ones (the answer lists such users in `capped_mids`), so one user id
+    /// shared by a runaway client cannot load unbounded rows into one push.
+    #[arg(long, env = "RIM_CONTROL_MAX_SESSIONS_PER_USER", default_value_t = 64)]
+    pub control_max_sessions_per_user: usize,
+
+    /// Most bus records one push may become (one per key, per user and region, or per region for
+    /// rooms and broadcasts); a push resolving to more gets 400 and nothing is sent. Times the body
+    /// limit, this bounds the memory of one push.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_MAX_RECORDS_PER_PUSH",
+        default_value_t = 2_000
+    )]
+    pub control_max_records_per_push: usize,
+
     /// URL of the business backend's auth webhook (edges forward client auth bodies here through
     /// `/edge/v1/auth`). Unset: the auth hook answers 404.
     #[arg(long, env = "RIM_CONTROL_AUTH_WEBHOOK_URL")]
@@ -65,7 +81,8 @@ pub struct ControlConfig {
     pub control_node_timeout_ms: i64,
 
     /// How long the cached node directory (node → region) is trusted before it is re-read from the
-    /// store, in milliseconds. A node missing from it forces an earlier refresh.
+    /// store, in milliseconds. A node missing from it forces an earlier refresh; while the store
+    /// fails, the last good copy is used.
     #[arg(long, env = "RIM_CONTROL_NODE_CACHE_MS", default_value_t = 1_000)]
     pub control_node_cache_ms: u64,
 
@@ -73,6 +90,12 @@ pub struct ControlConfig {
     /// `rim_control_requests_shed_total`) instead of queueing without bound.
     #[arg(long, env = "RIM_CONTROL_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub control_max_in_flight: usize,
+
+    /// Most edge API requests (register, heartbeat, sessions, auth) handled at once, a limit apart
+    /// from the business one, so business load or a slow broker cannot starve edge heartbeats (which
+    /// would get every node declared dead); beyond it edge calls get 503 and retry.
+    #[arg(long, env = "RIM_CONTROL_EDGE_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub control_edge_max_in_flight: usize,
 
     /// HTTPDNS answer settings (`/goim/nodes/weighted`, `/v1/dns`).
     #[command(flatten)]
@@ -90,12 +113,15 @@ impl Default for ControlConfig {
             control_edge_body_limit: 4 * 1024 * 1024,
             control_max_session_batch: 20_000,
             control_max_targets: 1_000,
+            control_max_sessions_per_user: 64,
+            control_max_records_per_push: 2_000,
             control_auth_webhook_url: None,
             control_auth_webhook_timeout_ms: 3_000,
             control_sweep_interval_ms: 5_000,
             control_node_timeout_ms: 60_000,
             control_node_cache_ms: 1_000,
             control_max_in_flight: 4096,
+            control_edge_max_in_flight: 1024,
             balancer: BalancerConfig::default(),
         }
     }

@@ -6,8 +6,8 @@
 //!
 //! | route | request | success | meaning |
 //! |---|---|---|---|
-//! | `/edge/v1/register` | `NodeRegistration` | 204 | node known and active (call again after a 404) |
-//! | `/edge/v1/heartbeat` | `NodeHeartbeat` | 204 | counts, room counts and draining flag stored |
+//! | `/edge/v1/register` | `NodeRegistration` | 204 | node known and active (call again after a 404); a new `boot_id` ends the previous life's sessions |
+//! | `/edge/v1/heartbeat` | `NodeHeartbeat` | 204 | counts, room counts and draining flag stored; `stopped` marks the node dead at once |
 //! | `/edge/v1/sessions` | `SessionBatch` | 200, JSON `SessionApplyReport` | events applied in order |
 //! | `/edge/v1/auth` | `AuthRequest` | 200, `AuthResponse` | business webhook accepted or refused the client |
 //!
@@ -24,7 +24,12 @@
 //! counted in the report's `ignored`, so one bad event never blocks the rest of its batch.
 //! Session events are applied with `Store::apply_session_events`, whose rules make redelivery
 //! safe: a duplicate connect is a no-op replace, a stale disconnect (another connection owns the key
-//! now) is ignored, so an edge may resend a batch whose answer it did not get.
+//! now) is ignored, so an edge may resend a batch whose answer it did not get. A connect that takes a
+//! key from another connection (on another node, or another connection of the same node) has the
+//! old connection closed by its edge ([`crate::takeover`]).
+//!
+//! These routes have their own bound on requests in flight (`control_edge_max_in_flight`), apart
+//! from the business APIs', so heartbeats get through whatever the business load.
 
 use crate::error::ApiError;
 use crate::input::read_body;
@@ -137,13 +142,23 @@ async fn register(
 ) -> Result<StatusCode, ApiError> {
     let node: NodeRegistration = decode(&state, &headers, body).await?;
     check_registration(&node)?;
-    timed_store(
+    if node.boot_id.len() > MAX_ID_LEN {
+        return Err(ApiError::BadRequest(format!(
+            "boot_id longer than {MAX_ID_LEN} bytes"
+        )));
+    }
+    let report = timed_store(
         "register_node",
         state.store.register_node(&node, crate::now_ms()),
     )
     .await?;
     state.directory.invalidate();
-    tracing::info!(node = %node.node_id, region = %node.region, "edge registered");
+    if report.restarted {
+        tracing::info!(node = %node.node_id, region = %node.region, boot_id = %node.boot_id,
+            sessions_ended = report.sessions_ended, "edge restarted; its previous life's sessions ended");
+    } else {
+        tracing::info!(node = %node.node_id, region = %node.region, "edge registered");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -170,6 +185,10 @@ async fn heartbeat(
         state.store.node_heartbeat(&report, crate::now_ms()),
     )
     .await?;
+    if report.stopped {
+        state.directory.invalidate();
+        tracing::info!(node = %report.node_id, "edge stopped; node dead and its sessions ended");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -237,6 +256,9 @@ async fn sessions(
     )
     .await?;
     report.ignored += invalid;
+    state
+        .takeovers
+        .notify(&state, std::mem::take(&mut report.displaced));
     metrics::counter!("rim_control_session_events_total").increment(total as u64);
     metrics::counter!("rim_control_session_events_invalid_total").increment(invalid);
     Ok(Json(report).into_response())

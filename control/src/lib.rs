@@ -5,7 +5,10 @@
 //! - [`goim`]: the goim-compatible business routes (`/goim/*`).
 //! - [`v1`] and [`admin`]: rim's versioned JSON API, described by [`openapi`] at `/v1/openapi.json`.
 //! - [`edge_api`]: what edges call (register, heartbeat, session batches, auth webhook).
-//! - `/metrics`, `/healthz`.
+//! - `/metrics`, and [`health`] (`/healthz`: store and broker reachable).
+//!
+//! Key takeovers that the store reports are turned into close notices for the old edge by
+//! [`takeover`].
 //!
 //! All state lives in the [`rim_store::Store`]; pushes go through the [`push`] pipeline to the
 //! [`rim_bus::BusProducer`]. Any number of instances can serve the same store and bus. Entry points:
@@ -15,17 +18,18 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
-pub mod directory;
 pub mod dns;
 pub mod edge_api;
 pub mod error;
 pub mod goim;
+pub mod health;
 pub mod input;
 pub mod observe;
 pub mod openapi;
 pub mod push;
 pub mod server;
 pub mod state;
+pub mod takeover;
 pub mod v1;
 pub mod webhook;
 

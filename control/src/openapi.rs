@@ -102,11 +102,12 @@ pub fn document() -> Value {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
                 "PushReport": {"type": "object", "properties": {
                     "message_id": {"type": "string", "description": "UUIDv7 of the push"},
-                    "sessions": {"type": "integer", "description": "sessions addressed (keys and users pushes)"},
+                    "sessions": {"type": "integer", "description": "connections addressed: live sessions of the keys or users; for rooms and broadcasts, connections in the room or online as of the edges' last heartbeats"},
                     "regions": {"type": "array", "items": {"type": "string"}},
                     "records": {"type": "integer", "description": "bus records published"},
                     "offline_keys": {"type": "array", "items": {"type": "string"}},
-                    "offline_mids": {"type": "array", "items": {"type": "integer", "format": "int64"}}
+                    "offline_mids": {"type": "array", "items": {"type": "integer", "format": "int64"}},
+                    "capped_mids": {"type": "array", "items": {"type": "integer", "format": "int64"}, "description": "users with more live sessions than the per-user bound: only their newest sessions were targeted"}
                 }},
                 "Scope": {"type": "string", "enum": ["push", "read", "admin"]}
             }
@@ -159,7 +160,9 @@ pub fn document() -> Value {
             "/v1/admin/api-keys/{id}": {"delete": with_parameters(operation("Revoke an API key", Some("admin"), None,
                     ("204", json!({"description": "revoked"}))), json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]))},
             "/v1/admin/nodes/{id}/drain": {"post": with_parameters(operation("Drain an edge node: no new clients", Some("admin"), None,
-                    ("204", json!({"description": "draining"}))), json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]))}
+                    ("204", json!({"description": "draining"}))), json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]))},
+            "/v1/admin/nodes/{id}/undrain": {"post": with_parameters(operation("Lift an admin's drain of an edge node (drains last across restarts until lifted)", Some("admin"), None,
+                    ("204", json!({"description": "active again"}))), json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]))}
         }
     })
 }

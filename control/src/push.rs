@@ -2,16 +2,24 @@
 //!
 //! Targets are resolved against the store (user → sessions → keys → nodes → regions; keys →
 //! sessions → nodes → regions; room and broadcast → every region with live nodes). Each push gets a
-//! UUIDv7 message id (time-ordered, unique across instances; edges and clients drop duplicates by
-//! it) and becomes one [`PushMessage`] record per target and region, keyed by its target
-//! (`key:<key>`, `mid:<mid>`, `room:<room>`, `broadcast`) so one target's pushes stay ordered in one
-//! partition. The caller is answered only after the bus accepted every record; if the bus fails,
-//! nothing is reported as sent (the bus contract says none may be assumed delivered).
+//! UUIDv7 message id (time-ordered, unique across instances) and becomes one [`PushMessage`] record
+//! per target and region, keyed by its target (`key:<key>`, `mid:<mid>`, `room:<room>`,
+//! `broadcast`) so one target's pushes stay ordered in one partition. The records of one push are
+//! numbered 0, 1, 2, ... (`PushMessage.record`): edges and clients drop duplicate deliveries by
+//! (message id, record), so the records of a push to several users or keys never collide. The
+//! caller is answered only after the bus accepted every record; if the bus fails, nothing is
+//! reported as sent (the bus contract says none may be assumed delivered).
+//!
+//! Bounds, each a 400 with a message: operations below [`MIN_BUSINESS_OPERATION`], more than
+//! `control_max_targets` targets, user id 0 (goim's anonymous sessions: every anonymous client is
+//! "user 0", so it names no one and would load unbounded rows), and a push resolving to more than
+//! `control_max_records_per_push` records. A user with more than `control_max_sessions_per_user`
+//! live sessions gets the most recently connected ones, and is named in the report's `capped_mids`.
 //!
 //! Unlike goim, which answers success for users who are offline, the report names the offline
-//! users and keys.
+//! users and keys, and room and broadcast answers count the connections targeted (from the edges'
+//! last heartbeats) instead of 0.
 
-use crate::directory::NodeSnapshot;
 use crate::error::ApiError;
 use crate::observe::{timed_publish, timed_store};
 use crate::state::AppState;
@@ -19,7 +27,7 @@ use bytes::Bytes;
 use rim_bus::OutgoingPush;
 use rim_proto::schema::push_message::Target;
 use rim_proto::schema::{BroadcastTarget, KeyOnNode, KeysTarget, PushMessage, RoomTarget};
-use rim_store::Session;
+use rim_store::{NodeSnapshot, Session};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -74,8 +82,9 @@ pub struct PushRequest {
 pub struct PushReport {
     /// The push's id (UUIDv7); edges and clients drop duplicate deliveries by it.
     pub message_id: String,
-    /// Sessions the push was addressed to (keys and users pushes; 0 for room and broadcast,
-    /// whose recipients the edges determine).
+    /// Connections the push was addressed to: the live sessions of the keys and users, or, for a
+    /// room or broadcast, the connections in the room or online as of the edges' last heartbeats
+    /// (on live nodes).
     pub sessions: u64,
     /// Regions whose topics received a record.
     pub regions: Vec<String>,
@@ -87,6 +96,10 @@ pub struct PushReport {
     /// Requested users without a live session.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub offline_mids: Vec<i64>,
+    /// Requested users with more live sessions than `control_max_sessions_per_user`: only their
+    /// most recently connected sessions were targeted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capped_mids: Vec<i64>,
 }
 
 /// Checks a push's operation and target against the configured bounds (400 otherwise).
@@ -106,7 +119,15 @@ pub fn validate(request: &PushRequest, max_targets: usize) -> Result<(), ApiErro
             }
             keys.len()
         }
-        PushTarget::Mids(mids) => mids.len(),
+        PushTarget::Mids(mids) => {
+            if mids.contains(&0) {
+                return Err(ApiError::BadRequest(
+                    "mid 0 is no push target: it stands for every anonymous session, not a user"
+                        .into(),
+                ));
+            }
+            mids.len()
+        }
         PushTarget::Room(room) => {
             validate_room(room)?;
             1
@@ -154,6 +175,7 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
         operation: request.operation,
         body: request.body,
         accepted_at_unix_ms: now,
+        record: 0,
         target: None,
     };
     let mut report = PushReport {
@@ -167,7 +189,7 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
                 timed_store("sessions_by_keys", state.store.sessions_by_keys(&keys, now)).await?;
             let nodes = state
                 .directory
-                .snapshot_with(sessions.iter().map(|s| s.node_id.as_str()))
+                .snapshot_knowing(&node_ids(&sessions))
                 .await?;
             let mut records = Vec::new();
             let mut online = BTreeSet::new();
@@ -193,11 +215,20 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
         }
         PushTarget::Mids(mids) => {
             let mids = dedup(mids);
-            let sessions =
-                timed_store("sessions_by_mids", state.store.sessions_by_mids(&mids, now)).await?;
+            let per_user = state.config.control_max_sessions_per_user;
+            // One more than the bound tells a capped user from one with exactly the bound.
+            let sessions = timed_store(
+                "newest_sessions_by_mids",
+                state
+                    .store
+                    .newest_sessions_by_mids(&mids, per_user.saturating_add(1), now),
+            )
+            .await?;
+            let (sessions, capped) = cap_per_user(sessions, per_user);
+            report.capped_mids = capped;
             let nodes = state
                 .directory
-                .snapshot_with(sessions.iter().map(|s| s.node_id.as_str()))
+                .snapshot_knowing(&node_ids(&sessions))
                 .await?;
             let grouped = group_by_mid_and_region(&sessions, &nodes);
             let mut records = Vec::new();
@@ -219,6 +250,12 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
             records
         }
         PushTarget::Room(room) => {
+            let online = timed_store(
+                "room_online",
+                state.store.room_online(std::slice::from_ref(&room)),
+            )
+            .await?;
+            report.sessions = online.values().sum();
             let nodes = state.directory.snapshot().await?;
             let target = Target::Room(RoomTarget { room: room.clone() });
             nodes
@@ -227,6 +264,9 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
                 .collect()
         }
         PushTarget::Broadcast { speed } => {
+            report.sessions = timed_store("online_totals", state.store.online_totals())
+                .await?
+                .conn_count;
             let nodes = state.directory.snapshot().await?;
             let target = Target::Broadcast(BroadcastTarget { speed });
             nodes
@@ -235,6 +275,19 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
                 .collect()
         }
     };
+    let mut records = records;
+    let limit = state.config.control_max_records_per_push;
+    if records.len() > limit {
+        return Err(ApiError::BadRequest(format!(
+            "this push resolves to {} bus records (one per key, per user and region, or per region); \
+             at most {limit} per push: split it",
+            records.len()
+        )));
+    }
+    for (index, record) in records.iter_mut().enumerate() {
+        // Bounded by the check above, far below u32::MAX.
+        record.message.record = u32::try_from(index).unwrap_or(u32::MAX);
+    }
     report.records = records.len();
     report.regions = records
         .iter()
@@ -249,6 +302,11 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
     Ok(report)
 }
 
+/// The nodes holding these sessions.
+fn node_ids(sessions: &[Session]) -> Vec<&str> {
+    sessions.iter().map(|s| s.node_id.as_str()).collect()
+}
+
 /// Removes repeated targets, keeping first-seen order (a key named twice gets one record).
 fn dedup<T: Ord + Clone>(items: Vec<T>) -> Vec<T> {
     let mut seen = BTreeSet::new();
@@ -256,6 +314,31 @@ fn dedup<T: Ord + Clone>(items: Vec<T>) -> Vec<T> {
         .into_iter()
         .filter(|item| seen.insert(item.clone()))
         .collect()
+}
+
+/// Keeps at most `per_user` sessions of each user, the most recently connected (ties by key);
+/// returns them (ordered by key, as the store answers) and the users that had more.
+fn cap_per_user(sessions: Vec<Session>, per_user: usize) -> (Vec<Session>, Vec<i64>) {
+    let mut by_mid: BTreeMap<i64, Vec<Session>> = BTreeMap::new();
+    for session in sessions {
+        by_mid.entry(session.mid).or_default().push(session);
+    }
+    let mut capped = Vec::new();
+    let mut kept = Vec::new();
+    for (mid, mut of_user) in by_mid {
+        if of_user.len() > per_user {
+            capped.push(mid);
+            of_user.sort_unstable_by(|a, b| {
+                b.connected_at
+                    .cmp(&a.connected_at)
+                    .then_with(|| a.key.cmp(&b.key))
+            });
+            of_user.truncate(per_user);
+        }
+        kept.extend(of_user);
+    }
+    kept.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    (kept, capped)
 }
 
 /// Sessions of each user on live nodes, grouped by (user, region): one record each.
@@ -289,7 +372,7 @@ fn keys_target<'a>(sessions: impl IntoIterator<Item = &'a Session>) -> Target {
 }
 
 /// One bus record of the push for one target in one region.
-fn record(
+pub(crate) fn record(
     template: &PushMessage,
     region: &str,
     partition_key: String,

@@ -1,6 +1,12 @@
 //! Putting an instance together: the router of every API, the background expiry sweeper, and the
 //! listener with graceful shutdown.
 //!
+//! The edge API and the business APIs have separate bounds on requests in flight, so business load
+//! (or a slow broker holding pushes) cannot starve edge heartbeats until every node is declared
+//! dead. The sweeper runs on every instance but sweeps only while it holds the store's sweeper
+//! lease (renewed each round), so one instance sweeps at a time; node timeouts are judged by the
+//! store's clock.
+//!
 //! [`start`] binds (port 0 works, for tests and `rim dev`) and returns a handle that knows its
 //! address; [`serve`] is the same for a process that simply runs until a shutdown signal. The
 //! listener speaks HTTP/1.1 and cleartext HTTP/2 (h2c, prior knowledge) on the same port: busy
@@ -10,7 +16,7 @@ use crate::config::ControlConfig;
 use crate::error::ApiError;
 use crate::observe::{timed_store, track_requests};
 use crate::state::AppState;
-use crate::{admin, edge_api, goim, openapi, v1};
+use crate::{admin, edge_api, goim, health, openapi, v1};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::http::header;
@@ -31,36 +37,50 @@ use tower::load_shed::LoadShedLayer;
 use tower::{BoxError, ServiceBuilder};
 use tower_http::trace::TraceLayer;
 
-/// Every route of the control plane, with request metrics, tracing and a bound on requests in
-/// flight (shared by all routes; excess requests get 503 at once).
+/// Every route of the control plane, with request metrics, tracing, and bounds on requests in
+/// flight: one for the business and admin APIs, one for the edge API (excess requests get 503 at
+/// once). Health and metrics are outside both, so they answer under any load.
 pub fn build_router(state: AppState) -> Router {
-    let max_in_flight = state.config.control_max_in_flight.max(1);
-    Router::new()
+    let business = Router::new()
         .merge(goim::routes())
         .merge(v1::routes())
         .merge(admin::routes())
-        .merge(edge_api::routes())
         .route(
             "/v1/openapi.json",
             get(|| async { Json(openapi::document()) }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
+        );
+    Router::new()
+        .merge(limited(
+            business,
+            "business",
+            state.config.control_max_in_flight,
+        ))
+        .merge(limited(
+            edge_api::routes(),
+            "edge",
+            state.config.control_edge_max_in_flight,
+        ))
+        .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
-                .layer(LoadShedLayer::new())
-                .layer(GlobalConcurrencyLimitLayer::new(max_in_flight)),
-        )
         .layer(axum::middleware::from_fn(track_requests))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// The answer to a request shed because too many are in flight.
-async fn overloaded(error: BoxError) -> ApiError {
-    metrics::counter!("rim_control_requests_shed_total").increment(1);
+/// `routes` behind their own bound of `max_in_flight` requests; `api` labels the shed counter.
+fn limited(routes: Router<AppState>, api: &'static str, max_in_flight: usize) -> Router<AppState> {
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |error| overloaded(api, error)))
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::new(max_in_flight.max(1))),
+    )
+}
+
+/// The answer to a request shed because too many of its API are in flight.
+async fn overloaded(api: &'static str, error: BoxError) -> ApiError {
+    metrics::counter!("rim_control_requests_shed_total", "api" => api).increment(1);
     ApiError::Unavailable(format!("control plane overloaded, retry later: {error}"))
 }
 
@@ -72,15 +92,45 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Periodically removes expired sessions and marks silent nodes dead, until `stop` changes.
+/// Periodically removes expired sessions and marks silent nodes dead while this instance holds the
+/// sweeper lease, until `stop` changes. The lease lasts three intervals, so another instance takes
+/// over within that once this one stops renewing it.
 async fn sweep(state: AppState, mut stop: watch::Receiver<bool>) {
     let every = Duration::from_millis(state.config.control_sweep_interval_ms.max(100));
+    let lease_ms = i64::try_from(every.as_millis().saturating_mul(3)).unwrap_or(i64::MAX);
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut holding = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
+        }
+        let lease = timed_store(
+            "sweeper_lease",
+            state
+                .store
+                .sweeper_lease(&state.instance_id, lease_ms, crate::now_ms()),
+        )
+        .await;
+        match lease {
+            Ok(true) => {
+                if !holding {
+                    tracing::info!(instance = %state.instance_id, "this instance runs the expiry sweep");
+                }
+                holding = true;
+            }
+            Ok(false) => {
+                if holding {
+                    tracing::info!(instance = %state.instance_id, "another instance runs the expiry sweep now");
+                }
+                holding = false;
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "sweeper lease unavailable; retrying next interval");
+                continue;
+            }
         }
         match timed_store(
             "expire",

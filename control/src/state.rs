@@ -3,11 +3,11 @@
 
 use crate::auth::{CallerAuth, EdgeAuth};
 use crate::config::ControlConfig;
-use crate::directory::NodeDirectory;
+use crate::takeover::Takeovers;
 use crate::webhook::AuthWebhook;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rim_bus::BusProducer;
-use rim_store::Store;
+use rim_store::{DirectorySettings, NodeDirectory, Store};
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +24,12 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Where accepted pushes go.
     pub bus: Arc<dyn BusProducer>,
-    /// Cached node → region map.
+    /// Cached node table (node → region, live regions, the balancer's candidates).
     pub directory: NodeDirectory,
+    /// This instance's name as the holder of the store's sweeper lease (random per start).
+    pub instance_id: String,
+    /// Close notices for connections whose key was taken over.
+    pub takeovers: Takeovers,
     /// API key checks for business callers.
     pub callers: CallerAuth,
     /// Cluster-secret check for edges.
@@ -68,8 +72,11 @@ impl AppState {
         Ok(Self(Arc::new(Shared {
             directory: NodeDirectory::new(
                 store.clone(),
-                Duration::from_millis(config.control_node_cache_ms),
+                "control",
+                DirectorySettings::new(Duration::from_millis(config.control_node_cache_ms)),
             ),
+            instance_id: format!("control-{}", uuid::Uuid::now_v7().simple()),
+            takeovers: Takeovers::default(),
             callers: CallerAuth::new(config.control_admin_key.as_deref()),
             edges: EdgeAuth::new(cluster_secret),
             webhook,

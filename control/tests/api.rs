@@ -343,9 +343,10 @@ async fn duplicate_and_out_of_order_session_events_keep_the_newest_session() {
     let (status, report) = h.sessions("n1", vec![disconnect("dev", 7, 1, t + 5)]).await;
     assert_eq!(status, 200);
     assert_eq!(report["ignored"], 1, "{report}");
-    // A connect older than the stored session (delivered late) does not take the key back.
+    // A connect of n2 older than n2's stored session (a replaced connection's, delivered late)
+    // does not take the key back (across nodes, arrival order decides instead: see takeovers).
     let (status, report) = h
-        .sessions("n1", vec![connect("dev", 7, 2, t + 1, "")])
+        .sessions("n2", vec![connect("dev", 7, 8, t + 5, "")])
         .await;
     assert_eq!(
         (status, report["ignored"].as_u64()),
@@ -365,8 +366,18 @@ async fn duplicate_and_out_of_order_session_events_keep_the_newest_session() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["sessions"], 1);
     let records = drain(&bus, "sh").await;
-    assert_eq!(records.len(), 1);
-    match &records[0].message.target {
+    assert_eq!(records.len(), 2, "{records:?}");
+    // First the notice closing n1's connection, which n2's connect took the key from.
+    assert_eq!(records[0].partition_key, "key:dev");
+    assert_eq!(
+        records[0].message.target,
+        Some(Target::Superseded(rim_proto::schema::SupersededSession {
+            key: "dev".into(),
+            node_id: "n1".into(),
+            connection_id: 1
+        }))
+    );
+    match &records[1].message.target {
         Some(Target::Keys(keys)) => {
             assert_eq!(keys.keys.len(), 1);
             assert_eq!(
@@ -643,6 +654,7 @@ async fn openapi_document_lists_exactly_the_served_v1_routes() {
         ("POST", "/v1/admin/api-keys"),
         ("DELETE", "/v1/admin/api-keys/{id}"),
         ("POST", "/v1/admin/nodes/{id}/drain"),
+        ("POST", "/v1/admin/nodes/{id}/undrain"),
     ];
     for (method, path) in served {
         assert!(

@@ -116,34 +116,46 @@ async fn without_a_webhook_the_hook_refuses_with_404() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_beyond_the_in_flight_bound_are_shed_with_503() {
+async fn edge_calls_beyond_their_in_flight_bound_are_shed_and_business_calls_are_not() {
     let config = ControlConfig {
         control_auth_webhook_url: Some(start_business().await),
         control_auth_webhook_timeout_ms: 2_000,
+        control_edge_max_in_flight: 1,
         control_max_in_flight: 1,
         ..config()
     };
     let h = start(config, memory_store(), Arc::new(MemoryBus::new(10))).await;
-    // A slow webhook call holds the only slot; meanwhile other requests are refused at once.
+    h.register("n1", "sh").await;
+    // A slow webhook call holds the edge API's only slot; other edge calls are refused at once,
+    // while the business API, bounded apart, still answers.
     let probe = async {
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let response = h.http.get(h.url("/healthz")).send().await.unwrap();
+            let report = rim_proto::schema::NodeHeartbeat {
+                node_id: "n1".into(),
+                ..Default::default()
+            };
+            let response = h.edge("/edge/v1/heartbeat", &report).await;
             if response.status() == 503 {
                 let body: Value = response.json().await.unwrap();
-                return body["message"].as_str().unwrap().to_owned();
+                let (status, _) =
+                    Harness::call(h.with_key(reqwest::Method::GET, "/v1/online/total", ADMIN_KEY))
+                        .await;
+                return (body["message"].as_str().unwrap().to_owned(), status);
             }
+            assert_eq!(response.status(), 204);
             assert!(std::time::Instant::now() < deadline, "never shed");
         }
     };
-    let ((status, _), message) = tokio::join!(ask(&h, "slow"), probe);
+    let ((status, _), (message, business)) = tokio::join!(ask(&h, "slow"), probe);
     assert_eq!(status, 502);
     assert!(message.contains("overloaded"), "{message}");
-    // The slot is free again.
     assert_eq!(
-        h.http.get(h.url("/healthz")).send().await.unwrap().status(),
-        200
+        business, 200,
+        "the business API was starved by an edge call"
     );
+    // The slot is free again.
+    assert_eq!(h.heartbeat("n1", 0, &[]).await, 204);
     h.control.shutdown().await.unwrap();
 }

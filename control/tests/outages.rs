@@ -62,6 +62,9 @@ async fn postgres_restart_gives_503_then_recovers() {
     );
     let (status, _) = Harness::call(h.with_key(Method::GET, "/v1/online/total", ADMIN_KEY)).await;
     assert_eq!(status, 503);
+    let (status, health) = healthz(&h).await;
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("store:"), "{health}");
 
     cluster.start_again();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -87,18 +90,70 @@ async fn postgres_restart_gives_503_then_recovers() {
             .0,
         200
     );
+    assert_eq!(healthz(&h).await, (200, "ok".to_owned()));
     h.control.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_broker_gives_503_and_claims_nothing() {
+/// `GET /healthz`: status and body.
+async fn healthz(h: &Harness) -> (u16, String) {
+    let response = h.http.get(h.url("/healthz")).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// A Kafka producer whose broker cannot be reached: publishes hang for about a second, then fail.
+fn unreachable_broker() -> KafkaProducer {
     let port = rim_testkit::ports::free_port().unwrap();
     let settings = KafkaSettings {
         delivery_timeout: Duration::from_secs(1),
         ..KafkaSettings::new(format!("127.0.0.1:{port}"))
     };
-    let producer = KafkaProducer::new(&settings).unwrap();
-    let h = start(config(), memory_store(), Arc::new(producer)).await;
+    KafkaProducer::new(&settings).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_broker_does_not_starve_edge_heartbeats() {
+    let config = rim_control::ControlConfig {
+        control_max_in_flight: 1,
+        ..config()
+    };
+    let h = start(config, memory_store(), Arc::new(unreachable_broker())).await;
+    h.register("n1", "sh").await;
+    h.sessions("n1", vec![connect("k", 1, 1, now(), "")]).await;
+    // A push waits for the unreachable broker, holding the business API's only slot.
+    let push = Harness::call(
+        h.with_key(
+            Method::POST,
+            "/goim/push/keys?operation=1000&keys=k",
+            ADMIN_KEY,
+        )
+        .body("x"),
+    );
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (business, body) =
+            Harness::call(h.with_key(Method::GET, "/v1/online/total", ADMIN_KEY)).await;
+        let heartbeat = h.heartbeat("n1", 1, &[]).await;
+        let (sessions, _) = h.sessions("n1", vec![connect("k2", 2, 2, now(), "")]).await;
+        (business, body, heartbeat, sessions)
+    };
+    let ((pushed, _), (business, body, heartbeat, sessions)) = tokio::join!(push, meanwhile);
+    assert_eq!(pushed, 503);
+    assert_eq!(business, 503, "the business bound did not hold: {body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("overloaded"),
+        "{body}"
+    );
+    assert_eq!(
+        (heartbeat, sessions),
+        (204, 200),
+        "edge calls starved by a hung push"
+    );
+    h.control.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_gives_503_and_claims_nothing() {
+    let h = start(config(), memory_store(), Arc::new(unreachable_broker())).await;
     h.register("n1", "sh").await;
     assert_eq!(
         h.sessions("n1", vec![connect("k", 1, 1, now(), "")])
@@ -145,5 +200,11 @@ async fn unreachable_broker_gives_503_and_claims_nothing() {
         "{body}"
     );
     assert!(body.get("message_id").is_none());
+    // The health check says so, naming the bus.
+    let started = Instant::now();
+    let (status, health) = healthz(&h).await;
+    assert_eq!(status, 503, "{health}");
+    assert!(health.contains("bus:"), "{health}");
+    assert!(started.elapsed() < Duration::from_secs(10), "healthz hung");
     h.control.shutdown().await.unwrap();
 }

@@ -5,8 +5,13 @@
 //! (`tests/`), so swapping them changes durability, not behaviour.
 //!
 //! ## Session rules (both stores)
-//! - A connect creates or replaces the session of its key, unless the stored session is newer
-//!   (`connected_at` later than the event's time): late connects from a replaced connection are ignored.
+//! - A connect creates or replaces the session of its key. Who wins a key is decided by arrival
+//!   order at the store, not by the edges' clocks: a connect from another node than the stored
+//!   session's always takes the key over. Only between two connects of the same node (one clock)
+//!   does the edge's time decide: a connect older than the stored session of its own node (a late
+//!   connect of a replaced connection) is ignored.
+//! - A connect that takes a key from another connection reports the old one as displaced
+//!   ([`SessionApplyReport::displaced`]), so control can tell its edge to close it.
 //! - A disconnect removes the session only if it still belongs to the same node and connection id.
 //!   (goim deletes whatever session the key has, so a stale disconnect kills the newer connection.)
 //! - A renew extends `expires_at` (and updates the room) of the matching node + connection only.
@@ -18,7 +23,19 @@
 //!   [`StoreError::UnknownNode`] until it registers again (and then reports its connections anew),
 //!   so a node that was declared dead cannot quietly resurrect sessions that were removed.
 //! - "Live" nodes are those not dead (draining nodes still hold connections and count).
+//!
+//! ## Node rules (both stores)
+//! - A registration with a boot id other than the stored one (a restart) removes the sessions and
+//!   room counts of the node's previous life at once. An empty boot id (older edges) changes nothing.
+//! - A node drained by an admin stays draining across re-registrations until an admin sets it active;
+//!   a node that drained itself (heartbeat `draining`) is active again when it registers.
+//! - A heartbeat with `stopped` marks the node dead and removes its sessions at once.
+//! - Liveness is judged by the store's clock: the PostgreSQL store stamps `last_seen` and checks node
+//!   timeouts and the sweeper lease with the database's `now()`, ignoring the caller's `now`, so
+//!   control instances with skewed clocks agree; the memory store (one process) uses the caller's.
+//! - One sweeper at a time: [`Store::sweeper_lease`] grants a renewable lease to one holder.
 
+pub mod directory;
 pub mod error;
 pub mod memory;
 pub mod model;
@@ -26,6 +43,7 @@ mod node_input;
 pub mod postgres;
 mod session_rules;
 
+pub use directory::{DirectorySettings, NodeDirectory, NodeSnapshot};
 pub use error::StoreError;
 pub use model::*;
 
@@ -62,24 +80,29 @@ pub trait Store: Send + Sync + 'static {
     async fn regions(&self) -> Result<Vec<Region>, StoreError>;
 
     /// Registers an edge node (or re-registers it after a restart): stores its metadata, marks it
-    /// active and seen at `now`. Creates its region (at the node's location) if unknown.
-    /// Load figures and room counts stay as last reported until the next heartbeat.
-    /// [`StoreError::Invalid`] for an empty id or region, a port above 65535 or coordinates off the globe.
+    /// active (draining if an admin drained it) and seen now (see the node rules for whose clock).
+    /// Creates its region (at the node's location) if unknown. A new boot id ends the sessions of
+    /// the previous life; otherwise load figures and room counts stay as last reported until the
+    /// next heartbeat. [`StoreError::Invalid`] for an empty id or region, a port above 65535 or
+    /// coordinates off the globe.
     async fn register_node(
         &self,
         node: &NodeRegistration,
         now: UnixMillis,
-    ) -> Result<(), StoreError>;
+    ) -> Result<RegistrationReport, StoreError>;
     /// Records a node's periodic report: counts, room counts (replacing the previous ones; a room
-    /// listed twice is summed) and whether it is draining (`draining: false` does not undo an
-    /// admin's drain). [`StoreError::UnknownNode`] if it never registered or is dead.
+    /// listed twice is summed) and whether it is draining (`draining: false` undoes no drain). A
+    /// report with `stopped` marks the node dead and removes its sessions, as expiry does.
+    /// [`StoreError::UnknownNode`] if it never registered or is dead.
     async fn node_heartbeat(
         &self,
         report: &NodeHeartbeat,
         now: UnixMillis,
     ) -> Result<(), StoreError>;
-    /// Sets a node's state (the admin API drains nodes). Setting [`NodeState::Dead`] removes its
-    /// sessions and room counts, as expiry does. [`StoreError::UnknownNode`] if absent.
+    /// Sets a node's state by admin decision: [`NodeState::Draining`] drains it until an admin sets
+    /// [`NodeState::Active`] (which lifts the drain; a dead node stays dead until it registers);
+    /// [`NodeState::Dead`] removes its sessions and room counts, as expiry does.
+    /// [`StoreError::UnknownNode`] if absent.
     async fn set_node_state(&self, node_id: &str, state: NodeState) -> Result<(), StoreError>;
     /// All nodes, by id.
     async fn nodes(&self) -> Result<Vec<Node>, StoreError>;
@@ -99,19 +122,42 @@ pub trait Store: Send + Sync + 'static {
         keys: &[String],
         now: UnixMillis,
     ) -> Result<Vec<Session>, StoreError>;
-    /// Live sessions (not expired at `now`) of these users, ordered by key.
+    /// Live sessions (not expired at `now`) of these users, at most `per_user` of each user (the
+    /// most recently connected ones, ties by key), ordered by key. The bound keeps one user with
+    /// a runaway number of connections from loading unbounded rows into one push.
+    async fn newest_sessions_by_mids(
+        &self,
+        mids: &[i64],
+        per_user: usize,
+        now: UnixMillis,
+    ) -> Result<Vec<Session>, StoreError>;
+    /// Every live session of these users, ordered by key (tests and tools; pushes use the bounded
+    /// [`Store::newest_sessions_by_mids`]).
     async fn sessions_by_mids(
         &self,
         mids: &[i64],
         now: UnixMillis,
-    ) -> Result<Vec<Session>, StoreError>;
-    /// Marks nodes not seen for `node_timeout_ms` dead and removes their sessions and room counts;
-    /// removes sessions whose `expires_at` has passed.
+    ) -> Result<Vec<Session>, StoreError> {
+        self.newest_sessions_by_mids(mids, usize::MAX, now).await
+    }
+    /// Marks nodes not seen for `node_timeout_ms` (by the store's clock) dead and removes their
+    /// sessions and room counts; removes sessions whose `expires_at` is not after `now`.
     async fn expire(
         &self,
         now: UnixMillis,
         node_timeout_ms: i64,
     ) -> Result<ExpiryReport, StoreError>;
+    /// Takes or renews the sweeper lease for `holder` for `lease_ms` (by the store's clock):
+    /// `true` if `holder` holds it now, `false` while another holder's lease runs. Control instances
+    /// sweep only while they hold it, so one sweeps at a time.
+    async fn sweeper_lease(
+        &self,
+        holder: &str,
+        lease_ms: i64,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError>;
+    /// Whether the store answers at all ([`StoreError::Unavailable`] when not): the health check.
+    async fn health(&self) -> Result<(), StoreError>;
 
     /// Online counts of these rooms over live nodes; rooms nobody is in count 0.
     async fn room_online(&self, rooms: &[String]) -> Result<HashMap<String, u64>, StoreError>;

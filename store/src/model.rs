@@ -79,11 +79,17 @@ pub struct Node {
     pub weight: u32,
     /// Current lifecycle state.
     pub state: NodeState,
+    /// An admin drained the node: it stays draining across re-registrations (restarts) until an
+    /// admin un-drains it. A node that drains itself (shutdown) is active again when it registers.
+    pub drained_by_admin: bool,
+    /// Id of the node's current process life (empty for edges that do not send one).
+    pub boot_id: String,
     /// Open connections at the last report.
     pub connection_count: u64,
     /// Distinct client IPs at the last report.
     pub ip_count: u64,
-    /// When the node last registered or reported.
+    /// When the node last registered or reported, by the store's clock (the database's for
+    /// PostgreSQL, so every control instance judges liveness by the same clock).
     pub last_seen: UnixMillis,
 }
 
@@ -112,8 +118,8 @@ pub struct Session {
     pub expires_at: UnixMillis,
 }
 
-/// What applying a batch of session events did (the edge API answers it, tests check it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What applying a batch of session events did (the edge API answers the counts, tests check it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionApplyReport {
     /// Connects that created or replaced a session.
     pub connected: u64,
@@ -124,6 +130,32 @@ pub struct SessionApplyReport {
     /// Events ignored as stale: a disconnect or renew for a connection that no longer owns the
     /// key, or a connect older than the session already stored.
     pub ignored: u64,
+    /// Sessions that lost their key to a connect of this batch (another node, or another
+    /// connection of the same node), in batch order. Control tells their edges to close them; it
+    /// is not part of the edge API's answer.
+    #[serde(skip)]
+    pub displaced: Vec<DisplacedSession>,
+}
+
+/// A connection whose key a newer connection took over: its edge must close it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DisplacedSession {
+    /// The key that changed hands.
+    pub key: String,
+    /// The node holding the old connection.
+    pub node_id: String,
+    /// The old connection's id on that node.
+    pub connection_id: u64,
+}
+
+/// What a registration did besides storing the node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationReport {
+    /// The registration carried a boot id other than the stored one: the node restarted, and the
+    /// sessions and room counts of its previous life were removed.
+    pub restarted: bool,
+    /// Sessions removed because they belonged to the previous life.
+    pub sessions_ended: u64,
 }
 
 /// What one expiry sweep removed.

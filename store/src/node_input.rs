@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 /// The largest count either store keeps (PostgreSQL's `int8`).
 const MAX_COUNT: u64 = i64::MAX as u64;
 
-/// A validated registration as a node record: active, seen `now`, with no load reported yet.
+/// A validated registration as a node record: active, not drained, seen `now`, with no load
+/// reported yet (the stores keep an admin's drain and the last load of a known node).
 pub(crate) fn node_from_registration(
     reg: &NodeRegistration,
     now: UnixMillis,
@@ -42,10 +43,18 @@ pub(crate) fn node_from_registration(
         push_url: reg.push_url.clone(),
         weight: reg.weight,
         state: NodeState::Active,
+        drained_by_admin: false,
+        boot_id: reg.boot_id.clone(),
         connection_count: 0,
         ip_count: 0,
         last_seen: now,
     })
+}
+
+/// Whether a registration with `new` boot id ends the life recorded as `stored`: both known and
+/// different. An empty boot id (an edge that does not send one) never ends a life.
+pub(crate) fn is_new_life(stored: &str, new: &str) -> bool {
+    !stored.is_empty() && !new.is_empty() && stored != new
 }
 
 /// The region a registration creates when its region is unknown: centred on the node.

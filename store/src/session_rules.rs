@@ -5,9 +5,10 @@
 //! plan under its lock; the PostgreSQL store writes it with three set-based statements, each guarded
 //! by the identity of the row the plan was computed from, so a concurrent batch of another node can
 //! never make a stale event delete or overwrite a newer session. Keeping the replay in one place is
-//! what makes the two stores agree on duplicate, out-of-order and stale events.
+//! what makes the two stores agree on duplicate, out-of-order and stale events, and on which
+//! connections a batch displaced.
 
-use crate::model::{Session, SessionApplyReport, UnixMillis};
+use crate::model::{DisplacedSession, Session, SessionApplyReport, UnixMillis};
 use rim_proto::schema::SessionEvent;
 use rim_proto::schema::session_event::Kind;
 use std::collections::HashMap;
@@ -44,6 +45,13 @@ impl SessionIdentity {
     }
 }
 
+/// Whether a connect of `node_id` at `at` (the edge's time) may replace `stored`: always when it
+/// comes from another node (arrival order at the store decides between nodes, whose clocks
+/// differ), and unless `stored` is newer when it comes from the same node (one clock).
+pub(crate) fn connect_wins(stored: &Session, node_id: &str, at: UnixMillis) -> bool {
+    stored.node_id != node_id || stored.connected_at <= at
+}
+
 /// A stored session that was only renewed by the batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Renewal {
@@ -66,7 +74,8 @@ pub(crate) struct SessionPlan {
     /// Stored sessions the batch removed (by their own disconnect, or replaced and then disconnected),
     /// written before the upserts.
     pub removals: Vec<SessionIdentity>,
-    /// What the events did, counted as if applied one by one.
+    /// What the events did, counted as if applied one by one, with the stored sessions a connect
+    /// of the batch took a key from.
     pub report: SessionApplyReport,
 }
 
@@ -130,10 +139,19 @@ pub(crate) fn plan_session_events<'a>(
                 if slot
                     .current
                     .as_ref()
-                    .is_some_and(|s| s.connected_at > event.at_unix_ms)
+                    .is_some_and(|s| !connect_wins(s, node_id, event.at_unix_ms))
                 {
                     report.ignored += 1;
                 } else {
+                    // Reported whether stored or connected earlier in this batch, so a batch
+                    // reports what its events applied one by one would.
+                    if let Some(old) = slot.current.as_ref().filter(|s| !owns(s)) {
+                        report.displaced.push(DisplacedSession {
+                            key: old.key.clone(),
+                            node_id: old.node_id.clone(),
+                            connection_id: old.connection_id,
+                        });
+                    }
                     slot.current = Some(session_of(node_id, event, expires_at));
                     slot.replaced = true;
                     report.connected += 1;
@@ -167,7 +185,9 @@ pub(crate) fn plan_session_events<'a>(
             (stored, Some(current)) if slot.replaced => {
                 // The batch removed the stored session before connecting an older one: the
                 // "not newer" guard of the upsert would keep the stored row, so remove it first.
-                if let Some(stored) = stored.filter(|s| s.connected_at > current.connected_at) {
+                if let Some(stored) =
+                    stored.filter(|s| !connect_wins(s, &current.node_id, current.connected_at))
+                {
                     plan.removals.push(SessionIdentity::of(&stored));
                 }
                 plan.upserts.push(current);

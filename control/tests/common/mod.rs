@@ -108,6 +108,7 @@ impl Harness {
                 })
                 .collect(),
             draining: false,
+            stopped: false,
         };
         self.edge("/edge/v1/heartbeat", &report)
             .await
@@ -158,6 +159,7 @@ pub fn registration(node_id: &str, region: &str) -> NodeRegistration {
         wss_port: 3103,
         push_url: "http://10.0.0.1:3109".into(),
         weight: 10,
+        boot_id: "boot-1".into(),
     }
 }
 

@@ -9,10 +9,10 @@ mod sessions;
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RoomOnline, Session,
-    SessionApplyReport, UnixMillis,
+    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegistrationReport,
+    RoomOnline, Session, SessionApplyReport, UnixMillis,
 };
-use crate::node_input::{check_region, load_of, node_from_registration, region_of};
+use crate::node_input::{check_region, is_new_life, load_of, node_from_registration, region_of};
 use crate::session_rules::plan_session_events;
 use crate::{Store, StoreSettings};
 use async_trait::async_trait;
@@ -55,6 +55,8 @@ struct State {
     nodes: BTreeMap<String, NodeEntry>,
     sessions: SessionTable,
     api_keys: BTreeMap<String, ApiKeyRecord>,
+    /// The sweeper lease: holder and when it runs out.
+    lease: Option<(String, UnixMillis)>,
 }
 
 impl State {
@@ -109,18 +111,29 @@ impl Store for MemoryStore {
         &self,
         reg: &NodeRegistration,
         now: UnixMillis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<RegistrationReport, StoreError> {
         let mut node = node_from_registration(reg, now)?;
-        let mut state = self.state.write();
+        let mut guard = self.state.write();
+        let state = &mut *guard;
         state
             .regions
             .entry(node.region.clone())
             .or_insert_with(|| region_of(&node));
+        let mut report = RegistrationReport::default();
         match state.nodes.get_mut(&node.id) {
             Some(entry) => {
+                report.restarted = is_new_life(&entry.node.boot_id, &node.boot_id);
                 node.connection_count = entry.node.connection_count;
                 node.ip_count = entry.node.ip_count;
+                node.drained_by_admin = entry.node.drained_by_admin;
+                if node.drained_by_admin {
+                    node.state = NodeState::Draining;
+                }
                 entry.node = node;
+                if report.restarted {
+                    entry.rooms.clear();
+                    report.sessions_ended = state.sessions.remove_node(&entry.node.id);
+                }
             }
             None => {
                 let entry = NodeEntry {
@@ -130,7 +143,7 @@ impl Store for MemoryStore {
                 state.nodes.insert(entry.node.id.clone(), entry);
             }
         }
-        Ok(())
+        Ok(report)
     }
 
     async fn node_heartbeat(
@@ -148,6 +161,9 @@ impl Store for MemoryStore {
             entry.node.state = NodeState::Draining;
         }
         entry.rooms = load.rooms;
+        if report.stopped {
+            state.bury(&report.node_id);
+        }
         Ok(())
     }
 
@@ -157,10 +173,20 @@ impl Store for MemoryStore {
             .nodes
             .get_mut(node_id)
             .ok_or_else(|| StoreError::UnknownNode(node_id.to_owned()))?;
-        if node_state == NodeState::Dead {
-            state.bury(node_id);
-        } else {
-            entry.node.state = node_state;
+        match node_state {
+            NodeState::Dead => {
+                state.bury(node_id);
+            }
+            NodeState::Draining => {
+                entry.node.drained_by_admin = true;
+                entry.node.state = NodeState::Draining;
+            }
+            NodeState::Active => {
+                entry.node.drained_by_admin = false;
+                if entry.is_live() {
+                    entry.node.state = NodeState::Active;
+                }
+            }
         }
         Ok(())
     }
@@ -183,10 +209,11 @@ impl Store for MemoryStore {
     ) -> Result<SessionApplyReport, StoreError> {
         let mut state = self.state.write();
         state.live_node_mut(node_id)?;
-        let plan = plan_session_events(node_id, events, now, self.settings.session_ttl_ms, |key| {
-            state.sessions.get(key).cloned()
-        });
-        let report = plan.report;
+        let mut plan =
+            plan_session_events(node_id, events, now, self.settings.session_ttl_ms, |key| {
+                state.sessions.get(key).cloned()
+            });
+        let report = std::mem::take(&mut plan.report);
         state.sessions.apply(plan);
         Ok(report)
     }
@@ -199,12 +226,17 @@ impl Store for MemoryStore {
         Ok(self.state.read().sessions.live_by_keys(keys, now))
     }
 
-    async fn sessions_by_mids(
+    async fn newest_sessions_by_mids(
         &self,
         mids: &[i64],
+        per_user: usize,
         now: UnixMillis,
     ) -> Result<Vec<Session>, StoreError> {
-        Ok(self.state.read().sessions.live_by_mids(mids, now))
+        Ok(self
+            .state
+            .read()
+            .sessions
+            .newest_by_mids(mids, per_user, now))
     }
 
     async fn expire(
@@ -228,6 +260,27 @@ impl Store for MemoryStore {
         }
         report.sessions_removed += state.sessions.remove_expired(now);
         Ok(report)
+    }
+
+    async fn sweeper_lease(
+        &self,
+        holder: &str,
+        lease_ms: i64,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.write();
+        let free = match &state.lease {
+            Some((current, until)) => current == holder || *until <= now,
+            None => true,
+        };
+        if free {
+            state.lease = Some((holder.to_owned(), now.saturating_add(lease_ms)));
+        }
+        Ok(free)
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn room_online(&self, rooms: &[String]) -> Result<HashMap<String, u64>, StoreError> {

@@ -5,7 +5,7 @@
 //! never disagree with it. Its size is bounded only by what edges report, as the database's is.
 
 use crate::model::{Session, UnixMillis};
-use crate::session_rules::SessionPlan;
+use crate::session_rules::{SessionPlan, connect_wins};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Sessions by key, indexed by user and by node.
@@ -40,7 +40,7 @@ impl SessionTable {
         for session in plan.upserts {
             if self
                 .get(&session.key)
-                .is_none_or(|s| s.connected_at <= session.connected_at)
+                .is_none_or(|s| connect_wins(s, &session.node_id, session.connected_at))
             {
                 self.put(session);
             }
@@ -86,9 +86,27 @@ impl SessionTable {
             .collect()
     }
 
-    /// Live sessions of these users, by key.
-    pub fn live_by_mids(&self, mids: &[i64], now: UnixMillis) -> Vec<Session> {
-        let keys = mids.iter().filter_map(|mid| self.by_mid.get(mid)).flatten();
+    /// Live sessions of these users, at most `per_user` each (the most recently connected, ties
+    /// by key), by key.
+    pub fn newest_by_mids(&self, mids: &[i64], per_user: usize, now: UnixMillis) -> Vec<Session> {
+        let mids: BTreeSet<&i64> = mids.iter().collect();
+        let mut keys: Vec<&String> = Vec::new();
+        for mid in mids {
+            let Some(of_user) = self.by_mid.get(mid) else {
+                continue;
+            };
+            let mut live: Vec<&Session> = of_user
+                .iter()
+                .filter_map(|key| self.by_key.get(key))
+                .filter(|s| s.expires_at > now)
+                .collect();
+            live.sort_unstable_by(|a, b| {
+                b.connected_at
+                    .cmp(&a.connected_at)
+                    .then_with(|| a.key.cmp(&b.key))
+            });
+            keys.extend(live.into_iter().take(per_user).map(|s| &s.key));
+        }
         self.live_by_keys(keys, now)
     }
 

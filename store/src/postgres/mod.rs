@@ -7,6 +7,10 @@
 //! broken by a database restart are replaced rather than handed out). Migrations (`migrations/` at
 //! the repository root) are embedded and applied by [`PostgresStore::connect`]; sqlx serialises
 //! concurrent migrators with an advisory lock, so instances may start together.
+//!
+//! Liveness uses the database's clock (`rim_now_ms()`, defined by the migrations): `last_seen` is
+//! stamped with it and node timeouts and the sweeper lease are judged by it; the callers' `now`
+//! only dates sessions. Instances with skewed clocks therefore agree on which nodes are alive.
 
 mod errors;
 mod rows;
@@ -14,10 +18,10 @@ mod sessions;
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RoomOnline, Session,
-    SessionApplyReport, UnixMillis,
+    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegistrationReport,
+    RoomOnline, Session, SessionApplyReport, UnixMillis,
 };
-use crate::node_input::{check_region, load_of, node_from_registration, region_of};
+use crate::node_input::{check_region, is_new_life, load_of, node_from_registration, region_of};
 use crate::{Store, StoreSettings};
 use async_trait::async_trait;
 use errors::store_error;
@@ -107,6 +111,20 @@ async fn bury(tx: &mut sqlx::PgConnection, node_ids: &[String]) -> Result<u64, s
     Ok(removed.rows_affected())
 }
 
+/// Removes the sessions and room counts of a node's previous life (it restarted), in the caller's
+/// transaction; returns how many sessions ended.
+async fn end_previous_life(tx: &mut sqlx::PgConnection, node_id: &str) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM room_counts WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut *tx)
+        .await?;
+    let removed = sqlx::query("DELETE FROM sessions WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(removed.rows_affected())
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn upsert_region(&self, region: &Region) -> Result<(), StoreError> {
@@ -139,9 +157,9 @@ impl Store for PostgresStore {
     async fn register_node(
         &self,
         reg: &NodeRegistration,
-        now: UnixMillis,
-    ) -> Result<(), StoreError> {
-        let node = node_from_registration(reg, now)?;
+        _now: UnixMillis,
+    ) -> Result<RegistrationReport, StoreError> {
+        let node = node_from_registration(reg, 0)?;
         let region = region_of(&node);
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         sqlx::query(
@@ -153,15 +171,24 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
+        // The row lock makes a concurrent registration of the same node wait, so exactly one of
+        // two registrations with a new boot id ends the previous life.
+        let stored_boot: Option<String> =
+            sqlx::query_scalar("SELECT boot_id FROM nodes WHERE id = $1 FOR UPDATE")
+                .bind(&node.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
         sqlx::query(
             "INSERT INTO nodes (id, region, latitude, longitude, hostname, addresses, tcp_port, ws_port, wss_port,
-                                push_url, weight, state, last_seen)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', $12)
+                                push_url, weight, state, boot_id, last_seen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active', $12, rim_now_ms())
              ON CONFLICT (id) DO UPDATE SET
                  region = EXCLUDED.region, latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
                  hostname = EXCLUDED.hostname, addresses = EXCLUDED.addresses, tcp_port = EXCLUDED.tcp_port,
                  ws_port = EXCLUDED.ws_port, wss_port = EXCLUDED.wss_port, push_url = EXCLUDED.push_url,
-                 weight = EXCLUDED.weight, state = 'active', last_seen = EXCLUDED.last_seen",
+                 weight = EXCLUDED.weight, boot_id = EXCLUDED.boot_id, last_seen = EXCLUDED.last_seen,
+                 state = CASE WHEN nodes.drained_by_admin THEN 'draining' ELSE 'active' END",
         )
         .bind(&node.id)
         .bind(&node.region)
@@ -174,35 +201,50 @@ impl Store for PostgresStore {
         .bind(i32::from(node.wss_port))
         .bind(&node.push_url)
         .bind(i64::from(node.weight))
-        .bind(node.last_seen)
+        .bind(&node.boot_id)
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)
+        let mut report = RegistrationReport {
+            restarted: stored_boot.is_some_and(|stored| is_new_life(&stored, &node.boot_id)),
+            sessions_ended: 0,
+        };
+        if report.restarted {
+            report.sessions_ended = end_previous_life(&mut tx, &node.id)
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(report)
     }
 
     async fn node_heartbeat(
         &self,
         report: &NodeHeartbeat,
-        now: UnixMillis,
+        _now: UnixMillis,
     ) -> Result<(), StoreError> {
         let load = load_of(report);
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let updated = sqlx::query(
-            "UPDATE nodes SET connection_count = $2, ip_count = $3, last_seen = $4,
-                              state = CASE WHEN $5 THEN 'draining' ELSE state END
+            "UPDATE nodes SET connection_count = $2, ip_count = $3, last_seen = rim_now_ms(),
+                              state = CASE WHEN $4 THEN 'draining' ELSE state END
              WHERE id = $1 AND state <> 'dead'",
         )
         .bind(&report.node_id)
         .bind(count_to_sql(load.connection_count))
         .bind(count_to_sql(load.ip_count))
-        .bind(now)
         .bind(report.draining)
         .execute(&mut *tx)
         .await
         .map_err(store_error)?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::UnknownNode(report.node_id.clone()));
+        }
+        if report.stopped {
+            bury(&mut tx, std::slice::from_ref(&report.node_id))
+                .await
+                .map_err(store_error)?;
+            return tx.commit().await.map_err(store_error);
         }
         sqlx::query("DELETE FROM room_counts WHERE node_id = $1")
             .bind(&report.node_id)
@@ -231,10 +273,18 @@ impl Store for PostgresStore {
 
     async fn set_node_state(&self, node_id: &str, state: NodeState) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        let updated = sqlx::query("UPDATE nodes SET state = $2 WHERE id = $1")
-            .bind(node_id)
-            .bind(state.as_str())
-            .execute(&mut *tx)
+        // Draining is an admin's drain (kept across registrations); active lifts it (a dead node
+        // stays dead until it registers); dead is buried below.
+        let updated = sqlx::query(
+            "UPDATE nodes SET
+                 drained_by_admin = CASE $2::text WHEN 'draining' THEN true WHEN 'active' THEN false
+                                    ELSE drained_by_admin END,
+                 state = CASE WHEN $2::text = 'active' AND state = 'dead' THEN 'dead' ELSE $2::text END
+             WHERE id = $1",
+        )
+        .bind(node_id)
+        .bind(state.as_str())
+        .execute(&mut *tx)
             .await
             .map_err(store_error)?;
         if updated.rows_affected() == 0 {
@@ -280,12 +330,13 @@ impl Store for PostgresStore {
         sessions::by_keys(&self.pool, keys, now).await
     }
 
-    async fn sessions_by_mids(
+    async fn newest_sessions_by_mids(
         &self,
         mids: &[i64],
+        per_user: usize,
         now: UnixMillis,
     ) -> Result<Vec<Session>, StoreError> {
-        sessions::by_mids(&self.pool, mids, now).await
+        sessions::newest_by_mids(&self.pool, mids, per_user, now).await
     }
 
     async fn expire(
@@ -293,12 +344,11 @@ impl Store for PostgresStore {
         now: UnixMillis,
         node_timeout_ms: i64,
     ) -> Result<ExpiryReport, StoreError> {
-        let deadline = now.saturating_sub(node_timeout_ms);
         let mut tx = self.pool.begin().await.map_err(store_error)?;
         let silent: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM nodes WHERE state <> 'dead' AND last_seen < $1 FOR UPDATE",
+            "SELECT id FROM nodes WHERE state <> 'dead' AND last_seen < rim_now_ms() - $1 FOR UPDATE",
         )
-        .bind(deadline)
+        .bind(node_timeout_ms)
         .fetch_all(&mut *tx)
         .await
         .map_err(store_error)?;
@@ -317,6 +367,34 @@ impl Store for PostgresStore {
         report.sessions_removed += expired.rows_affected();
         tx.commit().await.map_err(store_error)?;
         Ok(report)
+    }
+
+    async fn sweeper_lease(
+        &self,
+        holder: &str,
+        lease_ms: i64,
+        _now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let held: Option<String> = sqlx::query_scalar(
+            "INSERT INTO sweeper_lease (singleton, holder, expires_at) VALUES (true, $1, rim_now_ms() + $2)
+             ON CONFLICT (singleton) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+             WHERE sweeper_lease.holder = EXCLUDED.holder OR sweeper_lease.expires_at <= rim_now_ms()
+             RETURNING holder",
+        )
+        .bind(holder)
+        .bind(lease_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(held.is_some())
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
     }
 
     async fn room_online(&self, rooms: &[String]) -> Result<HashMap<String, u64>, StoreError> {

@@ -20,7 +20,7 @@ pub(super) use region_columns;
 macro_rules! node_columns {
     () => {
         "id, region, latitude, longitude, hostname, addresses, tcp_port, ws_port, wss_port, push_url, weight, \
-         state, connection_count, ip_count, last_seen"
+         state, drained_by_admin, boot_id, connection_count, ip_count, last_seen"
     };
 }
 pub(super) use node_columns;
@@ -74,6 +74,8 @@ pub(super) struct NodeRow {
     push_url: String,
     weight: i64,
     state: String,
+    drained_by_admin: bool,
+    boot_id: String,
     connection_count: i64,
     ip_count: i64,
     last_seen: i64,
@@ -91,6 +93,8 @@ impl TryFrom<NodeRow> for Node {
             wss_port: port(row.wss_port)?,
             weight: u32::try_from(row.weight).map_err(|_| corrupt("weight", row.weight))?,
             state: NodeState::parse(&row.state).ok_or_else(|| corrupt("node state", &row.state))?,
+            drained_by_admin: row.drained_by_admin,
+            boot_id: row.boot_id,
             connection_count: count(row.connection_count)?,
             ip_count: count(row.ip_count)?,
             id: row.id,

@@ -1,22 +1,22 @@
 //! Session batches in PostgreSQL: a constant number of round trips per batch, whatever its size.
 //!
-//! A batch is one transaction on one pooled connection. Most keys have a single event in a batch,
-//! and a single event's rule is exactly a guarded SQL write: a connect is an upsert that replaces
-//! only a session that is not newer, a disconnect a `DELETE` and a renew an `UPDATE` that match the
-//! node and connection id. Those go out together as one statement over `unnest`ed arrays, and the
-//! rows it touched (`RETURNING`) are what the report counts. Keys with several events in the batch
-//! must see them in order: their stored sessions are read with one `= ANY` lookup, the events are
-//! replayed in Rust ([`plan_session_events`], the same code as the memory store), and the net
-//! writes, at most one per key (plus, rarely, a removal before an upsert), go out through the same
-//! statement, guarded by the identity of the rows that were read. A batch racing with another node's
-//! batch for the same key can therefore lose its write but never break a rule, and no row locks are
-//! held between the read and the write.
+//! A batch is one transaction on one pooled connection. Disconnects and renewals of keys with no
+//! other event in the batch (most of a steady-state batch) are exactly guarded SQL writes: a
+//! `DELETE` and an `UPDATE` that match the node and connection id, sent together as one statement
+//! over `unnest`ed arrays; the rows it touched (`RETURNING`) are what the report counts. Everything
+//! else (every connect, and keys with several events) is replayed in Rust
+//! ([`plan_session_events`], the same code as the memory store) against the stored sessions, read
+//! with one `= ANY` lookup after the keys were locked, and the net writes, at most one per key (plus,
+//! rarely, a removal before an upsert), go out through the same statement. The lock is what makes
+//! takeovers exact: a connect's outcome depends on the stored session, and the session it displaces
+//! must be reported so its edge can close it, so no other batch may connect the same key between
+//! the read and the write.
 
 use super::errors::store_error;
 use super::rows::{SessionRow, connection_id_to_sql, session_columns};
 use crate::error::StoreError;
 use crate::model::{Session, SessionApplyReport, UnixMillis};
-use crate::session_rules::{SessionIdentity, plan_session_events, session_of};
+use crate::session_rules::{SessionIdentity, plan_session_events};
 use rim_proto::schema::SessionEvent;
 use rim_proto::schema::session_event::Kind;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -25,7 +25,8 @@ use std::collections::HashMap;
 /// Removals (`$1..$4`), renewals (`$5..$10`) and upserts (`$11..$20`) in one statement, returning
 /// how many rows each changed. The data-modifying CTEs touch disjoint keys. Removals and renewals
 /// match the node and connection id, and the connect time too where it is known (not NULL); upserts
-/// replace only sessions that are not newer.
+/// replace a stored session of another node, or of the same node when it is not newer
+/// (`session_rules::connect_wins`).
 const WRITE: &str = r#"
 WITH removed AS (
     DELETE FROM sessions s
@@ -51,7 +52,7 @@ WITH removed AS (
         mid = EXCLUDED.mid, node_id = EXCLUDED.node_id, room = EXCLUDED.room, platform = EXCLUDED.platform,
         accepts = EXCLUDED.accepts, connection_id = EXCLUDED.connection_id, ip = EXCLUDED.ip,
         connected_at = EXCLUDED.connected_at, expires_at = EXCLUDED.expires_at
-    WHERE sessions.connected_at <= EXCLUDED.connected_at
+    WHERE sessions.node_id <> EXCLUDED.node_id OR sessions.connected_at <= EXCLUDED.connected_at
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM removed), (SELECT count(*) FROM renewed), (SELECT count(*) FROM upserted)
@@ -65,8 +66,8 @@ const DEADLOCK_ATTEMPTS: u32 = 3;
 ///
 /// The transaction holds a share lock on the node row, so marking the node dead (which updates that
 /// row) waits for batches in flight, and batches after it see the node dead: no session can be
-/// written for a node whose sessions were just removed. Two batches of different nodes that take
-/// over each other's keys can deadlock; PostgreSQL aborts one, and it is retried.
+/// written for a node whose sessions were just removed. Batches that cross each other's keys can
+/// still deadlock on row locks; PostgreSQL aborts one, and it is retried.
 pub(super) async fn apply_batch(
     conn: &mut PgConnection,
     node_id: &str,
@@ -107,12 +108,16 @@ async fn try_apply_batch(
         return Ok(Err(StoreError::UnknownNode(node_id.to_owned())));
     }
     let expires_at = now.saturating_add(session_ttl_ms);
-    let (singles, sequences) = split_batch(events);
+    let (singles, planned) = split_batch(events);
 
+    let mut report = if planned.is_empty() {
+        SessionApplyReport::default()
+    } else {
+        replay(&mut tx, node_id, &planned, now, session_ttl_ms).await?
+    };
     let mut single_writes = Writes::default();
     for event in &singles {
         match event.kind() {
-            Kind::Connect => single_writes.upsert(session_of(node_id, event, expires_at)),
             Kind::Disconnect => {
                 single_writes.remove(&event.key, node_id, event.connection_id, None)
             }
@@ -124,31 +129,22 @@ async fn try_apply_batch(
                 &event.room,
                 expires_at,
             ),
-            // `split_batch` leaves events of unknown kinds to the replay, which ignores them.
-            Kind::Unspecified => {}
+            // `split_batch` leaves connects and events of unknown kinds to the replay.
+            Kind::Connect | Kind::Unspecified => {}
         }
     }
-    let (disconnected, renewed, connected) = single_writes.execute(&mut tx).await?;
-    let mut report = SessionApplyReport {
-        connected,
-        disconnected,
-        renewed,
-        ignored: (singles.len() as u64).saturating_sub(connected + disconnected + renewed),
-    };
-
-    if !sequences.is_empty() {
-        let planned = replay(&mut tx, node_id, &sequences, now, session_ttl_ms).await?;
-        report.connected += planned.connected;
-        report.disconnected += planned.disconnected;
-        report.renewed += planned.renewed;
-        report.ignored += planned.ignored;
-    }
+    let (disconnected, renewed, _) = single_writes.execute(&mut tx).await?;
+    report.disconnected += disconnected;
+    report.renewed += renewed;
+    report.ignored += (singles.len() as u64).saturating_sub(disconnected + renewed);
     tx.commit().await?;
     Ok(Ok(report))
 }
 
-/// Splits a batch into keys with exactly one (well-formed) event, which SQL applies directly, and the
-/// rest, in batch order, which must be replayed.
+/// Splits a batch into the disconnects and renewals of keys with no other event in the batch, which
+/// SQL applies directly (guarded by node and connection id), and the rest, in batch order, which is
+/// replayed: every connect (its outcome depends on the stored session, and a displaced one must be
+/// reported), every key with several events, and malformed events (which the replay ignores).
 fn split_batch(events: &[SessionEvent]) -> (Vec<&SessionEvent>, Vec<&SessionEvent>) {
     let mut per_key: HashMap<&str, usize> = HashMap::with_capacity(events.len());
     for event in events {
@@ -157,12 +153,20 @@ fn split_batch(events: &[SessionEvent]) -> (Vec<&SessionEvent>, Vec<&SessionEven
     events.iter().partition(|event| {
         per_key[event.key.as_str()] == 1
             && !event.key.is_empty()
-            && matches!(event.kind(), Kind::Connect | Kind::Disconnect | Kind::Renew)
+            && matches!(event.kind(), Kind::Disconnect | Kind::Renew)
     })
 }
 
-/// Replays the events of keys that have several in the batch against their stored sessions and
-/// writes the net effect; returns what the events did.
+/// Advisory-lock class of session keys (two-key form, apart from sqlx's one-key migration lock).
+const KEY_LOCK_CLASS: i32 = 0x7269_6d6b; // "rimk"
+
+/// Replays the events of the keys that need it against their stored sessions and writes the net
+/// effect; returns what the events did.
+///
+/// The keys are locked first (transaction-scoped advisory locks on their hashes, in hash order, so
+/// two batches wait for each other instead of deadlocking) and their rows read `FOR UPDATE`: no
+/// other batch can connect one of these keys between the read and the write, keys without a row
+/// included, so the plan (who wins, who is displaced) is exact.
 async fn replay(
     tx: &mut PgConnection,
     node_id: &str,
@@ -170,13 +174,25 @@ async fn replay(
     now: UnixMillis,
     session_ttl_ms: i64,
 ) -> Result<SessionApplyReport, sqlx::Error> {
-    let mut keys: Vec<&str> = events.iter().map(|event| event.key.as_str()).collect();
+    let mut keys: Vec<&str> = events
+        .iter()
+        .map(|event| event.key.as_str())
+        .filter(|key| !key.is_empty())
+        .collect();
     keys.sort_unstable();
     keys.dedup();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($1, h)
+         FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY h) AS t",
+    )
+    .bind(KEY_LOCK_CLASS)
+    .bind(&keys)
+    .execute(&mut *tx)
+    .await?;
     let mut stored: HashMap<String, Session> = sqlx::query_as::<_, SessionRow>(concat!(
         "SELECT ",
         session_columns!(),
-        " FROM sessions WHERE key = ANY($1)"
+        " FROM sessions WHERE key = ANY($1) ORDER BY key FOR UPDATE"
     ))
     .bind(&keys)
     .fetch_all(&mut *tx)
@@ -391,19 +407,24 @@ pub(super) async fn by_keys(
     Ok(rows.into_iter().map(Session::from).collect())
 }
 
-/// Live sessions of these users, by key.
-pub(super) async fn by_mids(
+/// Live sessions of these users, at most `per_user` each (newest first, ties by key), by key. Only
+/// the kept rows leave the database.
+pub(super) async fn newest_by_mids(
     pool: &PgPool,
     mids: &[i64],
+    per_user: usize,
     now: UnixMillis,
 ) -> Result<Vec<Session>, StoreError> {
     let rows = sqlx::query_as::<_, SessionRow>(concat!(
         "SELECT ",
         session_columns!(),
-        " FROM sessions WHERE mid = ANY($1) AND expires_at > $2 ORDER BY key"
+        " FROM (SELECT *, row_number() OVER (PARTITION BY mid ORDER BY connected_at DESC, key) AS rank
+                FROM sessions WHERE mid = ANY($1) AND expires_at > $2) AS ranked
+          WHERE rank <= $3 ORDER BY key"
     ))
     .bind(mids)
     .bind(now)
+    .bind(i64::try_from(per_user).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
     .map_err(store_error)?;

@@ -8,15 +8,26 @@
 use rim_proto::schema::session_event::Kind;
 use rim_proto::schema::{NodeHeartbeat, NodeRegistration, RoomCount, SessionEvent};
 use rim_store::{
-    ApiKeyRecord, ExpiryReport, NodeState, OnlineTotals, Region, RoomOnline, Scope, Session,
-    SessionApplyReport, Store, StoreError, StoreSettings,
+    ApiKeyRecord, DisplacedSession, ExpiryReport, NodeState, OnlineTotals, Region,
+    RegistrationReport, RoomOnline, Scope, Session, SessionApplyReport, Store, StoreError,
+    StoreSettings,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 /// Session lifetime used by every suite store.
 pub const TTL: i64 = 60_000;
 /// A fixed "now" the tests count from.
 pub const T0: i64 = 1_800_000_000_000;
+
+/// The wall clock in the store's unit: for tests of liveness, which the PostgreSQL store judges by
+/// the database's clock (the same machine's), whatever `now` the caller passes.
+pub fn wall() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
 
 /// The settings every suite store is opened with.
 pub fn settings() -> StoreSettings {
@@ -33,13 +44,19 @@ macro_rules! store_suite {
             invalid_registrations_are_rejected,
             regions_are_upserted_and_listed_by_name,
             admin_drain_survives_heartbeats,
+            admin_drain_survives_reregistration_until_lifted,
+            new_boot_id_ends_the_previous_life,
+            stopped_heartbeat_buries_the_node_at_once,
+            sweeper_lease_has_one_holder_at_a_time,
+            newest_sessions_per_user_are_kept,
+            health_answers,
             connect_renew_disconnect,
             stale_disconnect_keeps_newer_session,
             duplicate_events_are_idempotent,
             out_of_order_events_in_one_batch,
-            connect_older_than_stored_is_ignored,
+            takeover_by_arrival_across_nodes_by_time_within_one,
             batch_equals_one_event_at_a_time,
-            concurrent_batches_keep_newest_connect,
+            concurrent_takeovers_report_every_displaced_connection_once,
             sessions_expire,
             silent_nodes_die_with_their_sessions,
             admin_marking_dead_removes_sessions,
@@ -75,6 +92,7 @@ pub fn registration(id: &str) -> NodeRegistration {
         wss_port: 3103,
         push_url: format!("http://{id}:3109"),
         weight: 10,
+        boot_id: "boot-1".into(),
     }
 }
 
@@ -92,6 +110,7 @@ pub fn heartbeat(id: &str, conns: u64, ips: u64, rooms: &[(&str, u64)]) -> NodeH
             })
             .collect(),
         draining: false,
+        stopped: false,
     }
 }
 
@@ -139,7 +158,28 @@ fn report(connected: u64, disconnected: u64, renewed: u64, ignored: u64) -> Sess
         disconnected,
         renewed,
         ignored,
+        displaced: Vec::new(),
     }
+}
+
+/// A displaced connection, for comparing with [`SessionApplyReport::displaced`].
+fn displaced(key: &str, node: &str, conn: u64) -> DisplacedSession {
+    DisplacedSession {
+        key: key.into(),
+        node_id: node.into(),
+        connection_id: conn,
+    }
+}
+
+/// The nodes' states, by id.
+async fn states(store: &dyn Store) -> Vec<(String, NodeState)> {
+    store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.id, n.state))
+        .collect()
 }
 
 async fn register(store: &dyn Store, ids: &[&str]) {
@@ -184,8 +224,8 @@ pub async fn register_heartbeat_and_unknown_node(store: &dyn Store) {
         ("n1.example.test", "http://n1:3109")
     );
     assert_eq!(
-        (node.weight, node.state, node.last_seen),
-        (10, NodeState::Active, T0)
+        (node.weight, node.state, node.boot_id.as_str()),
+        (10, NodeState::Active, "boot-1")
     );
     assert_eq!((node.connection_count, node.ip_count), (0, 0));
     // The unknown region was created at the node's location.
@@ -214,20 +254,14 @@ pub async fn register_heartbeat_and_unknown_node(store: &dyn Store) {
         .await
         .unwrap();
     let node = store.nodes().await.unwrap().remove(0);
-    assert_eq!(
-        (node.connection_count, node.ip_count, node.last_seen),
-        (42, 7, T0 + 5_000)
-    );
+    assert_eq!((node.connection_count, node.ip_count), (42, 7));
 
     // Re-registering (a restart) refreshes metadata and keeps the last reported load.
     let mut moved = registration("n1");
     moved.tcp_port = 4101;
     store.register_node(&moved, T0 + 6_000).await.unwrap();
     let node = store.nodes().await.unwrap().remove(0);
-    assert_eq!(
-        (node.tcp_port, node.last_seen, node.connection_count),
-        (4101, T0 + 6_000, 42)
-    );
+    assert_eq!((node.tcp_port, node.connection_count), (4101, 42));
 }
 
 pub async fn invalid_registrations_are_rejected(store: &dyn Store) {
@@ -306,9 +340,215 @@ pub async fn admin_drain_survives_heartbeats(store: &dyn Store) {
         .map(|n| n.state)
         .collect();
     assert_eq!(states, vec![NodeState::Draining, NodeState::Draining]);
-    // A restarted edge registers as active again.
+    // An edge that drained itself (shutdown) is active again when it registers.
+    register(store, &["n2"]).await;
+    assert_eq!(store.nodes().await.unwrap()[1].state, NodeState::Active);
+}
+
+pub async fn admin_drain_survives_reregistration_until_lifted(store: &dyn Store) {
     register(store, &["n1"]).await;
-    assert_eq!(store.nodes().await.unwrap()[0].state, NodeState::Active);
+    store
+        .set_node_state("n1", NodeState::Draining)
+        .await
+        .unwrap();
+    // A restart (new boot id) and a plain re-registration keep the admin's drain.
+    let mut restarted = registration("n1");
+    restarted.boot_id = "boot-2".into();
+    store.register_node(&restarted, T0 + 1).await.unwrap();
+    register(store, &["n1"]).await;
+    let node = store.nodes().await.unwrap().remove(0);
+    assert_eq!(
+        (node.state, node.drained_by_admin),
+        (NodeState::Draining, true)
+    );
+    // The admin lifts it: active at once, and still active after the next registration.
+    store.set_node_state("n1", NodeState::Active).await.unwrap();
+    let node = store.nodes().await.unwrap().remove(0);
+    assert_eq!(
+        (node.state, node.drained_by_admin),
+        (NodeState::Active, false)
+    );
+    register(store, &["n1"]).await;
+    assert_eq!(states(store).await, vec![("n1".into(), NodeState::Active)]);
+    // Lifting a drain does not resurrect a dead node; its next registration makes it active.
+    store
+        .set_node_state("n1", NodeState::Draining)
+        .await
+        .unwrap();
+    store.set_node_state("n1", NodeState::Dead).await.unwrap();
+    store.set_node_state("n1", NodeState::Active).await.unwrap();
+    assert_eq!(states(store).await, vec![("n1".into(), NodeState::Dead)]);
+    register(store, &["n1"]).await;
+    assert_eq!(states(store).await, vec![("n1".into(), NodeState::Active)]);
+}
+
+pub async fn new_boot_id_ends_the_previous_life(store: &dyn Store) {
+    register(store, &["n1", "n2"]).await;
+    let batch = [
+        connect("k1", 1, 1, T0, "r://1"),
+        connect("k2", 2, 2, T0, ""),
+    ];
+    store.apply_session_events("n1", &batch, T0).await.unwrap();
+    store
+        .apply_session_events("n2", &[connect("k3", 3, 3, T0, "")], T0)
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&heartbeat("n1", 2, 1, &[("r://1", 1)]), T0)
+        .await
+        .unwrap();
+    // The same life registering again (after a 404) keeps its sessions.
+    let same = store
+        .register_node(&registration("n1"), T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(same, RegistrationReport::default());
+    assert_eq!(owner(store, "k1", T0 + 1).await, owned("n1", 1));
+    // An edge without boot ids changes nothing either.
+    let mut legacy = registration("n1");
+    legacy.boot_id.clear();
+    let report = store.register_node(&legacy, T0 + 2).await.unwrap();
+    assert_eq!(report, RegistrationReport::default());
+    assert_eq!(owner(store, "k1", T0 + 2).await, owned("n1", 1));
+    // The stored boot id is now empty: the next life cannot be told apart from it, so nothing ends.
+    let report = store
+        .register_node(&registration("n1"), T0 + 3)
+        .await
+        .unwrap();
+    assert_eq!(report, RegistrationReport::default());
+
+    // A restart: the previous life's sessions and room counts end at once; other nodes keep theirs.
+    let mut restarted = registration("n1");
+    restarted.boot_id = "boot-2".into();
+    let report = store.register_node(&restarted, T0 + 4).await.unwrap();
+    assert_eq!(
+        report,
+        RegistrationReport {
+            restarted: true,
+            sessions_ended: 2
+        }
+    );
+    assert_eq!(owner(store, "k1", T0 + 4).await, None);
+    assert_eq!(owner(store, "k2", T0 + 4).await, None);
+    assert_eq!(owner(store, "k3", T0 + 4).await, owned("n2", 3));
+    assert_eq!(
+        store.room_online(&["r://1".into()]).await.unwrap()["r://1"],
+        0
+    );
+    let node = store.nodes().await.unwrap().remove(0);
+    assert_eq!(
+        (node.state, node.boot_id.as_str()),
+        (NodeState::Active, "boot-2")
+    );
+    // The new life reports its connections.
+    store
+        .apply_session_events("n1", &[connect("k1", 1, 9, T0 + 5, "")], T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(owner(store, "k1", T0 + 5).await, owned("n1", 9));
+}
+
+pub async fn stopped_heartbeat_buries_the_node_at_once(store: &dyn Store) {
+    register(store, &["n1", "n2"]).await;
+    store
+        .apply_session_events("n1", &[connect("k1", 1, 1, T0, "")], T0)
+        .await
+        .unwrap();
+    store
+        .apply_session_events("n2", &[connect("k2", 2, 2, T0, "")], T0)
+        .await
+        .unwrap();
+    let mut last = heartbeat("n1", 0, 0, &[("r://1", 4)]);
+    last.draining = true;
+    last.stopped = true;
+    store.node_heartbeat(&last, T0 + 1).await.unwrap();
+    assert_eq!(
+        states(store).await,
+        vec![
+            ("n1".into(), NodeState::Dead),
+            ("n2".into(), NodeState::Active)
+        ]
+    );
+    assert_eq!(owner(store, "k1", T0 + 1).await, None);
+    assert_eq!(owner(store, "k2", T0 + 1).await, owned("n2", 2));
+    assert_eq!(
+        store.room_online(&["r://1".into()]).await.unwrap()["r://1"],
+        0
+    );
+    // Stopped means dead: the node must register again before it reports anything.
+    let late = store
+        .apply_session_events("n1", &[connect("k3", 3, 3, T0 + 2, "")], T0 + 2)
+        .await;
+    assert!(matches!(late, Err(StoreError::UnknownNode(_))), "{late:?}");
+    let again = store.node_heartbeat(&last, T0 + 2).await;
+    assert!(
+        matches!(again, Err(StoreError::UnknownNode(_))),
+        "{again:?}"
+    );
+}
+
+pub async fn sweeper_lease_has_one_holder_at_a_time(store: &dyn Store) {
+    // Real time: the PostgreSQL store times the lease by the database's clock.
+    let lease_ms = 600;
+    assert!(store.sweeper_lease("a", lease_ms, wall()).await.unwrap());
+    assert!(!store.sweeper_lease("b", lease_ms, wall()).await.unwrap());
+    // The holder renews.
+    assert!(store.sweeper_lease("a", lease_ms, wall()).await.unwrap());
+    assert!(!store.sweeper_lease("b", lease_ms, wall()).await.unwrap());
+    // A holder that stops renewing loses it once it runs out.
+    tokio::time::sleep(Duration::from_millis(lease_ms as u64 + 200)).await;
+    assert!(store.sweeper_lease("b", lease_ms, wall()).await.unwrap());
+    assert!(!store.sweeper_lease("a", lease_ms, wall()).await.unwrap());
+}
+
+pub async fn newest_sessions_per_user_are_kept(store: &dyn Store) {
+    register(store, &["n1", "n2"]).await;
+    // User 7 has five sessions connected at different times, on two nodes; user 8 has one.
+    let batch = [
+        connect("a", 7, 1, T0 + 10, ""),
+        connect("b", 7, 2, T0 + 50, ""),
+        connect("c", 7, 3, T0 + 30, ""),
+        connect("x", 8, 9, T0, ""),
+    ];
+    store
+        .apply_session_events("n1", &batch, T0 + 60)
+        .await
+        .unwrap();
+    let batch = [
+        connect("d", 7, 4, T0 + 40, ""),
+        connect("e", 7, 5, T0 + 40, ""),
+    ];
+    store
+        .apply_session_events("n2", &batch, T0 + 60)
+        .await
+        .unwrap();
+    let keys = |sessions: Vec<Session>| sessions.into_iter().map(|s| s.key).collect::<Vec<_>>();
+    // The two newest of user 7 (d and e tie; d first by key), all of user 8, ordered by key.
+    let newest = store
+        .newest_sessions_by_mids(&[7, 8], 2, T0 + 60)
+        .await
+        .unwrap();
+    assert_eq!(keys(newest), vec!["b", "d", "x"]);
+    let newest = store
+        .newest_sessions_by_mids(&[7], 4, T0 + 60)
+        .await
+        .unwrap();
+    assert_eq!(keys(newest), vec!["b", "c", "d", "e"]);
+    assert!(
+        store
+            .newest_sessions_by_mids(&[7], 0, T0 + 60)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.sessions_by_mids(&[7], T0 + 60).await.unwrap().len(),
+        5
+    );
+}
+
+pub async fn health_answers(store: &dyn Store) {
+    store.health().await.unwrap();
 }
 
 pub async fn connect_renew_disconnect(store: &dyn Store) {
@@ -465,7 +705,14 @@ pub async fn out_of_order_events_in_one_batch(store: &dyn Store) {
         .apply_session_events("n1", &batch, T0 + 30)
         .await
         .unwrap();
-    assert_eq!(applied, report(5, 1, 1, 3));
+    // k4's first connection was replaced by its second within the batch.
+    assert_eq!(
+        applied,
+        SessionApplyReport {
+            displaced: vec![displaced("k4", "n1", 40)],
+            ..report(5, 1, 1, 3)
+        }
+    );
     assert_eq!(owner(store, "k1", T0 + 30).await, owned("n1", 1));
     assert_eq!(owner(store, "k2", T0 + 30).await, owned("n1", 20));
     assert_eq!(owner(store, "k3", T0 + 30).await, None);
@@ -493,18 +740,13 @@ pub async fn out_of_order_events_in_one_batch(store: &dyn Store) {
     assert_eq!(owner(store, "k1", T0 + 31).await, owned("n1", 1));
 }
 
-pub async fn connect_older_than_stored_is_ignored(store: &dyn Store) {
+pub async fn takeover_by_arrival_across_nodes_by_time_within_one(store: &dyn Store) {
     register(store, &["n1", "n2"]).await;
     store
         .apply_session_events("n2", &[connect("k1", 1, 5, T0 + 100, "")], T0 + 100)
         .await
         .unwrap();
-    // A late connect of the connection that was replaced, from another node and from the same one.
-    let late = store
-        .apply_session_events("n1", &[connect("k1", 1, 1, T0 + 50, "")], T0 + 200)
-        .await
-        .unwrap();
-    assert_eq!(late, report(0, 0, 0, 1));
+    // Within one node the edge's clock orders: a late connect of a replaced connection is ignored.
     let late = store
         .apply_session_events("n2", &[connect("k1", 1, 4, T0 + 99, "")], T0 + 200)
         .await
@@ -515,13 +757,59 @@ pub async fn connect_older_than_stored_is_ignored(store: &dyn Store) {
         (kept.node_id.as_str(), kept.connection_id, kept.expires_at),
         ("n2", 5, T0 + 100 + TTL)
     );
-    // A connect at the same instant replaces (the later report wins).
-    let same = store
-        .apply_session_events("n1", &[connect("k1", 1, 2, T0 + 100, "")], T0 + 200)
+    // Across nodes the arrival order decides, whatever the other edge's clock says: n1 takes the
+    // key although its clock is behind, and n2's connection is reported displaced.
+    let taken = store
+        .apply_session_events("n1", &[connect("k1", 1, 1, T0 + 50, "")], T0 + 200)
         .await
         .unwrap();
-    assert_eq!(same, report(1, 0, 0, 0));
-    assert_eq!(owner(store, "k1", T0 + 200).await, owned("n1", 2));
+    assert_eq!(
+        taken,
+        SessionApplyReport {
+            displaced: vec![displaced("k1", "n2", 5)],
+            ..report(1, 0, 0, 0)
+        }
+    );
+    assert_eq!(owner(store, "k1", T0 + 200).await, owned("n1", 1));
+    // The displaced connection's disconnect and renew change nothing.
+    let stale = [renew("k1", 5, T0 + 201, ""), disconnect("k1", 5, T0 + 202)];
+    let applied = store
+        .apply_session_events("n2", &stale, T0 + 202)
+        .await
+        .unwrap();
+    assert_eq!(applied, report(0, 0, 0, 2));
+    assert_eq!(owner(store, "k1", T0 + 202).await, owned("n1", 1));
+    // A duplicate connect displaces nothing; another connection of the same node does.
+    let again = store
+        .apply_session_events("n1", &[connect("k1", 1, 1, T0 + 50, "")], T0 + 203)
+        .await
+        .unwrap();
+    assert_eq!(again, report(1, 0, 0, 0));
+    let newer = store
+        .apply_session_events("n1", &[connect("k1", 1, 2, T0 + 60, "")], T0 + 204)
+        .await
+        .unwrap();
+    assert_eq!(newer.displaced, vec![displaced("k1", "n1", 1)], "{newer:?}");
+    // In one batch: a connection connected and replaced there is reported too, as one by one.
+    let batch = [
+        connect("k2", 2, 7, T0 + 70, ""),
+        connect("k2", 2, 8, T0 + 71, ""),
+        connect("k1", 1, 3, T0 + 72, ""),
+        disconnect("k1", 3, T0 + 73),
+    ];
+    let applied = store
+        .apply_session_events("n2", &batch, T0 + 205)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        SessionApplyReport {
+            displaced: vec![displaced("k2", "n2", 7), displaced("k1", "n1", 2)],
+            ..report(3, 1, 0, 0)
+        }
+    );
+    assert_eq!(owner(store, "k1", T0 + 205).await, None);
+    assert_eq!(owner(store, "k2", T0 + 205).await, owned("n2", 8));
 }
 
 /// Deterministic pseudo-random numbers (an LCG), so a failing sequence can be replayed.
@@ -576,11 +864,22 @@ async fn batches_match_single_events(store: &dyn Store, round: u64, key_space: u
         ..event.clone()
     };
     let (mut batched, mut single) = (SessionApplyReport::default(), SessionApplyReport::default());
+    // Displaced keys lose their prefix, so both runs' displacements compare.
     let add = |sum: &mut SessionApplyReport, r: SessionApplyReport| {
         sum.connected += r.connected;
         sum.disconnected += r.disconnected;
         sum.renewed += r.renewed;
         sum.ignored += r.ignored;
+        sum.displaced.extend(r.displaced.into_iter().map(|d| {
+            DisplacedSession {
+                key: d
+                    .key
+                    .split_once('/')
+                    .map(|(_, k)| k.to_owned())
+                    .unwrap_or(d.key),
+                ..d
+            }
+        }));
     };
     for (step, (node, events)) in batches.iter().enumerate() {
         let now = T0 + 1_000 * step as i64;
@@ -597,6 +896,7 @@ async fn batches_match_single_events(store: &dyn Store, round: u64, key_space: u
             );
         }
     }
+    assert!(!batched.displaced.is_empty(), "round {round}");
     assert_eq!(batched, single, "round {round}");
     let live = async |prefix: &str| {
         let keys: Vec<String> = (0..key_space).map(|k| format!("{prefix}k{k}")).collect();
@@ -614,37 +914,54 @@ async fn batches_match_single_events(store: &dyn Store, round: u64, key_space: u
     assert_eq!(from_batches, live(&single_prefix).await, "round {round}");
 }
 
-pub async fn concurrent_batches_keep_newest_connect(store: &dyn Store) {
+pub async fn concurrent_takeovers_report_every_displaced_connection_once(store: &dyn Store) {
     let nodes = ["n0", "n1", "n2", "n3"];
     register(store, &nodes).await;
-    // Each node connects every key several times; connect times are unique across nodes and rounds
-    // and interleave, so batches of different nodes race on the same rows.
+    // Each node connects every key once per round with a new connection id, so every connect
+    // applies (another node's session is taken over by arrival order, an own one is older) and
+    // displaces the key's previous connection, whatever order the racing batches take.
     let keys = 200u64;
-    let rounds = 5i64;
-    let at = |node: usize, round: i64, key: u64| T0 + round * 10 + ((node as i64 + key as i64) % 4);
+    let rounds = 5u64;
+    let conn = |node: usize, round: u64| round * 10 + node as u64;
+    let at = |round: u64| T0 + round as i64 * 10;
     let writers = nodes.iter().enumerate().map(|(n, node)| async move {
+        let mut displaced = Vec::new();
         for round in 0..rounds {
             let batch: Vec<_> = (0..keys)
-                .map(|k| connect(&format!("k{k}"), k as i64, n as u64, at(n, round, k), ""))
+                .map(|k| connect(&format!("k{k}"), k as i64, conn(n, round), at(round), ""))
                 .collect();
-            store.apply_session_events(node, &batch, T0).await.unwrap();
+            let applied = store.apply_session_events(node, &batch, T0).await.unwrap();
+            assert_eq!(applied.connected, keys, "{node} round {round}");
+            displaced.extend(applied.displaced);
         }
+        displaced
     });
-    futures_util::future::join_all(writers).await;
+    let displaced: Vec<DisplacedSession> = futures_util::future::join_all(writers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut by_key: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for d in displaced {
+        by_key
+            .entry(d.key)
+            .or_default()
+            .push((d.node_id, d.connection_id));
+    }
     let all: Vec<String> = (0..keys).map(|k| format!("k{k}")).collect();
     let sessions = store.sessions_by_keys(&all, T0).await.unwrap();
     assert_eq!(sessions.len(), keys as usize);
+    let every: Vec<(String, u64)> = (0..nodes.len())
+        .flat_map(|n| (0..rounds).map(move |r| (nodes[n].to_owned(), conn(n, r))))
+        .collect();
     for session in sessions {
-        let k: u64 = session.key[1..].parse().unwrap();
-        let newest = (0..nodes.len())
-            .max_by_key(|&n| at(n, rounds - 1, k))
-            .unwrap();
-        assert_eq!(
-            session.connected_at,
-            at(newest, rounds - 1, k),
-            "{session:?}"
-        );
-        assert_eq!(session.node_id, nodes[newest], "{session:?}");
+        // Every connection but the owner was displaced exactly once.
+        let mut seen = by_key.remove(&session.key).unwrap_or_default();
+        seen.push((session.node_id.clone(), session.connection_id));
+        seen.sort();
+        let mut expected = every.clone();
+        expected.sort();
+        assert_eq!(seen, expected, "{session:?}");
     }
 }
 
@@ -702,31 +1019,38 @@ pub async fn sessions_expire(store: &dyn Store) {
 }
 
 pub async fn silent_nodes_die_with_their_sessions(store: &dyn Store) {
-    register(store, &["n1", "n2"]).await;
+    // Real time with a short timeout: the PostgreSQL store judges liveness by the database's
+    // clock, whatever `now` the caller passes.
+    let timeout = 400;
+    let t = wall();
+    for id in ["n1", "n2"] {
+        store.register_node(&registration(id), t).await.unwrap();
+    }
     store
-        .apply_session_events("n1", &[connect("k1", 1, 1, T0, "")], T0)
+        .apply_session_events("n1", &[connect("k1", 1, 1, t, "")], t)
         .await
         .unwrap();
     store
-        .apply_session_events("n2", &[connect("k2", 2, 2, T0, "")], T0)
+        .apply_session_events("n2", &[connect("k2", 2, 2, t, "")], t)
         .await
         .unwrap();
     store
-        .node_heartbeat(&heartbeat("n1", 10, 5, &[("r://1", 3)]), T0)
+        .node_heartbeat(&heartbeat("n1", 10, 5, &[("r://1", 3)]), t)
         .await
         .unwrap();
     store
-        .node_heartbeat(&heartbeat("n2", 20, 6, &[("r://1", 4)]), T0)
+        .node_heartbeat(&heartbeat("n2", 20, 6, &[("r://1", 4)]), t)
         .await
         .unwrap();
+    let not_yet = store.expire(wall(), timeout).await.unwrap();
+    assert_eq!(not_yet, ExpiryReport::default());
+    tokio::time::sleep(Duration::from_millis(timeout as u64 + 200)).await;
     // Only n2 keeps reporting.
     store
-        .node_heartbeat(&heartbeat("n2", 20, 6, &[("r://1", 4)]), T0 + 20_000)
+        .node_heartbeat(&heartbeat("n2", 20, 6, &[("r://1", 4)]), wall())
         .await
         .unwrap();
-    let not_yet = store.expire(T0 + 15_000, 15_000).await.unwrap();
-    assert_eq!(not_yet, ExpiryReport::default());
-    let swept = store.expire(T0 + 20_000, 15_000).await.unwrap();
+    let swept = store.expire(wall(), timeout).await.unwrap();
     assert_eq!(
         swept,
         ExpiryReport {
@@ -734,22 +1058,16 @@ pub async fn silent_nodes_die_with_their_sessions(store: &dyn Store) {
             sessions_removed: 1
         }
     );
-    let states: Vec<_> = store
-        .nodes()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|n| (n.id, n.state))
-        .collect();
     assert_eq!(
-        states,
+        states(store).await,
         vec![
             ("n1".into(), NodeState::Dead),
             ("n2".into(), NodeState::Active)
         ]
     );
-    assert_eq!(owner(store, "k1", T0 + 20_000).await, None);
-    assert_eq!(owner(store, "k2", T0 + 20_000).await, owned("n2", 2));
+    let now = wall();
+    assert_eq!(owner(store, "k1", now).await, None);
+    assert_eq!(owner(store, "k2", now).await, owned("n2", 2));
     assert_eq!(
         store.room_online(&["r://1".into()]).await.unwrap()["r://1"],
         4
@@ -763,27 +1081,28 @@ pub async fn silent_nodes_die_with_their_sessions(store: &dyn Store) {
     );
     // A dead node must register again before it may report.
     let late = store
-        .node_heartbeat(&heartbeat("n1", 10, 5, &[]), T0 + 21_000)
+        .node_heartbeat(&heartbeat("n1", 10, 5, &[]), now)
         .await;
     assert!(matches!(late, Err(StoreError::UnknownNode(_))));
     let late = store
-        .apply_session_events("n1", &[connect("k3", 3, 3, T0 + 21_000, "")], T0 + 21_000)
+        .apply_session_events("n1", &[connect("k3", 3, 3, now, "")], now)
         .await;
     assert!(matches!(late, Err(StoreError::UnknownNode(_))));
     // A dead node is not swept again (n2 reported recently enough).
     assert_eq!(
-        store.expire(T0 + 30_000, 15_000).await.unwrap(),
+        store.expire(wall(), timeout).await.unwrap(),
         ExpiryReport::default()
     );
+    let now = wall();
+    store.register_node(&registration("n1"), now).await.unwrap();
     store
-        .register_node(&registration("n1"), T0 + 41_000)
+        .apply_session_events("n1", &[connect("k3", 3, 3, now, "")], now)
         .await
         .unwrap();
-    store
-        .apply_session_events("n1", &[connect("k3", 3, 3, T0 + 41_000, "")], T0 + 41_000)
-        .await
-        .unwrap();
-    assert_eq!(owner(store, "k3", T0 + 41_000).await, owned("n1", 3));
+    assert_eq!(owner(store, "k3", now).await, owned("n1", 3));
+    // Registering stamps `last_seen` with the store's clock: this machine's, for both stores.
+    let n1 = store.nodes().await.unwrap().remove(0);
+    assert!((n1.last_seen - now).abs() < 5_000, "{n1:?} at {now}");
 }
 
 pub async fn admin_marking_dead_removes_sessions(store: &dyn Store) {
