@@ -10,10 +10,11 @@
 //! queued behind a dead edge are already late when their turn comes). A part not taken by its
 //! deadline is settled: its batch may commit, and its pushes are counted as
 //! `rim_job_dropped_total{reason="edge_unreachable"}` with a warning. The lane also remembers that
-//! its edge is **suspect** after a failure: the next parts get a single attempt each (no retry
-//! loop) until a request succeeds again. So a dead edge's lane drains at the speed of its refusals,
-//! the worker's in-flight bound frees up within one deadline, and the region's other edges keep
-//! their speed.
+//! its edge is **suspect** after a failure: the next part gets a single attempt (no retry loop),
+//! and parts arriving while that probe is out are settled at once, until a request succeeds again.
+//! So a dead edge holds at most one part at a time after its first deadline, whether it refuses
+//! connections or swallows them; the worker's in-flight bound never fills behind it, and the
+//! region's other edges keep their speed.
 //!
 //! Policies by failure (each counted in `rim_job_edge_errors_total{reason}`):
 //! - refused connection or 503 from an edge the directory lists as **draining**: it is stopping, so
@@ -167,6 +168,10 @@ struct EdgeHealth {
 }
 
 /// The lane task: sends each part, request by request, then marks it done.
+///
+/// While the edge is suspect, the part being sent is its probe: parts arriving meanwhile are
+/// settled at once as unreachable instead of queueing behind it, so an edge that swallows requests
+/// without answering holds at most one part (and one in-flight batch) at a time.
 async fn run(
     context: Arc<LaneContext>,
     node_id: String,
@@ -174,21 +179,73 @@ async fn run(
     outstanding: Arc<AtomicUsize>,
     mut queue: mpsc::Receiver<LanePart>,
 ) {
+    let lane = LaneTask {
+        context: &context,
+        node_id: &node_id,
+        push_url: &push_url,
+        outstanding: &outstanding,
+    };
     let mut health = EdgeHealth {
         backoff: context.backoff.clone(),
         suspect: false,
     };
     while let Some(part) = queue.recv().await {
-        let mut requests = split_by_size(part.pushes, context.max_request_bytes);
+        if !health.suspect {
+            lane.deliver_part(&mut health, part).await;
+            continue;
+        }
+        let probe = lane.deliver_part(&mut health, part);
+        tokio::pin!(probe);
+        let (mut parts, mut pushes) = (0_u64, 0_u64);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut probe => break,
+                next = queue.recv() => match next {
+                    Some(part) => {
+                        parts += 1;
+                        pushes += part.pushes.len() as u64;
+                        lane.settle_unreachable(part);
+                    }
+                    None => {
+                        probe.await;
+                        break;
+                    }
+                },
+            }
+        }
+        if parts > 0 {
+            tracing::warn!(
+                node_id,
+                parts,
+                pushes,
+                "edge is suspect: dropped the pushes that arrived while its probe request was out"
+            );
+        }
+    }
+}
+
+/// A lane task's fixed parts.
+struct LaneTask<'a> {
+    context: &'a LaneContext,
+    node_id: &'a str,
+    push_url: &'a Mutex<String>,
+    outstanding: &'a AtomicUsize,
+}
+
+impl LaneTask<'_> {
+    /// Sends a part request by request (halving what is too large), then marks it done.
+    async fn deliver_part(&self, health: &mut EdgeHealth, part: LanePart) {
+        let mut requests = split_by_size(part.pushes, self.context.max_request_bytes);
+        let attempt = LaneRequest {
+            context: self.context,
+            node_id: self.node_id,
+            push_url: self.push_url,
+            deadline: part.deadline,
+        };
         while let Some(pushes) = requests.pop_front() {
             let request = EdgePushRequest { pushes };
-            let lane = LaneRequest {
-                context: &context,
-                node_id: &node_id,
-                push_url: &push_url,
-                deadline: part.deadline,
-            };
-            match lane.deliver(&mut health, &request).await {
+            match attempt.deliver(health, &request).await {
                 Outcome::Finished => {}
                 Outcome::TooLarge => {
                     let mut first = request.pushes;
@@ -198,8 +255,19 @@ async fn run(
                 }
             }
         }
-        part.ticket.part_done();
-        outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.done(&part.ticket);
+    }
+
+    /// Settles a part without sending it: its edge is suspect and already being probed.
+    fn settle_unreachable(&self, part: LanePart) {
+        metrics::counter!("rim_job_dropped_total", "region" => self.context.region.clone(), "reason" => "edge_unreachable")
+            .increment(part.pushes.len() as u64);
+        self.done(&part.ticket);
+    }
+
+    fn done(&self, ticket: &BatchTicket) {
+        ticket.part_done();
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
