@@ -4,7 +4,7 @@
 mod suite;
 
 use rim_store::postgres::{PoolSettings, PostgresStore};
-use rim_store::{Store, StoreError};
+use rim_store::{NodeState, Store, StoreError};
 use rim_testkit::postgres::TestPostgres;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -66,10 +66,12 @@ async fn database_restart_fails_fast_then_recovers() {
     )
     .await;
     assert_unavailable("lookup", store.sessions_by_mids(&[1], suite::T0)).await;
+    assert_unavailable("health", store.health()).await;
     assert_unavailable("connect", PostgresStore::connect(&url, suite::settings())).await;
 
     pg.start_again();
     // The pool replaces its broken connections by itself: the very next calls succeed.
+    store.health().await.unwrap();
     let nodes = store.nodes().await.unwrap();
     assert_eq!(nodes.len(), 1);
     let sessions = store.sessions_by_mids(&[1], suite::T0).await.unwrap();
@@ -100,4 +102,36 @@ async fn malformed_url_is_invalid_and_unreachable_database_unavailable() {
         PostgresStore::connect_with(&url, suite::settings(), pool),
     )
     .await;
+}
+
+#[tokio::test]
+async fn liveness_is_judged_by_the_database_clock_not_the_callers() {
+    let store = open().await;
+    // A control instance whose clock is at the epoch registers and reports the node ...
+    store
+        .register_node(&suite::registration("n1"), 0)
+        .await
+        .unwrap();
+    store
+        .node_heartbeat(&suite::heartbeat("n1", 1, 1, &[]), 0)
+        .await
+        .unwrap();
+    let node = store.nodes().await.unwrap().remove(0);
+    assert!(
+        (node.last_seen - suite::wall()).abs() < 5_000,
+        "last_seen {} is not the database's now",
+        node.last_seen
+    );
+    // ... and one ten minutes ahead sweeps with a one-minute timeout: the node is alive by the
+    // database's clock, so nothing dies.
+    let ahead = suite::wall() + 10 * 60_000;
+    let report = store.expire(ahead, 60_000).await.unwrap();
+    assert_eq!(report.nodes_marked_dead, 0);
+    assert_eq!(store.nodes().await.unwrap()[0].state, NodeState::Active);
+    // The sweeper lease is timed by the database too: a holder whose clock is behind cannot
+    // keep a lease beyond its length.
+    assert!(store.sweeper_lease("a", 200, 0).await.unwrap());
+    assert!(!store.sweeper_lease("b", 200, ahead).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.sweeper_lease("b", 200, 0).await.unwrap());
 }

@@ -3,7 +3,9 @@
 //! Each behaviour is one `async fn` taking the store under test; [`store_suite!`] turns the list of
 //! them into `#[tokio::test]`s for a given way of opening a fresh, empty store (`tests/memory.rs`,
 //! `tests/postgres.rs`). Times are explicit (`now` is a parameter of every call), so expiry is tested
-//! without sleeping.
+//! without sleeping (liveness excepted: the PostgreSQL store judges it by the database's clock).
+//! `tests/directory.rs` uses only the fixtures (registrations, settings), hence the allowances.
+#![allow(dead_code, unused_macros)]
 
 use rim_proto::schema::session_event::Kind;
 use rim_proto::schema::{NodeHeartbeat, NodeRegistration, RoomCount, SessionEvent};
@@ -76,6 +78,7 @@ macro_rules! store_suite {
         )*
     };
 }
+#[allow(unused_imports)]
 pub(crate) use store_suite;
 
 /// A registration of `id` in region `sh` with distinct ports.
