@@ -520,9 +520,10 @@ export class RimClient extends Emitter {
         );
       };
       ws.onmessage = (event) => this._onMessage(conn, event ? event.data : undefined);
-      ws.onerror = () => {
-        conn.sawError = true; // the close event that follows says the rest
-      };
+      // An error event means the connection failed (the standard always follows it with a close
+      // event, code 1006, but some implementations, e.g. Node 20's experimental WebSocket on a
+      // refused connection, never send that close): end the attempt or connection here.
+      ws.onerror = () => this._onClose(conn, { code: 1006, reason: '' });
       ws.onclose = (event) => this._onClose(conn, event || {});
     });
   }

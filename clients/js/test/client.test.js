@@ -263,6 +263,22 @@ test('falls through the list when a candidate fails, immediately, then backs off
   assert.equal(of('disconnect').length, 3);
 });
 
+test('an error event without a close event (Node 20 WebSocket on a refused connection) ends the attempt', async () => {
+  const { client, WS, of } = setup();
+  client.start();
+  await flush();
+  WS.last.onerror({ type: 'error' }); // and no close event ever
+  await flush();
+  assert.equal(WS.instances.length, 2);
+  assert.equal(WS.last.url, 'ws://b:3102/sub');
+  assert.equal(of('error')[0].code, 'connect_failed');
+  WS.last.open();
+  WS.last.acceptAuth();
+  WS.last.onerror({ type: 'error' });
+  await flush();
+  assert.equal(client.state, State.RECONNECTING);
+});
+
 test('reconnect backoff: base, then × factor up to max, reset by a successful auth', async () => {
   const { client, WS, clock, of } = setup({
     urls: ['ws://a/sub'],
