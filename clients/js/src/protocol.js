@@ -113,7 +113,7 @@ export function encode(packet, options = {}) {
 }
 
 /**
- * Bytes of a received WebSocket message (ArrayBuffer, any ArrayBuffer view, Node Buffer).
+ * Bytes of a received WebSocket message (an ArrayBuffer or any ArrayBuffer view, Node's buffers included).
  * @param {unknown} data
  * @returns {Uint8Array}
  */
