@@ -4,6 +4,10 @@
 //! groups, offset commits, topic creation), never a mock. tansu is a single Rust binary that starts in
 //! well under a second with in-memory storage, so each test gets its own broker on its own free port
 //! and no state leaks between tests. The broker process is killed when the [`TestKafka`] is dropped.
+//!
+//! Outages: [`TestKafka::stop`] kills the broker and [`TestKafka::start_again`] starts a fresh one on
+//! the same port. With memory storage the fresh broker has lost every topic, group and offset, which
+//! is the harshest broker restart a client must survive.
 
 use crate::ports::free_port;
 use rdkafka::ClientConfig;
@@ -22,7 +26,8 @@ const INSTALL_HINT: &str = "install it with `cargo install tansu --version 0.6.0
 
 /// A running tansu broker on a free loopback port; killed on drop.
 pub struct TestKafka {
-    child: Child,
+    /// The broker process; `None` while stopped.
+    child: Option<Child>,
     port: u16,
     log: tempfile::NamedTempFile,
 }
@@ -33,14 +38,36 @@ impl TestKafka {
     /// Panics with the install hint when tansu cannot be found, and with the broker's own output when
     /// it does not come up: a test without its broker cannot mean anything.
     pub fn start() -> TestKafka {
+        let port = free_port().expect("no free loopback port");
+        let log = tempfile::NamedTempFile::new().expect("temporary log file for tansu");
+        let mut broker = TestKafka {
+            child: None,
+            port,
+            log,
+        };
+        broker.start_again();
+        broker
+    }
+
+    /// Kills the broker (SIGKILL: no clean shutdown); clients see a dead broker until
+    /// [`TestKafka::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a fresh broker on the same port (stopping the running one first) and waits until it
+    /// answers. With memory storage it knows no topics, groups or offsets.
+    pub fn start_again(&mut self) {
+        self.stop();
         let binary =
             find_tansu().unwrap_or_else(|| panic!("tansu broker binary not found: {INSTALL_HINT}"));
-        let port = free_port().expect("no free loopback port");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = tempfile::NamedTempFile::new().expect("temporary log file for tansu");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
         // Clones share one file offset, so the two streams interleave instead of overwriting.
-        let stdout = log.as_file().try_clone().expect("tansu log handle");
-        let stderr = log.as_file().try_clone().expect("tansu log handle");
+        let stdout = self.log.as_file().try_clone().expect("tansu log handle");
+        let stderr = self.log.as_file().try_clone().expect("tansu log handle");
         let child = Command::new(&binary)
             .args([
                 "broker",
@@ -56,9 +83,8 @@ impl TestKafka {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
-        let mut broker = TestKafka { child, port, log };
-        broker.wait_ready();
-        broker
+        self.child = Some(child);
+        self.wait_ready();
     }
 
     /// The `bootstrap.servers` value for clients.
@@ -75,7 +101,7 @@ impl TestKafka {
             .expect("rdkafka client for the readiness probe");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("tansu exited during startup ({status}):\n{}", self.output());
             }
             if probe
@@ -109,8 +135,7 @@ impl TestKafka {
 
 impl Drop for TestKafka {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -6,17 +6,19 @@
 //! record that the cluster did not take within `message.timeout.ms` (= the configured delivery
 //! timeout), so a dead broker turns into [`BusError::Unavailable`] after that long, never a hang.
 //!
-//! An idempotent producer can hit a *fatal* error (the broker lost its sequence state, say), after
-//! which librdkafka refuses every record. The publish that sees it fails, and the producer is
-//! replaced by a fresh one, so the next publish works again instead of the process answering 503
-//! until restarted.
+//! An idempotent producer can hit a *fatal* error, after which librdkafka refuses every record, or
+//! get *stuck* when the broker restarts without its state (records time out under a producer id
+//! the broker forgot, while the broker itself answers). The publish that sees either fails, and the
+//! producer is replaced by a fresh one, so the next publish works again instead of the process
+//! answering 503 until restarted. A topic lost with the broker's storage is recreated by the next
+//! publish (the failed publish makes the producer check its topics again).
 
 use super::topics::TopicCreator;
 use super::{KafkaSettings, millis};
 use crate::{BusError, BusHealth, BusProducer, OutgoingPush};
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -35,6 +37,36 @@ pub struct KafkaProducer {
     producer: RwLock<Arc<FutureProducer>>,
     topics: TopicCreator,
     settings: KafkaSettings,
+    /// When the producer was last replaced because it was stuck (bounds how often that happens).
+    replaced_at: Mutex<Option<Instant>>,
+}
+
+/// Why a producer was replaced.
+#[derive(Debug)]
+enum Replacement {
+    /// librdkafka reported a fatal error (with its code and reason).
+    Fatal(String),
+    /// Records time out although the broker answers.
+    Stuck,
+}
+
+impl std::fmt::Display for Replacement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Replacement::Fatal(error) => write!(f, "fatal error {error}"),
+            Replacement::Stuck => f.write_str("records time out although the broker answers"),
+        }
+    }
+}
+
+impl Replacement {
+    /// The `reason` label of `rim_bus_producer_replaced_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Replacement::Fatal(_) => "fatal",
+            Replacement::Stuck => "stuck",
+        }
+    }
 }
 
 impl KafkaProducer {
@@ -45,13 +77,38 @@ impl KafkaProducer {
             producer: RwLock::new(Arc::new(build(settings)?)),
             topics: TopicCreator::new(settings)?,
             settings: settings.clone(),
+            replaced_at: Mutex::new(None),
         })
     }
 
-    /// Replaces `used` by a fresh producer if it is in a fatal state (and nobody replaced it yet).
-    fn replace_if_fatal(&self, used: &Arc<FutureProducer>) {
-        let Some((code, reason)) = used.client().fatal_error() else {
-            return;
+    /// After a failed publish on `used`: replaces it by a fresh producer if it is broken, that is in
+    /// a fatal state, or *stuck*: the broker answers (metadata within the health timeout) yet the
+    /// records were not taken. The second is what a broker restarted without its state does to an
+    /// idempotent producer: librdkafka keeps retrying under a producer id the broker forgot, every
+    /// record times out, and only a new producer (new id) gets through. A slow but healthy cluster
+    /// can look the same; replacing the producer then costs a reconnect, which is why it happens at
+    /// most once per delivery timeout.
+    async fn replace_if_broken(&self, used: &Arc<FutureProducer>) {
+        let reason = match used.client().fatal_error() {
+            Some((code, reason)) => Replacement::Fatal(format!("{code}: {reason}")),
+            None => {
+                if self
+                    .replaced_at
+                    .lock()
+                    .is_some_and(|at| at.elapsed() < self.settings.delivery_timeout)
+                {
+                    return;
+                }
+                let probe = used.clone();
+                let reachable = super::probe_metadata(None, move || {
+                    probe.client().fetch_metadata(None, super::HEALTH_TIMEOUT)
+                })
+                .await;
+                if !reachable.is_healthy() {
+                    return;
+                }
+                Replacement::Stuck
+            }
         };
         let mut current = self.producer.write();
         if !Arc::ptr_eq(&current, used) {
@@ -59,12 +116,14 @@ impl KafkaProducer {
         }
         match build(&self.settings) {
             Ok(fresh) => {
-                tracing::warn!(%code, %reason, "kafka producer hit a fatal error; replaced it");
-                metrics::counter!("rim_bus_producer_replaced_total").increment(1);
+                tracing::warn!(%reason, "kafka producer is broken; replaced it");
+                metrics::counter!("rim_bus_producer_replaced_total", "reason" => reason.label())
+                    .increment(1);
                 *current = Arc::new(fresh);
+                *self.replaced_at.lock() = Some(Instant::now());
             }
             Err(err) => {
-                tracing::error!(%code, %reason, %err, "kafka producer is fatal and cannot be rebuilt")
+                tracing::error!(%reason, %err, "kafka producer is broken and cannot be rebuilt")
             }
         }
     }
@@ -163,7 +222,7 @@ impl BusProducer for KafkaProducer {
         self.topics.ensure(&topics).await?;
         let producer = self.producer.read().clone();
         if let Err(err) = self.publish_on(&producer, &pushes).await {
-            self.replace_if_fatal(&producer);
+            self.replace_if_broken(&producer).await;
             // A broker that lost its storage lost these topics: check them again next time.
             for topic in &topics {
                 self.topics.forget(topic);
