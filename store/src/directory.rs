@@ -5,8 +5,9 @@
 //! keeps a [`NodeSnapshot`] for `max_age`. Rules:
 //! - **Unknown node ids** (a node that registered after the last read) force a refresh, at most one
 //!   per `refresh_floor`, so a burst of pushes naming a node the store does not know costs one read.
-//! - **Single flight**: one caller refreshes; callers that hold a (stale) snapshot are served it at
-//!   once instead of queueing behind the read.
+//! - **Single flight, stale while revalidating**: one read at a time; once a snapshot is older than
+//!   `max_age`, callers are served it at once while one background read refreshes it (after an
+//!   [`NodeDirectory::invalidate`], callers wait for the re-read instead).
 //! - **Store errors never drop the snapshot**: while the store fails, the last good snapshot is
 //!   served (a short PostgreSQL blip must not halt pushes and deliveries), failed reads are retried
 //!   at most once per `refresh_floor`, and only a directory that never read anything reports the
@@ -22,7 +23,6 @@ use crate::model::{Node, NodeState};
 use parking_lot::RwLock;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a directory trusts a read, and how often it may re-read for unknown nodes or after a
@@ -129,24 +129,30 @@ impl NodeSnapshot {
     }
 }
 
-/// The cached node table of one process (see the module docs).
+/// The cached node table of one process (see the module docs). Cheap to share: clones share one
+/// cache.
+#[derive(Clone)]
 pub struct NodeDirectory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: Arc<dyn Store>,
     settings: DirectorySettings,
     /// Role label of the metrics (`control`, `job`).
     user: &'static str,
     current: RwLock<Option<Arc<NodeSnapshot>>>,
-    /// Set by [`NodeDirectory::invalidate`]: the next call re-reads even a young snapshot.
-    stale: AtomicBool,
-    /// Held while reading the store; guards when the last read failed.
-    refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// When [`NodeDirectory::invalidate`] was last called: snapshots read before are not fresh.
+    invalidated_at: RwLock<Option<Instant>>,
+    /// Held while reading the store; remembers when the last read failed.
+    refresh: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for NodeDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeDirectory")
-            .field("user", &self.user)
-            .field("settings", &self.settings)
+            .field("user", &self.inner.user)
+            .field("settings", &self.inner.settings)
             .finish_non_exhaustive()
     }
 }
@@ -155,40 +161,60 @@ impl NodeDirectory {
     /// A directory over `store`; `user` labels its metrics (the role using it).
     pub fn new(store: Arc<dyn Store>, user: &'static str, settings: DirectorySettings) -> Self {
         Self {
-            store,
-            settings,
-            user,
-            current: RwLock::new(None),
-            stale: AtomicBool::new(false),
-            refresh: tokio::sync::Mutex::new(None),
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                user,
+                current: RwLock::new(None),
+                invalidated_at: RwLock::new(None),
+                refresh: Arc::new(tokio::sync::Mutex::new(None)),
+            }),
         }
     }
 
-    /// A snapshot no older than `max_age` if the store answers; the last good one (however old)
-    /// while it does not. Fails only if the store never answered.
+    /// A snapshot no older than `max_age` while the store answers; the last good one (however old)
+    /// while it does not. An aged snapshot is served at once while one caller's read refreshes it
+    /// in the background; after [`NodeDirectory::invalidate`] the caller waits for the re-read.
+    /// Fails only if the store never answered.
     pub async fn snapshot(&self) -> Result<Arc<NodeSnapshot>, StoreError> {
-        let current = self.current.read().clone();
-        match current {
-            Some(snapshot) if self.is_fresh(&snapshot) => self.served(snapshot),
-            Some(snapshot) => {
-                // Stale: whoever gets the lock re-reads; everyone else is served what there is.
-                match self.refresh.try_lock() {
-                    Ok(mut last_failure) => {
-                        self.refresh_locked(&mut last_failure, Some(snapshot)).await
-                    }
-                    Err(_) => self.served(snapshot),
-                }
-            }
-            None => {
-                let mut last_failure = self.refresh.lock().await;
-                // Read while we waited for the lock?
-                let current = self.current.read().clone();
-                match current {
-                    Some(snapshot) => self.served(snapshot),
-                    None => self.refresh_locked(&mut last_failure, None).await,
-                }
-            }
+        let inner = &self.inner;
+        let current = inner.current.read().clone();
+        let Some(snapshot) = current else {
+            let mut last_failure = inner.refresh.clone().lock_owned().await;
+            // Read while we waited for the lock?
+            let current = inner.current.read().clone();
+            return match current {
+                Some(snapshot) => inner.served(snapshot),
+                None => inner.refresh_locked(&mut last_failure, None).await,
+            };
+        };
+        if inner.is_fresh(&snapshot) {
+            return inner.served(snapshot);
         }
+        if inner.was_invalidated(&snapshot) {
+            let mut last_failure = inner.refresh.clone().lock_owned().await;
+            let current = inner.current.read().clone();
+            return match current.filter(|s| inner.is_fresh(s)) {
+                Some(newer) => inner.served(newer),
+                None => {
+                    inner
+                        .refresh_locked(&mut last_failure, Some(snapshot))
+                        .await
+                }
+            };
+        }
+        // Aged: whoever gets the lock refreshes in the background; everyone is served at once.
+        if let Ok(mut last_failure) = inner.refresh.clone().try_lock_owned() {
+            let background = inner.clone();
+            let fallback = snapshot.clone();
+            tokio::spawn(async move {
+                // The outcome is the new snapshot (or the logged failure) for later callers.
+                let _ = background
+                    .refresh_locked(&mut last_failure, Some(fallback))
+                    .await;
+            });
+        }
+        inner.served(snapshot)
     }
 
     /// Like [`NodeDirectory::snapshot`], but one that knows every node of `node_ids` if the store
@@ -198,30 +224,41 @@ impl NodeDirectory {
         &self,
         node_ids: &[&str],
     ) -> Result<Arc<NodeSnapshot>, StoreError> {
+        let inner = &self.inner;
         let snapshot = self.snapshot().await?;
         if node_ids.iter().all(|id| snapshot.knows(id))
-            || snapshot.age() < self.settings.refresh_floor
+            || snapshot.age() < inner.settings.refresh_floor
         {
             return Ok(snapshot);
         }
         let started = Instant::now();
-        let mut last_failure = self.refresh.lock().await;
+        let mut last_failure = inner.refresh.clone().lock_owned().await;
         // Someone else read while we waited: anything read after this call started will do.
-        let current = self.current.read().clone();
+        let current = inner.current.read().clone();
         if let Some(newer) = current.filter(|s| s.read_at >= started) {
-            return self.served(newer);
+            return inner.served(newer);
         }
-        self.refresh_locked(&mut last_failure, Some(snapshot)).await
+        inner
+            .refresh_locked(&mut last_failure, Some(snapshot))
+            .await
     }
 
     /// Makes the next call re-read (after this process changed a node's state). The current
     /// snapshot stays as the fallback.
     pub fn invalidate(&self) {
-        self.stale.store(true, Ordering::Release);
+        *self.inner.invalidated_at.write() = Some(Instant::now());
+    }
+}
+
+impl Inner {
+    fn was_invalidated(&self, snapshot: &NodeSnapshot) -> bool {
+        self.invalidated_at
+            .read()
+            .is_some_and(|at| snapshot.read_at <= at)
     }
 
     fn is_fresh(&self, snapshot: &NodeSnapshot) -> bool {
-        !self.stale.load(Ordering::Acquire) && snapshot.age() <= self.settings.max_age
+        !self.was_invalidated(snapshot) && snapshot.age() <= self.settings.max_age
     }
 
     /// Records the age of what is served.
@@ -243,8 +280,6 @@ impl NodeDirectory {
         {
             return self.served(fallback.clone());
         }
-        // Cleared before the read: an invalidation during the read triggers another.
-        self.stale.store(false, Ordering::Release);
         let read_at = Instant::now();
         match self.store.nodes().await {
             Ok(nodes) => {
@@ -255,7 +290,6 @@ impl NodeDirectory {
             }
             Err(error) => {
                 *last_failure = Some(Instant::now());
-                self.stale.store(true, Ordering::Release);
                 metrics::counter!("rim_node_directory_refresh_errors_total", "user" => self.user)
                     .increment(1);
                 match fallback {

@@ -159,6 +159,7 @@ impl Store for PostgresStore {
         reg: &NodeRegistration,
         _now: UnixMillis,
     ) -> Result<RegistrationReport, StoreError> {
+        // `last_seen` is stamped by the database below (`rim_now_ms()`), not from the record.
         let node = node_from_registration(reg, 0)?;
         let region = region_of(&node);
         let mut tx = self.pool.begin().await.map_err(store_error)?;
