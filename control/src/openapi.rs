@@ -107,7 +107,8 @@ pub fn document() -> Value {
                     "records": {"type": "integer", "description": "bus records published"},
                     "offline_keys": {"type": "array", "items": {"type": "string"}},
                     "offline_mids": {"type": "array", "items": {"type": "integer", "format": "int64"}},
-                    "capped_mids": {"type": "array", "items": {"type": "integer", "format": "int64"}, "description": "users with more live sessions than the per-user bound: only their newest sessions were targeted"}
+                    "capped_mids": {"type": "array", "items": {"type": "integer", "format": "int64"}, "description": "users with more live sessions than the per-user bound: only their newest sessions were targeted"},
+                    "count_unavailable": {"type": "string", "description": "why a room's connections could not be counted (the push was sent; sessions is 0)"}
                 }},
                 "Scope": {"type": "string", "enum": ["push", "read", "admin"]}
             }

@@ -18,7 +18,9 @@
 //!
 //! Unlike goim, which answers success for users who are offline, the report names the offline
 //! users and keys, and room and broadcast answers count the connections targeted (from the edges'
-//! last heartbeats) instead of 0.
+//! last heartbeats: rooms read from the store, broadcasts from the cached node directory) instead
+//! of 0. Room and broadcast pushes need no store read to be sent, so they keep flowing from the
+//! directory's last good snapshot while PostgreSQL is briefly away.
 
 use crate::error::ApiError;
 use crate::observe::{timed_publish, timed_store};
@@ -27,7 +29,7 @@ use bytes::Bytes;
 use rim_bus::OutgoingPush;
 use rim_proto::schema::push_message::Target;
 use rim_proto::schema::{BroadcastTarget, KeyOnNode, KeysTarget, PushMessage, RoomTarget};
-use rim_store::{NodeSnapshot, Session};
+use rim_store::{NodeSnapshot, NodeState, Session};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -100,6 +102,10 @@ pub struct PushReport {
     /// most recently connected sessions were targeted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub capped_mids: Vec<i64>,
+    /// Set when a room's connections could not be counted (the store did not answer): the push was
+    /// sent all the same (it needs only the cached node directory) and `sessions` is 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count_unavailable: Option<String>,
 }
 
 /// Checks a push's operation and target against the configured bounds (400 otherwise).
@@ -250,12 +256,16 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
             records
         }
         PushTarget::Room(room) => {
-            let online = timed_store(
+            // Only informative: a store that does not answer must not stop a room push.
+            match timed_store(
                 "room_online",
                 state.store.room_online(std::slice::from_ref(&room)),
             )
-            .await?;
-            report.sessions = online.values().sum();
+            .await
+            {
+                Ok(online) => report.sessions = online.values().sum(),
+                Err(error) => report.count_unavailable = Some(error.to_string()),
+            }
             let nodes = state.directory.snapshot().await?;
             let target = Target::Room(RoomTarget { room: room.clone() });
             nodes
@@ -264,10 +274,8 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
                 .collect()
         }
         PushTarget::Broadcast { speed } => {
-            report.sessions = timed_store("online_totals", state.store.online_totals())
-                .await?
-                .conn_count;
             let nodes = state.directory.snapshot().await?;
+            report.sessions = live_connections(&nodes);
             let target = Target::Broadcast(BroadcastTarget { speed });
             nodes
                 .live_regions()
@@ -314,6 +322,16 @@ fn dedup<T: Ord + Clone>(items: Vec<T>) -> Vec<T> {
         .into_iter()
         .filter(|item| seen.insert(item.clone()))
         .collect()
+}
+
+/// Connections on live nodes as of their last heartbeats (what a broadcast targets), from the
+/// cached node directory, so a broadcast needs no store read.
+fn live_connections(nodes: &NodeSnapshot) -> u64 {
+    nodes
+        .nodes()
+        .iter()
+        .filter(|node| node.state != NodeState::Dead)
+        .fold(0u64, |sum, node| sum.saturating_add(node.connection_count))
 }
 
 /// Keeps at most `per_user` sessions of each user, the most recently connected (ties by key);

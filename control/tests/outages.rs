@@ -35,8 +35,42 @@ async fn postgres_restart_gives_503_then_recovers() {
             .0,
         200
     );
+    assert_eq!(h.heartbeat("n1", 5, &[("live://1", 5)]).await, 204);
+    let room_push = || {
+        h.with_key(
+            Method::POST,
+            "/goim/push/room?operation=1000&type=live&room=1",
+            ADMIN_KEY,
+        )
+        .body("x")
+    };
+    let (status, body) = Harness::call(room_push()).await;
+    assert_eq!(
+        (status, body["data"]["sessions"].as_u64()),
+        (200, Some(5)),
+        "{body}"
+    );
 
     cluster.stop();
+    // Room and broadcast pushes need only the node directory, which serves its last good
+    // snapshot: they still go out; the room's count is reported unavailable.
+    let (status, body) = Harness::call(room_push()).await;
+    assert_eq!(
+        (status, body["data"]["records"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    assert!(body["data"]["count_unavailable"].is_string(), "{body}");
+    let (status, body) = Harness::call(
+        h.with_key(Method::POST, "/goim/push/all?operation=1000", ADMIN_KEY)
+            .body("x"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["data"]["sessions"].as_u64()),
+        (200, Some(5)),
+        "{body}"
+    );
     let push = || {
         h.with_key(
             Method::POST,
