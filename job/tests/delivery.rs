@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use metrics_exporter_prometheus::PrometheusBuilder;
 use prost::Message;
 use rim_bus::kafka::{KafkaConsumer, KafkaProducer, KafkaSettings};
 use rim_bus::memory::MemoryBus;
@@ -129,7 +130,7 @@ struct KafkaBus {
     settings: KafkaSettings,
     producer: KafkaProducer,
     // Dropped last: the clients above must not outlive their broker.
-    _broker: TestKafka,
+    broker: TestKafka,
 }
 
 /// A region with its store, bus and config (short timeouts and backoff for tests).
@@ -153,7 +154,7 @@ impl Cluster {
         let mut cluster = Self::on(TestBus::Kafka(Box::new(KafkaBus {
             producer: KafkaProducer::new(&settings).unwrap(),
             settings,
-            _broker: broker,
+            broker,
         })));
         cluster.config.job_kafka_brokers = cluster.settings().brokers.clone();
         cluster.config.job_topic_partitions = 2;
@@ -179,6 +180,13 @@ impl Cluster {
     fn settings(&self) -> &KafkaSettings {
         match &self.bus {
             TestBus::Kafka(kafka) => &kafka.settings,
+            TestBus::Memory(_) => panic!("not a Kafka cluster"),
+        }
+    }
+
+    fn broker(&mut self) -> &mut TestKafka {
+        match &mut self.bus {
+            TestBus::Kafka(kafka) => &mut kafka.broker,
             TestBus::Memory(_) => panic!("not a Kafka cluster"),
         }
     }
@@ -246,8 +254,10 @@ impl Cluster {
                         .unwrap();
                 })
             }
+            // `rim job`'s entry point, with a Prometheus handle of its own (not installed globally).
             TestBus::Kafka(_) => tokio::spawn(async move {
-                rim_job::run_with_kafka(&config, SECRET, directory, shutdown)
+                let prometheus = PrometheusBuilder::new().build_recorder().handle();
+                rim_job::run_kafka_worker(&config, SECRET, directory, Some(prometheus), shutdown)
                     .await
                     .unwrap();
             }),
@@ -642,4 +652,50 @@ async fn a_batch_waits_while_the_directory_is_down_and_is_delivered_after() {
     .await;
     worker.stop().await;
     assert!(cluster.uncommitted().await.is_empty());
+}
+
+/// `GET http://<addr><path>`: status and body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    match reqwest::get(format!("http://{addr}{path}")).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(err) => (0, err.to_string()),
+    }
+}
+
+/// Polls `/healthz` until its status is `status`; returns the last body.
+async fn healthz_becomes(addr: std::net::SocketAddr, status: u16) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (answered, body) = get(addr, "/healthz").await;
+        if answered == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz still answers {answered} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_worker_health_endpoint_tells_the_truth_about_its_bus() {
+    // The test's own HTTP client needs the process's TLS provider, as in the `rim` binary.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cluster = Cluster::kafka();
+    let addr =
+        std::net::SocketAddr::from(([127, 0, 0, 1], rim_testkit::ports::free_port().unwrap()));
+    cluster.config.job_listen = addr;
+    let worker = cluster.start_worker();
+    assert_eq!(healthz_becomes(addr, 200).await, "ok");
+    let (status, _) = get(addr, "/metrics").await;
+    assert_eq!(status, 200, "Prometheus text from the handle it was given");
+
+    cluster.broker().stop();
+    let reason = healthz_becomes(addr, 503).await;
+    assert!(reason.contains("unhealthy"), "{reason}");
+    worker.stop().await;
 }

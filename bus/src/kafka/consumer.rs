@@ -71,7 +71,7 @@ impl KafkaConsumer {
     /// With an `instance_id` (Kafka's `group.instance.id`, static membership), a worker restarted
     /// under the same id takes its partitions back at once instead of waiting for the group to
     /// notice that its previous life died; two live workers must never share one id (the broker
-    /// fences the older). Either way the group's timeouts are short (see [`GROUP_TIMEOUTS`]).
+    /// fences the older). The group timeouts are chosen for that (see [`GROUP_TIMEOUTS`]).
     pub async fn join(
         settings: &KafkaSettings,
         region: &str,
@@ -118,17 +118,21 @@ impl KafkaConsumer {
     }
 }
 
-/// Group membership timeouts: a worker that dies without leaving (SIGKILL, lost host) gives its
-/// partitions up within seconds, and a rebalance never waits minutes for it.
+/// Group membership timeouts, for static members (see [`KafkaConsumer::join`]) that restart.
 ///
-/// - `session.timeout.ms`: a member silent this long is removed (heartbeats every second).
-/// - `max.poll.interval.ms` is also the *rebalance timeout* a member announces when it joins: how
-///   long the coordinator waits for the members to rejoin. librdkafka's default (300 s) let a
-///   restarted job wait minutes on its dead predecessor. The worker polls continuously (the lane
-///   deadlines bound how long it can stop reading), so 30 s is a generous bound on its poll gaps;
-///   a worker that still exceeds it leaves the group and rejoins on its next read.
-pub(crate) const GROUP_TIMEOUTS: &[(&str, &str)] = &[
-    ("session.timeout.ms", "10000"),
+/// - `session.timeout.ms` (30 s): a member silent this long is removed. With static membership a
+///   restarted worker takes its partitions back *within* its session without a rebalance, so the
+///   session must cover a restart (on tansu 0.6.0 a static member whose session had expired was
+///   rejoined slowly or not at all: see `tests/restart.rs`). The cost: a worker that dies for good
+///   holds its partitions this long before the group's other workers take them.
+/// - `max.poll.interval.ms` (30 s, librdkafka needs it at least the session timeout) is also the
+///   *rebalance timeout* a member announces when it joins: how long the coordinator waits for the
+///   members to rejoin. librdkafka's default (300 s) let a restarted job wait minutes on its dead
+///   predecessor. The worker polls continuously (the lane deadlines bound how long it stops
+///   reading); a worker that still exceeds it leaves the group and rejoins on its next read.
+/// - heartbeats every second, so a broker that lost the group is noticed quickly.
+const GROUP_TIMEOUTS: &[(&str, &str)] = &[
+    ("session.timeout.ms", "30000"),
     ("heartbeat.interval.ms", "1000"),
     ("max.poll.interval.ms", "30000"),
 ];
