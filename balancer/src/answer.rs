@@ -66,12 +66,12 @@ pub fn answer(
     now: SystemTime,
     config: &BalancerConfig,
 ) -> GoimAnswer {
-    let ordered = selection::ordered(candidates, client, now, config);
-    let (ports, nodes, reason) = match ordered.first() {
+    let mut ordered = selection::ordered(candidates, client, now, config);
+    let (ports, nodes, reason) = match ordered.next() {
         Some(best) => {
             let ports = best.node.ports;
             let mut nodes: Vec<String> = Vec::with_capacity(config.httpdns_max_nodes);
-            let same_ports = ordered.iter().filter(|s| s.node.ports == ports);
+            let same_ports = std::iter::once(best).chain(ordered.filter(|s| s.node.ports == ports));
             for endpoint in same_ports.flat_map(|s| s.node.endpoints(client.platform)) {
                 if nodes.len() == config.httpdns_max_nodes {
                     break;

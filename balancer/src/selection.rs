@@ -32,7 +32,7 @@ use crate::health;
 use crate::spread::{self, GroupLoad};
 
 /// Why a node ranks where it does; ranking compares these fields in the order listed in the module docs.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Score {
     /// Distance bands beyond the nearest selectable node (0 = among the nearest); `None` if the client location is
     /// unknown.
@@ -71,6 +71,7 @@ pub struct RankedNode {
 }
 
 /// A selectable node with its score, borrowed from the caller's snapshot; the answer builder walks these.
+#[derive(Clone, Copy)]
 pub(crate) struct Scored<'a> {
     pub(crate) node: &'a NodeCandidate,
     pub(crate) score: Score,
@@ -85,7 +86,6 @@ pub fn rank(
     config: &BalancerConfig,
 ) -> Vec<RankedNode> {
     ordered(candidates, client, now, config)
-        .into_iter()
         .take(config.httpdns_max_nodes)
         .map(|s| RankedNode {
             node_id: s.node.id.clone(),
@@ -102,39 +102,27 @@ pub fn rank(
 }
 
 /// Every selectable node (eligible, and dialable by the client's platform), best first.
+///
+/// Per-request work is kept small (HTTPDNS must answer ~100,000 times per second per core): one pass scores every
+/// node and one sort puts the groups in order, but a group is spread and sorted internally only when the caller's
+/// iteration reaches it, so an answer of five nodes usually draws only in the nearest group.
 pub(crate) fn ordered<'a>(
     candidates: &'a [NodeCandidate],
     client: &Client,
     now: SystemTime,
     config: &BalancerConfig,
-) -> Vec<Scored<'a>> {
+) -> Ordered<'a> {
     let staleness = config.node_staleness();
-    let selectable: Vec<(&NodeCandidate, Option<f64>)> = candidates
+    let mut scored: Vec<Scored<'a>> = candidates
         .iter()
         .filter(|node| {
             health::check(node, now, staleness).is_ok() && node.dialable(client.platform)
         })
-        .map(|node| {
-            (
-                node,
-                client.location.map(|at| at.distance_km(&node.location)),
-            )
-        })
-        .collect();
-    let nearest = selectable
-        .iter()
-        .filter_map(|(_, d)| *d)
-        .min_by(f64::total_cmp);
-    let band_km = f64::from(config.httpdns_distance_band_km);
-    let mut scored: Vec<Scored<'a>> = selectable
-        .into_iter()
-        .map(|(node, distance_km)| Scored {
+        .map(|node| Scored {
             node,
             score: Score {
-                distance_band: distance_km
-                    .zip(nearest)
-                    .map(|(d, near)| ((d - near) / band_km).floor() as u32),
-                distance_km,
+                distance_band: None,
+                distance_km: client.location.map(|at| at.distance_km(&node.location)),
                 region_match: client.region.as_deref() == Some(node.region.as_str()),
                 connections: node.connections,
                 weight: node.weight,
@@ -144,12 +132,68 @@ pub(crate) fn ordered<'a>(
             },
         })
         .collect();
-    scored.sort_by(compare_groups);
-    for group in scored.chunk_by_mut(|a, b| compare_groups(a, b).is_eq()) {
-        spread_group(group, client.seed, config.httpdns_headroom_per_weight);
-        group.sort_by(compare_within_group);
+    let nearest = scored
+        .iter()
+        .filter_map(|s| s.score.distance_km)
+        .min_by(f64::total_cmp);
+    let band_km = f64::from(config.httpdns_distance_band_km);
+    for s in &mut scored {
+        s.score.distance_band = s
+            .score
+            .distance_km
+            .zip(nearest)
+            .map(|(d, near)| ((d - near) / band_km).floor() as u32);
     }
-    scored
+    scored.sort_unstable_by(compare_groups);
+    Ordered {
+        scored,
+        next: 0,
+        ready: 0,
+        seed: client.seed,
+        headroom_per_weight: config.httpdns_headroom_per_weight,
+    }
+}
+
+/// The selectable nodes in group order, each group put in its final order when iteration reaches it.
+pub(crate) struct Ordered<'a> {
+    scored: Vec<Scored<'a>>,
+    /// Position of the next node to yield.
+    next: usize,
+    /// Nodes before this position are in their final order.
+    ready: usize,
+    seed: Option<u64>,
+    headroom_per_weight: u32,
+}
+
+impl<'a> Iterator for Ordered<'a> {
+    type Item = Scored<'a>;
+
+    fn next(&mut self) -> Option<Scored<'a>> {
+        if self.next == self.ready {
+            self.finish_next_group();
+        }
+        let scored = *self.scored.get(self.next)?;
+        self.next += 1;
+        Some(scored)
+    }
+}
+
+impl Ordered<'_> {
+    /// Spreads and sorts the group that starts at `ready`.
+    fn finish_next_group(&mut self) {
+        let rest = &mut self.scored[self.ready..];
+        let Some(first) = rest.first() else {
+            return;
+        };
+        let len = rest
+            .iter()
+            .take_while(|s| compare_groups(first, s).is_eq())
+            .count();
+        let group = &mut rest[..len];
+        spread_group(group, self.seed, self.headroom_per_weight);
+        group.sort_unstable_by(compare_within_group);
+        self.ready += len;
+    }
 }
 
 /// Fills in free capacity and, for a seeded client, the draw of every node of one group.
