@@ -91,11 +91,18 @@ pub struct ControlConfig {
     #[arg(long, env = "RIM_CONTROL_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub control_max_in_flight: usize,
 
-    /// Most edge API requests (register, heartbeat, sessions, auth) handled at once, a limit apart
-    /// from the business one, so business load or a slow broker cannot starve edge heartbeats (which
-    /// would get every node declared dead); beyond it edge calls get 503 and retry.
+    /// Most edge lifecycle requests (register, heartbeat, sessions) handled at once, a limit apart
+    /// from the business one and the auth hook's, so business load, a slow broker or a slow auth
+    /// webhook cannot starve edge heartbeats (which would get every node declared dead); beyond it
+    /// edge calls get 503 and retry.
     #[arg(long, env = "RIM_CONTROL_EDGE_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub control_edge_max_in_flight: usize,
+
+    /// Most auth hook requests (`/edge/v1/auth`, each waiting for the business webhook) handled at
+    /// once, apart from the other edge calls; beyond it the edge refuses the client as "auth
+    /// unavailable" (503).
+    #[arg(long, env = "RIM_CONTROL_AUTH_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub control_auth_max_in_flight: usize,
 
     /// HTTPDNS answer settings (`/goim/nodes/weighted`, `/v1/dns`).
     #[command(flatten)]
@@ -122,6 +129,7 @@ impl Default for ControlConfig {
             control_node_cache_ms: 1_000,
             control_max_in_flight: 4096,
             control_edge_max_in_flight: 1024,
+            control_auth_max_in_flight: 1024,
             balancer: BalancerConfig::default(),
         }
     }

@@ -28,8 +28,10 @@
 //! key from another connection (on another node, or another connection of the same node) has the
 //! old connection closed by its edge ([`crate::takeover`]).
 //!
-//! These routes have their own bound on requests in flight (`control_edge_max_in_flight`), apart
-//! from the business APIs', so heartbeats get through whatever the business load.
+//! The lifecycle routes (register, heartbeat, sessions) have their own bound on requests in flight
+//! (`control_edge_max_in_flight`), and the auth hook another (`control_auth_max_in_flight`), apart
+//! from the business APIs', so heartbeats get through whatever the business load, the broker or
+//! the business webhook do.
 
 use crate::error::ApiError;
 use crate::input::read_body;
@@ -57,13 +59,17 @@ const MAX_ID_LEN: usize = 128;
 /// Most public addresses a node may register.
 const MAX_ADDRESSES: usize = 32;
 
-/// Routes of the edge API.
-pub fn routes() -> Router<AppState> {
+/// Routes of the edge API that keep nodes and sessions known: register, heartbeat, sessions.
+pub fn lifecycle_routes() -> Router<AppState> {
     Router::new()
         .route("/edge/v1/register", post(register))
         .route("/edge/v1/heartbeat", post(heartbeat))
         .route("/edge/v1/sessions", post(sessions))
-        .route("/edge/v1/auth", post(auth))
+}
+
+/// The auth hook, bounded apart from the lifecycle routes: it waits for the business webhook.
+pub fn auth_routes() -> Router<AppState> {
+    Router::new().route("/edge/v1/auth", post(auth))
 }
 
 /// Authenticates the edge and decodes its protobuf body.

@@ -1,9 +1,9 @@
 //! Putting an instance together: the router of every API, the background expiry sweeper, and the
 //! listener with graceful shutdown.
 //!
-//! The edge API and the business APIs have separate bounds on requests in flight, so business load
-//! (or a slow broker holding pushes) cannot starve edge heartbeats until every node is declared
-//! dead. The sweeper runs on every instance but sweeps only while it holds the store's sweeper
+//! The edge lifecycle calls, the auth hook and the business APIs have separate bounds on requests
+//! in flight, so business load (or a slow broker holding pushes, or a slow auth webhook) cannot
+//! starve edge heartbeats until every node is declared dead. The sweeper runs on every instance but sweeps only while it holds the store's sweeper
 //! lease (renewed each round), so one instance sweeps at a time; node timeouts are judged by the
 //! store's clock.
 //!
@@ -38,8 +38,9 @@ use tower::{BoxError, ServiceBuilder};
 use tower_http::trace::TraceLayer;
 
 /// Every route of the control plane, with request metrics, tracing, and bounds on requests in
-/// flight: one for the business and admin APIs, one for the edge API (excess requests get 503 at
-/// once). Health and metrics are outside both, so they answer under any load.
+/// flight: one for the business and admin APIs, one for the edge lifecycle calls, one for the auth
+/// hook (excess requests get 503 at once). Health and metrics are outside all, so they answer
+/// under any load.
 pub fn build_router(state: AppState) -> Router {
     let business = Router::new()
         .merge(goim::routes())
@@ -56,9 +57,14 @@ pub fn build_router(state: AppState) -> Router {
             state.config.control_max_in_flight,
         ))
         .merge(limited(
-            edge_api::routes(),
+            edge_api::lifecycle_routes(),
             "edge",
             state.config.control_edge_max_in_flight,
+        ))
+        .merge(limited(
+            edge_api::auth_routes(),
+            "auth",
+            state.config.control_auth_max_in_flight,
         ))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics))

@@ -116,46 +116,43 @@ async fn without_a_webhook_the_hook_refuses_with_404() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_calls_beyond_their_in_flight_bound_are_shed_and_business_calls_are_not() {
+async fn a_slow_webhook_fills_only_the_auth_bound() {
     let config = ControlConfig {
         control_auth_webhook_url: Some(start_business().await),
         control_auth_webhook_timeout_ms: 2_000,
+        control_auth_max_in_flight: 1,
         control_edge_max_in_flight: 1,
         control_max_in_flight: 1,
         ..config()
     };
     let h = start(config, memory_store(), Arc::new(MemoryBus::new(10))).await;
     h.register("n1", "sh").await;
-    // A slow webhook call holds the edge API's only slot; other edge calls are refused at once,
-    // while the business API, bounded apart, still answers.
+    // A slow webhook call holds the auth hook's only slot: other auth calls are refused at once,
+    // while heartbeats and the business API, bounded apart, still answer.
     let probe = async {
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let report = rim_proto::schema::NodeHeartbeat {
-                node_id: "n1".into(),
-                ..Default::default()
-            };
-            let response = h.edge("/edge/v1/heartbeat", &report).await;
-            if response.status() == 503 {
-                let body: Value = response.json().await.unwrap();
-                let (status, _) =
+            let (status, _) = ask(&h, "good").await;
+            if status == 503 {
+                let heartbeat = h.heartbeat("n1", 0, &[]).await;
+                let (business, _) =
                     Harness::call(h.with_key(reqwest::Method::GET, "/v1/online/total", ADMIN_KEY))
                         .await;
-                return (body["message"].as_str().unwrap().to_owned(), status);
+                return (heartbeat, business);
             }
-            assert_eq!(response.status(), 204);
+            assert_eq!(status, 200);
             assert!(std::time::Instant::now() < deadline, "never shed");
         }
     };
-    let ((status, _), (message, business)) = tokio::join!(ask(&h, "slow"), probe);
+    let ((status, _), (heartbeat, business)) = tokio::join!(ask(&h, "slow"), probe);
     assert_eq!(status, 502);
-    assert!(message.contains("overloaded"), "{message}");
+    assert_eq!(heartbeat, 204, "a heartbeat was starved by the auth hook");
     assert_eq!(
         business, 200,
-        "the business API was starved by an edge call"
+        "the business API was starved by the auth hook"
     );
     // The slot is free again.
-    assert_eq!(h.heartbeat("n1", 0, &[]).await, 204);
+    assert_eq!(ask(&h, "good").await.0, 200);
     h.control.shutdown().await.unwrap();
 }
