@@ -37,6 +37,7 @@ pub async fn dev(
     secret: String,
     prometheus: PrometheusHandle,
 ) -> anyhow::Result<()> {
+    let admin_key = args.control.control_admin_key.clone().unwrap_or_default();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
     let bus = Arc::new(MemoryBus::new(DEV_BUS_CAPACITY));
     let control = rim_control::start(
@@ -56,7 +57,6 @@ pub async fn dev(
     let (edge, reporter) = start_edge(args.edge, link, &secret, prometheus).await?;
     let consumer = bus.consumer(&args.job.job_region, &args.job.group_id());
     let directory = Arc::new(StoreDirectory::new(store, args.job.directory_cache()));
-    let admin_key = args.control.control_admin_key.clone().unwrap_or_default();
     print_banner(edge.addrs(), control.local_addr(), &admin_key);
     rim_job::run(
         &args.job,
@@ -91,7 +91,10 @@ fn print_banner(addrs: &rim_edge::EdgeAddrs, control: SocketAddr, admin_key: &st
     println!(
         "  curl -H 'Authorization: Bearer {admin_key}' -d '{{\"mids\":[123],\"operation\":1000,\"body_text\":\"hi\"}}' http://{control}/v1/push/users"
     );
-    println!("metrics: http://{}/metrics", loopback_if_unspecified(addrs.internal));
+    println!(
+        "metrics: http://{}/metrics",
+        loopback_if_unspecified(addrs.internal)
+    );
 }
 
 /// Runs an edge until a stop signal, then shuts it down gracefully.

@@ -1,0 +1,102 @@
+//! One `rim` process of a test cluster: started with its arguments, logging to its own file,
+//! killed (SIGKILL), stopped (SIGTERM, waited for) and started again with the same arguments.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a stopped process may take to exit before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `rim` child process; killed when dropped.
+pub struct Process {
+    name: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    /// Starts `rim <args>`, logging to `<dir>/<name>.log`.
+    pub fn start(dir: &Path, name: &str, args: Vec<String>) -> Process {
+        let mut process = Process {
+            name: name.to_owned(),
+            args,
+            log: dir.join(format!("{name}.log")),
+            child: None,
+        };
+        process.restart();
+        process
+    }
+
+    /// Starts the process again with the same arguments (after [`Process::kill`] or
+    /// [`Process::stop`]); its log continues in the same file.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.name);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("process log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_rim"))
+            .args(&self.args)
+            .env("RIM_CLUSTER_SECRET", super::CLUSTER_SECRET)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start rim {}: {err}", self.name));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: the process ends at once, without any cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a graceful exit (killed after a bound).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{} did not stop within {STOP_TIMEOUT:?}", self.name);
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// The last lines of its log, headed by its name.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(40);
+        format!("--- {} ---\n{}\n", self.name, lines[start..].join("\n"))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
