@@ -224,7 +224,9 @@ async fn serve<T: Transport>(
 }
 
 /// Writes `pending` and everything queued, draining until the outbox is empty. A write that cannot
-/// finish is abandoned when the connection is asked to close or its heartbeat deadline passes.
+/// finish is abandoned when the connection is asked to close or its heartbeat deadline passes. When
+/// a close is requested for a reason that lets the client have what was queued for it (a takeover:
+/// those pushes were counted as reaching it), that is written first, within [`CLOSE_BUDGET`].
 async fn flush<T: Transport>(
     transport: &mut T,
     shared: &Shared,
@@ -234,13 +236,16 @@ async fn flush<T: Transport>(
 ) -> Result<(), CloseReason> {
     loop {
         let (queued, closed) = channel.outbox.drain();
-        if let Some(reason) = closed {
-            return Err(reason);
-        }
         if pending.is_empty() {
             pending = queued;
         } else {
             pending.extend(queued);
+        }
+        if let Some(reason) = closed {
+            if reason.delivers_queued() {
+                send_within_budget(transport, &pending).await;
+            }
+            return Err(reason);
         }
         if pending.is_empty() {
             return Ok(());
@@ -259,10 +264,15 @@ async fn flush<T: Transport>(
 /// On shutdown: write what is still queued (bounded), then close with the shutdown reason.
 async fn close_for_shutdown<T: Transport>(transport: &mut T, channel: &Channel) -> CloseReason {
     let (queued, _) = channel.outbox.drain();
-    if !queued.is_empty() {
-        let _ = tokio::time::timeout(CLOSE_BUDGET, transport.send(&queued)).await;
-    }
+    send_within_budget(transport, &queued).await;
     CloseReason::Shutdown
+}
+
+/// Writes `frames` to a connection that is closing, giving up after [`CLOSE_BUDGET`].
+async fn send_within_budget<T: Transport>(transport: &mut T, frames: &[Frame]) {
+    if !frames.is_empty() {
+        let _ = tokio::time::timeout(CLOSE_BUDGET, transport.send(frames)).await;
+    }
 }
 
 /// Answers one client packet after auth; returns the reply to send, if any.

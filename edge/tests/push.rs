@@ -241,7 +241,15 @@ async fn a_superseded_connection_is_closed_only_if_key_and_id_match() {
         ])
         .await;
     assert_eq!(delivered, [0, 0, 0], "key and id must both match");
-    assert_eq!(edge.push(vec![superseded("s4", "moved", 1)]).await, [1]);
+    // What was queued for the connection before the close still reaches it: it was counted.
+    let delivered = edge
+        .push(vec![
+            key_push("last", 1000, b"last words", &["moved"]),
+            superseded("s4", "moved", 1),
+        ])
+        .await;
+    assert_eq!(delivered, [1, 1]);
+    assert_eq!(old.recv().await.body, &b"last words"[..]);
     assert_eq!(
         old.ended().await,
         Ended::Ws(

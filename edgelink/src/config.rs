@@ -72,7 +72,9 @@ pub struct LinkConfig {
     /// Most session events sent in one request (keep it under `control_max_session_batch`).
     #[arg(long, env = "RIM_EDGE_SESSION_BATCH", default_value_t = 1_000)]
     pub edge_session_batch: usize,
-    /// Longest time, in milliseconds, a session event waits for others to share its request.
+    /// Shortest time, in milliseconds, between the starts of two session requests that are not full:
+    /// the longest a session event waits for others to share its request (an isolated event is sent
+    /// at once).
     #[arg(long, env = "RIM_EDGE_SESSION_FLUSH_MS", default_value_t = 10)]
     pub edge_session_flush_ms: u64,
     /// First pause before retrying a failed call to the control plane (then doubling), in ms.

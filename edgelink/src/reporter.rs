@@ -7,9 +7,10 @@
 //! 1. registers the node with this process's boot id (random, new at every start: control ends the
 //!    sessions of the node's previous life when it changes), retrying with bounded backoff until
 //!    control answers;
-//! 2. sends what is queued as soon as it is queued (lingering at most `edge_session_flush_ms` for
-//!    company, never waiting to fill a batch), one batch in flight at a time so each key's events
-//!    keep their order; a failed batch is retried with backoff, a batch control finds too large is
+//! 2. sends what is queued as soon as it is queued, but starts a batch that is not full at most
+//!    every `edge_session_flush_ms`: an isolated change (a login waiting for its acknowledgement)
+//!    goes out at once, and a burst shares batches instead of becoming a request per event. One
+//!    batch is in flight at a time so each key's events keep their order; a failed batch is retried with backoff, a batch control finds too large is
 //!    halved, a batch control refuses as malformed is dropped and counted;
 //! 3. on 404 (control does not know the node: it restarted on an empty store, or declared the node
 //!    dead and removed its sessions) registers again, queues every live connection's connect again,
@@ -342,6 +343,8 @@ impl Link {
             self.renew_every,
         );
         renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // When the next batch that is not full may start.
+        let mut next_partial = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
@@ -354,9 +357,10 @@ impl Link {
             if self.shared.buffer.lock().unsent() < self.batch {
                 tokio::select! {
                     () = self.stop.cancelled() => return,
-                    () = tokio::time::sleep(self.flush) => {}
+                    () = tokio::time::sleep_until(next_partial) => {}
                 }
             }
+            next_partial = tokio::time::Instant::now() + self.flush;
             loop {
                 let (events, up_to) = {
                     let mut buffer = self.shared.buffer.lock();
