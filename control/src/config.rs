@@ -36,9 +36,8 @@ pub struct ControlConfig {
     #[arg(long, env = "RIM_CONTROL_MAX_SESSION_BATCH", default_value_t = 20_000)]
     pub control_max_session_batch: usize,
 
-    /// Most targets (keys, user ids or rooms) accepted in one push or query; more get 400. Each
-    /// key or user becomes its own bus record carrying the body, so this times the body limit
-    /// bounds the memory of one push.
+    /// Most targets (keys, user ids or rooms) accepted in one push or query; more get 400. The
+    /// records they resolve to are bounded by `control_max_records_per_push`.
     #[arg(long, env = "RIM_CONTROL_MAX_TARGETS", default_value_t = 1_000)]
     pub control_max_targets: usize,
 
