@@ -23,6 +23,7 @@ pub struct Stream {
 pub struct Pusher {
     accepted: Vec<Arc<Mutex<Vec<usize>>>>,
     refused: Arc<Mutex<u64>>,
+    slowest: Arc<Mutex<Duration>>,
     stop: Arc<AtomicBool>,
     task: Option<JoinHandle<()>>,
 }
@@ -33,6 +34,7 @@ impl Pusher {
         let accepted: Vec<Arc<Mutex<Vec<usize>>>> =
             streams.iter().map(|_| Arc::default()).collect();
         let refused = Arc::new(Mutex::new(0));
+        let slowest = Arc::new(Mutex::new(Duration::ZERO));
         let stop = Arc::new(AtomicBool::new(false));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -41,6 +43,7 @@ impl Pusher {
         let task = tokio::spawn({
             let accepted = accepted.clone();
             let refused = refused.clone();
+            let slowest = slowest.clone();
             let stop = stop.clone();
             async move {
                 let mut n = 0;
@@ -49,12 +52,17 @@ impl Pusher {
                         let mut body = stream.target.clone();
                         body["operation"] = json!(super::OPERATION);
                         body["body_text"] = json!(format!("{}:{n}", stream.tag));
+                        let started = std::time::Instant::now();
                         let sent = http
                             .post(format!("{control_url}{}", stream.route))
                             .bearer_auth(super::ADMIN_KEY)
                             .json(&body)
                             .send()
                             .await;
+                        let took = started.elapsed();
+                        let mut slowest = slowest.lock();
+                        *slowest = (*slowest).max(took);
+                        drop(slowest);
                         match sent {
                             Ok(response) if response.status().is_success() => {
                                 accepted.lock().push(n);
@@ -70,6 +78,7 @@ impl Pusher {
         Pusher {
             accepted,
             refused,
+            slowest,
             stop,
             task: Some(task),
         }
@@ -86,6 +95,11 @@ impl Pusher {
     /// The numbers of stream `index` that were accepted.
     pub fn accepted(&self, index: usize) -> Vec<usize> {
         self.accepted[index].lock().clone()
+    }
+
+    /// The longest time one push took to be answered.
+    pub fn slowest(&self) -> Duration {
+        *self.slowest.lock()
     }
 
     /// Pushes the control plane did not accept (errors and non-2xx answers).

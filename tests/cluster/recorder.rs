@@ -120,6 +120,11 @@ impl Recorder {
     /// The longest time between two consecutive arrivals tagged `tag` within `from..until`
     /// (counting the edges of the window as arrivals): how long the client stalled.
     pub fn longest_gap(&self, tag: &str, from: Instant, until: Instant) -> Duration {
+        self.longest_gap_at(tag, from, until).0
+    }
+
+    /// [`Recorder::longest_gap`], and how long after `from` that gap began.
+    pub fn longest_gap_at(&self, tag: &str, from: Instant, until: Instant) -> (Duration, Duration) {
         let mut points: Vec<Instant> = self
             .arrivals(tag)
             .into_iter()
@@ -129,7 +134,7 @@ impl Recorder {
         points.push(until);
         points
             .windows(2)
-            .map(|pair| pair[1] - pair[0])
+            .map(|pair| (pair[1] - pair[0], pair[0] - from))
             .max()
             .unwrap_or_default()
     }
