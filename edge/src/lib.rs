@@ -154,9 +154,17 @@ impl Edge {
             "edge_max_push_body is too large for goim framing"
         );
         anyhow::ensure!(
-            config.edge_queue_max_bytes > 0,
-            "edge_queue_max_bytes must be positive"
+            config.edge_queue_max_bytes > 0 && config.edge_queue_max_age_ms > 0,
+            "edge_queue_max_bytes and edge_queue_max_age_ms must be positive"
         );
+        if config.edge_queue_max_bytes < config.edge_max_push_body {
+            tracing::warn!(
+                edge_queue_max_bytes = config.edge_queue_max_bytes,
+                edge_max_push_body = config.edge_max_push_body,
+                "edge_queue_max_bytes is below one push request's size: a single burst can close \
+                 clients that read at full speed as slow consumers"
+            );
+        }
         metrics::describe();
         let tls = match (&config.edge_tls_cert, &config.edge_tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
