@@ -77,6 +77,7 @@ fn push(region: &str, task: usize, n: usize, body: &[u8]) -> OutgoingPush {
             operation: 1000,
             body: body.to_vec().into(),
             accepted_at_unix_ms: 0,
+            record: 0,
             target: Some(Target::Room(RoomTarget {
                 room: format!("bench://{task}"),
             })),

@@ -125,6 +125,7 @@ impl Instance {
             wss_port: 3103,
             push_url: "http://127.0.0.1:3109".into(),
             weight: 10,
+            ..NodeRegistration::default()
         };
         self.edge("/edge/v1/register", &registration).await
     }

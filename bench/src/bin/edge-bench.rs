@@ -77,9 +77,10 @@ struct Args {
     /// Messages in flight: the next request waits until clients, on average, miss at most this many.
     #[arg(long, default_value_t = 64)]
     window: usize,
-    /// Send-queue capacity (frames per connection) given to the edge.
-    #[arg(long, default_value_t = 1024)]
-    queue_capacity: usize,
+    /// How many bytes a connection may fall behind before the edge treats it as a slow consumer
+    /// (`--edge-queue-max-bytes` of the edge under test).
+    #[arg(long, default_value_t = 4 << 20)]
+    queue_max_bytes: usize,
     /// Whole runs, each with a fresh edge.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -610,7 +611,7 @@ mod edge {
                     "--edge-max-connections=0",
                     "--edge-handshake-timeout-ms=60000",
                 ])
-                .arg(format!("--edge-queue-capacity={}", args.queue_capacity))
+                .arg(format!("--edge-queue-max-bytes={}", args.queue_max_bytes))
                 .env("RIM_BENCH_SECRET", &secret)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -744,6 +745,7 @@ mod phase {
             message_id: id,
             operation,
             body: body.into(),
+            record: 0,
             target: Some(Target::Room(ROOM.into())),
         };
         let mut out = Vec::new();
