@@ -33,6 +33,9 @@ pub struct KafkaConsumer {
     pending: Arc<Mutex<PendingOffsets>>,
     topics: TopicCreator,
     topic: String,
+    /// A read failed: refresh the topic's metadata before reading again (see
+    /// [`KafkaConsumer::refresh_metadata`]).
+    recovering: bool,
     group_id: String,
     commit_timeout: Duration,
 }
@@ -112,9 +115,30 @@ impl KafkaConsumer {
             pending,
             topics,
             topic,
+            recovering: false,
             group_id: group_id.to_owned(),
             commit_timeout: settings.delivery_timeout,
         })
+    }
+}
+
+impl KafkaConsumer {
+    /// Asks the broker for the topic's metadata on the consumer's own connection, so its cache holds
+    /// the topic as the broker knows it now (a recreated topic has a new id) before it fetches again.
+    /// librdkafka 2.12.1 crashes (NULL topic name in `rd_kafka_metadata_update_op`) when a fetch
+    /// answer reports a leader change for a topic id it cannot resolve, which a tansu restarted
+    /// without its storage produced when the consumer resumed fetching with its stale cache.
+    async fn refresh_metadata(&mut self) -> Result<(), BusError> {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            consumer.fetch_metadata(Some(&topic), super::HEALTH_TIMEOUT)
+        })
+        .await
+        .map_err(|err| BusError::Unavailable(format!("metadata task: {err}")))?
+        .map_err(|err| BusError::Unavailable(format!("metadata of {}: {err}", self.topic)))?;
+        self.recovering = false;
+        Ok(())
     }
 }
 
@@ -180,6 +204,9 @@ impl BusConsumer for KafkaConsumer {
         self.topics
             .ensure(std::slice::from_ref(&self.topic))
             .await?;
+        if self.recovering {
+            self.refresh_metadata().await?;
+        }
         let mut batch = Vec::new();
         while batch.len() < max.max(1) {
             // Wait for the first record only; then take what is already fetched, without waiting.
@@ -196,6 +223,7 @@ impl BusConsumer for KafkaConsumer {
                 Err(err) if batch.is_empty() => {
                     // Whatever broke, check on the next read that the topic is still there.
                     self.topics.forget(&self.topic);
+                    self.recovering = true;
                     return Err(BusError::Unavailable(format!(
                         "consuming {}: {err}",
                         self.topic
