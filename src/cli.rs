@@ -58,6 +58,9 @@ pub enum Role {
     Control(ControlArgs),
     /// A job worker of one region: delivers that region's pushes from Kafka to its edges.
     Job(JobArgs),
+    /// A terminal client: connects to an edge, prints every push as a JSON line, sends each line
+    /// typed on standard input upstream (`/room <id>` changes room), and reconnects by itself.
+    Client(crate::client::ClientArgs),
 }
 
 /// `rim dev`: every role's options, with defaults suited to one machine.

@@ -5,6 +5,7 @@
 //! ([`roles`], [`shutdown`]).
 
 mod cli;
+mod client;
 mod config;
 mod roles;
 mod shutdown;
@@ -38,6 +39,7 @@ fn main() -> anyhow::Result<()> {
             Role::Edge(args) => roles::edge(args, required(secret)?, prometheus).await,
             Role::Control(args) => roles::control(args, required(secret)?, prometheus).await,
             Role::Job(args) => roles::job(args, required(secret)?).await,
+            Role::Client(args) => client::run(args).await,
         }
     })
 }

@@ -8,6 +8,7 @@
 
 use crate::connection::{Connection, Push};
 use crate::error::ClientError;
+use bytes::Bytes;
 use rim_retry::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +47,19 @@ pub enum SessionEvent {
     },
 }
 
+/// What the owner asks of the current connection.
+#[derive(Debug)]
+enum Command {
+    /// An upstream message (op 4 or a business op).
+    Send { operation: i32, body: Bytes },
+    /// Move to a room (kept for later connections too).
+    ChangeRoom(String),
+}
+
 /// The owner's handle: events arrive on [`Session::next`]; dropping it ends the session.
 pub struct Session {
     events: mpsc::Receiver<SessionEvent>,
+    commands: mpsc::UnboundedSender<Command>,
     task: JoinHandle<()>,
 }
 
@@ -57,8 +68,26 @@ impl Session {
     /// from the server (the client's own backpressure), it never drops an event.
     pub fn start(config: SessionConfig, buffer: usize) -> Session {
         let (sender, events) = mpsc::channel(buffer.max(1));
-        let task = tokio::spawn(run(config, sender));
-        Session { events, task }
+        let (commands, queue) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(config, sender, queue));
+        Session {
+            events,
+            commands,
+            task,
+        }
+    }
+
+    /// Sends an upstream message on the current connection (or the next one, if the session is
+    /// reconnecting). The server's reply arrives as a [`SessionEvent::Push`].
+    pub fn send(&self, operation: i32, body: Bytes) {
+        // An error means the session task ended; there is nothing left to send on.
+        let _ = self.commands.send(Command::Send { operation, body });
+    }
+
+    /// Moves to `room` now and on every later connection (its confirmation, op 13, arrives as a
+    /// [`SessionEvent::Push`]).
+    pub fn change_room(&self, room: &str) {
+        let _ = self.commands.send(Command::ChangeRoom(room.to_owned()));
     }
 
     /// The next event; `None` only after the session task ended.
@@ -73,9 +102,15 @@ impl Drop for Session {
     }
 }
 
-async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>) {
+async fn run(
+    config: SessionConfig,
+    events: mpsc::Sender<SessionEvent>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
     let mut next_address = 0;
+    // The room asked for last: joined again after every reconnect.
+    let mut room: Option<String> = None;
     loop {
         let count = config.addresses.len().max(1);
         let address = config
@@ -96,15 +131,9 @@ async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>) {
                     {
                         return;
                     }
-                    loop {
-                        match connection.recv().await {
-                            Ok(push) => {
-                                if events.send(SessionEvent::Push(push)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Err(error) => break error,
-                        }
+                    match serve(&mut connection, &events, &mut commands, &mut room).await {
+                        Some(error) => error,
+                        None => return,
                     }
                 }
                 Err(error) => {
@@ -122,5 +151,42 @@ async fn run(config: SessionConfig, events: mpsc::Sender<SessionEvent>) {
             return;
         }
         tokio::time::sleep(backoff.next_pause()).await;
+    }
+}
+
+/// Runs one authenticated connection: forwards what arrives, carries out commands. Returns why the
+/// connection ended, or `None` when the owner is gone.
+async fn serve(
+    connection: &mut Connection,
+    events: &mpsc::Sender<SessionEvent>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    room: &mut Option<String>,
+) -> Option<ClientError> {
+    if let Some(room) = room.as_deref()
+        && let Err(error) = connection.change_room(room).await
+    {
+        return Some(error);
+    }
+    loop {
+        let sent = tokio::select! {
+            received = connection.recv() => match received {
+                Ok(push) => {
+                    events.send(SessionEvent::Push(push)).await.ok()?;
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            },
+            command = commands.recv() => match command? {
+                Command::Send { operation, body } => connection.send_message(operation, body).await,
+                Command::ChangeRoom(new_room) => {
+                    let changed = connection.change_room(&new_room).await;
+                    *room = Some(new_room);
+                    changed
+                }
+            },
+        };
+        if let Err(error) = sent {
+            return Some(error);
+        }
     }
 }

@@ -125,3 +125,50 @@ async fn a_session_reconnects_to_the_next_address() {
     assert_eq!(pushes, vec![Bytes::from("push 0"), Bytes::from("push 1")]);
     assert_eq!(connected, vec![addr.clone(), addr]);
 }
+
+#[tokio::test]
+async fn a_session_sends_upstream_and_rejoins_its_room_after_a_reconnect() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for _ in 0..2 {
+            let (mut socket, mut buf) = accept_auth(&listener, b"").await;
+            loop {
+                let packet = read(&mut socket, &mut buf).await;
+                if packet.op == op::HEARTBEAT {
+                    continue;
+                }
+                seen_tx.send((packet.op, packet.body.clone())).unwrap();
+                if packet.op == op::CHANGE_ROOM {
+                    let reply = packet.reply(op::CHANGE_ROOM_REPLY, packet.body.clone());
+                    socket.write_all(&reply.to_bytes()).await.unwrap();
+                    break; // close: the session must reconnect and join the room again
+                }
+            }
+        }
+    });
+    let config = SessionConfig {
+        addresses: vec![addr],
+        auth_body: Arc::new(|| b"token".to_vec()),
+        heartbeat: HEARTBEAT,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    };
+    let session = Session::start(config, 16);
+    session.send(op::SEND_MSG, Bytes::from("up"));
+    session.change_room("live://9");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let next = tokio::time::timeout(Duration::from_secs(10), seen.recv()).await;
+        got.push(next.expect("server saw a packet").expect("server alive"));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (op::SEND_MSG, Bytes::from("up")),
+            (op::CHANGE_ROOM, Bytes::from("live://9")),
+            (op::CHANGE_ROOM, Bytes::from("live://9")),
+        ]
+    );
+}
