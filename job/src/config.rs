@@ -180,3 +180,54 @@ fn hostname() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches};
+
+    fn parse(args: &[&str]) -> JobConfig {
+        let command = JobConfig::augment_args(clap::Command::new("job").no_binary_name(true));
+        JobConfig::from_arg_matches(&command.try_get_matches_from(args).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn kafka_options_from_repeated_flags_reach_the_settings_in_order() {
+        let config = parse(&[
+            "--job-kafka-option",
+            "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512",
+            "--job-kafka-option",
+            "fetch.wait.max.ms=50",
+        ]);
+        let settings = config.kafka_settings();
+        let keys: Vec<&str> = settings
+            .client_options
+            .pairs()
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["security.protocol", "sasl.mechanism", "fetch.wait.max.ms"]
+        );
+        assert!(settings.check().is_ok());
+    }
+
+    #[test]
+    fn an_unknown_kafka_property_is_a_setup_error() {
+        let settings = parse(&["--job-kafka-option", "no.such.property=1"]).kafka_settings();
+        assert!(settings.check().is_err());
+    }
+
+    #[test]
+    fn static_membership_by_default_and_off_when_empty() {
+        let default = parse(&["--job-region", "sh"]).group_instance_id().unwrap();
+        assert!(default.starts_with("rim-job-sh-"), "{default}");
+        let named = parse(&["--job-group-instance-id", "job-7"]);
+        assert_eq!(named.group_instance_id().as_deref(), Some("job-7"));
+        assert_eq!(
+            parse(&["--job-group-instance-id", ""]).group_instance_id(),
+            None
+        );
+    }
+}
