@@ -33,14 +33,14 @@ pub struct JobConfig {
     #[arg(long, env = "RIM_JOB_GROUP_ID")]
     pub job_group_id: Option<String>,
 
-    /// Static group membership (Kafka's `group.instance.id`): a worker restarted under the same id
+    /// Static group membership of `rim job` (Kafka's `group.instance.id`): a worker restarted under the same id
     /// takes its partitions back at once instead of waiting for the group to expire its previous
     /// life. Default `rim-job-<region>-<hostname>`; every live worker needs its own (two on one host
     /// and region must set it). An empty value means dynamic membership.
     #[arg(long, env = "RIM_JOB_GROUP_INSTANCE_ID")]
     pub job_group_instance_id: Option<String>,
 
-    /// Extra librdkafka properties of the consumer, `KEY=VALUE` (repeatable; the environment
+    /// Extra librdkafka properties of `rim job`'s Kafka clients, `KEY=VALUE` (repeatable; the environment
     /// variable and a TOML list take several, comma-separated), applied after rim's defaults:
     /// `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`, `sasl.username=...`,
     /// `ssl.ca.location=/etc/rim/ca.pem`, tuning such as `fetch.wait.max.ms=50`.
@@ -52,7 +52,8 @@ pub struct JobConfig {
     pub job_kafka_option: Vec<KafkaOptions>,
 
     /// Where `rim job` serves `/healthz` (200 while its broker answers and the group assigned it
-    /// partitions, else 503 with the reason) and `/metrics` (Prometheus).
+    /// partitions, else 503 with the reason) and `/metrics` (Prometheus). `rim dev` has no such
+    /// port: its control plane serves both.
     #[arg(long, env = "RIM_JOB_LISTEN", default_value = "127.0.0.1:3121")]
     pub job_listen: SocketAddr,
 
