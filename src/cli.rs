@@ -111,6 +111,17 @@ pub struct ControlArgs {
     /// Prefix of the per-region push topics (must match the job workers' `job_topic_prefix`).
     #[arg(long, env = "RIM_CONTROL_TOPIC_PREFIX", default_value = rim_bus::kafka::DEFAULT_TOPIC_PREFIX)]
     pub control_topic_prefix: String,
+    /// Extra librdkafka properties for the producer, `KEY=VALUE[,KEY=VALUE...]`, applied after
+    /// rim's defaults (so they override them): TLS (`security.protocol=SSL`, `ssl.ca.location=...`),
+    /// SASL (`sasl.mechanism=SCRAM-SHA-512`, `sasl.username=...`, `sasl.password=...`), tuning.
+    /// Repeatable; unknown properties are refused at start.
+    #[arg(
+        long = "control-kafka-option",
+        env = "RIM_CONTROL_KAFKA_OPTIONS",
+        value_name = "KEY=VALUE",
+        hide_env_values = true
+    )]
+    pub control_kafka_option: Vec<rim_bus::kafka::KafkaOptions>,
 }
 
 /// `rim job`.

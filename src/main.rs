@@ -7,6 +7,7 @@
 mod cli;
 mod client;
 mod config;
+mod demo;
 mod roles;
 mod shutdown;
 mod telemetry;
@@ -38,7 +39,7 @@ fn main() -> anyhow::Result<()> {
             }
             Role::Edge(args) => roles::edge(args, required(secret)?, prometheus).await,
             Role::Control(args) => roles::control(args, required(secret)?, prometheus).await,
-            Role::Job(args) => roles::job(args, required(secret)?).await,
+            Role::Job(args) => roles::job(args, required(secret)?, prometheus).await,
             Role::Client(args) => client::run(args).await,
         }
     })

@@ -40,12 +40,14 @@ pub async fn dev(
     let admin_key = args.control.control_admin_key.clone().unwrap_or_default();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
     let bus = Arc::new(MemoryBus::new(DEV_BUS_CAPACITY));
-    let control = rim_control::start(
+    let demo = crate::demo::router(&args.edge, &args.link);
+    let control = rim_control::start_with_routes(
         args.control,
         &secret,
         store.clone(),
         bus.clone(),
         prometheus.clone(),
+        demo,
     )
     .await?;
     let mut link = args.link;
@@ -76,6 +78,7 @@ fn print_banner(addrs: &rim_edge::EdgeAddrs, control: SocketAddr, admin_key: &st
     let ws = loopback_if_unspecified(addrs.ws);
     let tcp = loopback_if_unspecified(addrs.tcp);
     println!("rim dev is running (edge + control + job, in-memory store and bus)");
+    println!("demo: http://{control}/");
     println!("clients:");
     println!("  websocket: ws://{ws}/sub");
     println!("  tcp:       {tcp}");
@@ -168,8 +171,10 @@ pub async fn control(
         .context("connecting to PostgreSQL")?;
     let settings = KafkaSettings {
         topic_prefix: args.control_topic_prefix,
+        client_options: args.control_kafka_option.into_iter().collect(),
         ..KafkaSettings::new(args.control_kafka_brokers)
     };
+    settings.check().map_err(anyhow::Error::msg)?;
     let bus = KafkaProducer::new(&settings).context("creating the Kafka producer")?;
     rim_control::serve(
         args.control,
@@ -183,7 +188,11 @@ pub async fn control(
 }
 
 /// Runs a job worker of one region on Kafka until a stop signal.
-pub async fn job(args: JobArgs, secret: String) -> anyhow::Result<()> {
+pub async fn job(
+    args: JobArgs,
+    secret: String,
+    prometheus: PrometheusHandle,
+) -> anyhow::Result<()> {
     let store = PostgresStore::connect(&args.job_database_url, StoreSettings::default())
         .await
         .context("connecting to PostgreSQL")?;
@@ -191,6 +200,13 @@ pub async fn job(args: JobArgs, secret: String) -> anyhow::Result<()> {
         Arc::new(store),
         args.job.directory_cache(),
     ));
-    rim_job::run_with_kafka(&args.job, &secret, directory, crate::shutdown::signal()).await?;
+    rim_job::run_kafka_worker(
+        &args.job,
+        &secret,
+        directory,
+        Some(prometheus),
+        crate::shutdown::signal(),
+    )
+    .await?;
     Ok(())
 }

@@ -91,16 +91,6 @@ pub async fn run<C: BusConsumer>(
     Ok(())
 }
 
-/// Runs `rim job` without a metrics recorder (tests): see [`run_kafka_worker`].
-pub async fn run_with_kafka(
-    config: &JobConfig,
-    cluster_secret: &str,
-    directory: Arc<dyn EdgeDirectory>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), JobError> {
-    run_kafka_worker(config, cluster_secret, directory, None, shutdown).await
-}
-
 /// Runs `rim job` until `shutdown` completes: serves `/healthz` and `/metrics` (rendering
 /// `prometheus`) on `config.job_listen`, joins the region's Kafka consumer group (retrying with
 /// backoff while Kafka is unreachable; static membership unless disabled) and runs the worker on it.

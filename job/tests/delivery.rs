@@ -146,7 +146,7 @@ impl Cluster {
         Self::on(TestBus::Memory(MemoryBus::new(10_000)))
     }
 
-    /// `rim job`'s setup: Kafka (a tansu broker), the worker started by `run_with_kafka`.
+    /// `rim job`'s setup: Kafka (a tansu broker), the worker started by `run_kafka_worker`.
     fn kafka() -> Self {
         let broker = TestKafka::start();
         let mut settings = KafkaSettings::new(broker.bootstrap());
