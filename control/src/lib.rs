@@ -35,7 +35,7 @@ pub mod webhook;
 
 pub use config::ControlConfig;
 pub use error::ApiError;
-pub use server::{RunningControl, build_router, serve, start};
+pub use server::{RunningControl, build_router, serve, start, start_with_routes};
 pub use state::AppState;
 
 /// Milliseconds since the Unix epoch, the time unit of the store and of edge events.

@@ -42,6 +42,12 @@ use tower_http::trace::TraceLayer;
 /// hook (excess requests get 503 at once). Health and metrics are outside all, so they answer
 /// under any load.
 pub fn build_router(state: AppState) -> Router {
+    build_router_with(state, Router::new())
+}
+
+/// [`build_router`] with the stateless routes of `extra` beside the APIs (outside their bounds on
+/// requests in flight, before the not-found fallback); `extra` must have no fallback of its own.
+fn build_router_with(state: AppState, extra: Router) -> Router {
     let business = Router::new()
         .merge(goim::routes())
         .merge(v1::routes())
@@ -68,6 +74,7 @@ pub fn build_router(state: AppState) -> Router {
         ))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics))
+        .merge(extra.with_state(()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(track_requests))
         .layer(TraceLayer::new_for_http())
@@ -194,6 +201,28 @@ pub async fn start(
     bus: Arc<dyn BusProducer>,
     prometheus: PrometheusHandle,
 ) -> anyhow::Result<RunningControl> {
+    start_with_routes(
+        config,
+        cluster_secret,
+        store,
+        bus,
+        prometheus,
+        Router::new(),
+    )
+    .await
+}
+
+/// [`start`], serving the stateless routes of `extra` beside the APIs (outside their bounds on
+/// requests in flight, before the not-found fallback): how `rim dev` adds its demo page. `extra`
+/// must have no fallback of its own.
+pub async fn start_with_routes(
+    config: ControlConfig,
+    cluster_secret: &str,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn BusProducer>,
+    prometheus: PrometheusHandle,
+    extra: Router,
+) -> anyhow::Result<RunningControl> {
     if cluster_secret.is_empty() {
         anyhow::bail!("the cluster secret is empty: edges could not authenticate");
     }
@@ -214,7 +243,7 @@ pub async fn start(
     let sweeper = tokio::spawn(sweep(state.clone(), stopped.clone()));
     let mut until_stop = stopped;
     let server = tokio::spawn(
-        axum::serve(listener, build_router(state))
+        axum::serve(listener, build_router_with(state, extra))
             .with_graceful_shutdown(async move {
                 // An error means the sender is gone: stop as well.
                 let _ = until_stop.wait_for(|stop| *stop).await;
