@@ -34,7 +34,7 @@ function append(id, text, data, isError = false) {
 /** Records an event on the page and in the console. */
 function note(kind, text, isError = false) {
   (isError ? console.warn : console.log)(`[rim demo] ${kind}: ${text}`);
-  append('events', `${kind}: ${text}`, { kind }, isError);
+  append('events', `${kind}: ${text}`, { kind, text: `${kind}: ${text}` }, isError);
 }
 
 /** Shows the connection state; `data-opens` counts the connections opened so far. */

@@ -2,8 +2,9 @@
 # Installs what rim's tests need on a fresh Debian machine, then runs every test of the workspace.
 #
 # Needs: PostgreSQL server binaries (initdb, pg_ctl, postgres), OpenSSL headers (rdkafka is built
-# with TLS), Node.js (the JavaScript client's tests), the `tansu` Kafka-protocol broker (crates.io,
-# built with --features dynostore) and cargo-nextest. Each is installed only when missing.
+# with TLS), Node.js (the JavaScript client's tests), Chromium (the demo page's browser test), the
+# `tansu` Kafka-protocol broker (crates.io, built with --features dynostore) and cargo-nextest. Each
+# is installed only when missing.
 # Tests start and stop their own PostgreSQL clusters and brokers on free ports; nothing is left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,9 @@ if ! dpkg -s libssl-dev >/dev/null 2>&1; then
 fi
 if ! command -v node >/dev/null 2>&1; then
     apt_packages+=(nodejs)
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    apt_packages+=(chromium) # the demo page's browser test (tests/demo_page.rs), headless
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     log "installing ${apt_packages[*]} (apt)"

@@ -66,9 +66,11 @@ pub fn router(edge: &EdgeConfig, link: &LinkConfig) -> Router {
     let refusal = token_refusal(edge, link);
     let router = Router::new().route(
         "/dev/token",
-        get(move |Query(params): Query<HashMap<String, String>>| async move {
-            dev_token(refusal, &params)
-        }),
+        get(
+            move |Query(params): Query<HashMap<String, String>>| async move {
+                dev_token(refusal, &params)
+            },
+        ),
     );
     PAGE.into_iter()
         .chain(CLIENT_MODULES)

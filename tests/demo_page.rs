@@ -40,7 +40,7 @@ const SNAPSHOT: &str = r#"(() => {
     room: text('room'),
     online: Number(text('online')) || 0,
     messages: [...document.querySelectorAll('#messages li')].map((li) => ({op: Number(li.dataset.op), text: li.dataset.text})),
-    events: [...document.querySelectorAll('#events li')].map((li) => li.textContent),
+    events: [...document.querySelectorAll('#events li')].map((li) => li.dataset.text),
     push_status: answer?.dataset.status ?? null,
     push_answer: answer?.textContent ?? null,
   };
@@ -237,6 +237,8 @@ struct Demo {
 impl Demo {
     /// Starts `rim dev` on free loopback ports and Chromium, and opens the demo page as [`MID`].
     async fn start() -> Demo {
+        // reqwest is built without a bundled TLS provider; an error means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::Builder::new()
             .prefix("rim-demo-page-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
