@@ -134,11 +134,12 @@ async fn healthz(h: &Harness) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-/// A Kafka producer whose broker cannot be reached: publishes hang for about a second, then fail.
-fn unreachable_broker() -> KafkaProducer {
+/// A Kafka producer whose broker cannot be reached: publishes hang for `delivery_timeout`, then
+/// fail.
+fn unreachable_broker(delivery_timeout: Duration) -> KafkaProducer {
     let port = rim_testkit::ports::free_port().unwrap();
     let settings = KafkaSettings {
-        delivery_timeout: Duration::from_secs(1),
+        delivery_timeout,
         ..KafkaSettings::new(format!("127.0.0.1:{port}"))
     };
     KafkaProducer::new(&settings).unwrap()
@@ -150,7 +151,9 @@ async fn a_hung_broker_does_not_starve_edge_heartbeats() {
         control_max_in_flight: 1,
         ..config()
     };
-    let h = start(config, memory_store(), Arc::new(unreachable_broker())).await;
+    // Long enough that the calls below surely run while the push waits, even on a loaded machine.
+    let broker = unreachable_broker(Duration::from_secs(3));
+    let h = start(config, memory_store(), Arc::new(broker)).await;
     h.register("n1", "sh").await;
     h.sessions("n1", vec![connect("k", 1, 1, now(), "")]).await;
     // A push waits for the unreachable broker, holding the business API's only slot.
@@ -171,7 +174,7 @@ async fn a_hung_broker_does_not_starve_edge_heartbeats() {
         (business, body, heartbeat, sessions)
     };
     let ((pushed, _), (business, body, heartbeat, sessions)) = tokio::join!(push, meanwhile);
-    assert_eq!(pushed, 503);
+    assert_eq!(pushed, 503, "the push did not wait for the broker");
     assert_eq!(business, 503, "the business bound did not hold: {body}");
     assert!(
         body["message"].as_str().unwrap().contains("overloaded"),
@@ -187,7 +190,8 @@ async fn a_hung_broker_does_not_starve_edge_heartbeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_gives_503_and_claims_nothing() {
-    let h = start(config(), memory_store(), Arc::new(unreachable_broker())).await;
+    let broker = unreachable_broker(Duration::from_secs(1));
+    let h = start(config(), memory_store(), Arc::new(broker)).await;
     h.register("n1", "sh").await;
     assert_eq!(
         h.sessions("n1", vec![connect("k", 1, 1, now(), "")])
