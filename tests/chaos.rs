@@ -266,9 +266,9 @@ async fn control_killed() {
 async fn postgres_stopped_for_10s() {
     let mut scenario = Scenario::start().await;
     sleep(Duration::from_secs(3)).await;
-    scenario.cluster.postgres.stop();
+    tokio::task::block_in_place(|| scenario.cluster.postgres.stop());
     sleep(Duration::from_secs(10)).await;
-    scenario.cluster.postgres.start_again();
+    tokio::task::block_in_place(|| scenario.cluster.postgres.start_again());
     let back = scenario.pusher.accepted(1).len();
     sleep(Duration::from_secs(10)).await;
     assert!(
@@ -287,9 +287,9 @@ async fn broker_restarted() {
     sleep(Duration::from_secs(3)).await;
     // Down for 10 s, as a broker restart takes: librdkafka 2.12 can crash on a Fetch answer from
     // a broker that came back within a few seconds with none of its topics (seen with tansu).
-    scenario.cluster.kafka.stop();
+    tokio::task::block_in_place(|| scenario.cluster.kafka.stop());
     sleep(Duration::from_secs(10)).await;
-    scenario.cluster.kafka.start_again();
+    tokio::task::block_in_place(|| scenario.cluster.kafka.start_again());
     let restarted = Instant::now();
     // What the old broker held in memory and had not delivered is gone with it: judge only what
     // is accepted from here on.

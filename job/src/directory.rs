@@ -1,23 +1,18 @@
 //! Which edges a region has right now, and where to reach them.
 //!
 //! Room and broadcast pushes go to every live edge of the region; key pushes to the edge named in
-//! the push. The worker asks an [`EdgeDirectory`] for that list per batch, so the implementation
-//! over the store ([`StoreDirectory`]) caches the node list briefly instead of querying per batch.
+//! the push. The worker asks an [`EdgeDirectory`] for that list per batch; the implementation over
+//! the store ([`StoreDirectory`]) is a view of the store's [`NodeDirectory`], the same cache the
+//! control plane uses: a short-lived snapshot of the node table, re-read when a push names an
+//! unknown node, and served as the last good snapshot while the store is unavailable.
 //! Draining edges are live (they still hold connections) and marked as draining, so a lane does not
 //! wait for one that is stopping; dead ones are not listed (their sessions are gone, so pushes to
 //! them are dropped).
 
 use async_trait::async_trait;
-use rim_store::{NodeState, Store};
-use std::collections::HashMap;
+use rim_store::{DirectorySettings, NodeDirectory, NodeSnapshot, NodeState, Store};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
-use tokio::time::Instant;
-
-/// A cached list younger than this is reused even when a refresh is asked for, so a burst of
-/// pushes naming an unknown edge costs one store query, not one per batch.
-const REFRESH_FLOOR: Duration = Duration::from_millis(100);
 
 /// An edge a worker delivers to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,83 +41,64 @@ pub trait EdgeDirectory: Send + Sync + 'static {
     async fn live_edges(&self, region: &str) -> Result<Arc<[EdgeTarget]>, DirectoryError>;
 
     /// Like [`EdgeDirectory::live_edges`], but re-read unless the cached answer is very recent:
-    /// asked when a push names an edge the cached answer lacks (a node that just registered).
-    async fn refreshed_edges(&self, region: &str) -> Result<Arc<[EdgeTarget]>, DirectoryError>;
+    /// asked when pushes name edges (`node_ids`) the cached answer lacks (nodes that just
+    /// registered).
+    async fn refreshed_edges(
+        &self,
+        region: &str,
+        node_ids: &[&str],
+    ) -> Result<Arc<[EdgeTarget]>, DirectoryError>;
 }
 
-/// An [`EdgeDirectory`] over the store's node table, cached for a configurable time.
+/// An [`EdgeDirectory`] over the store's nodes, through a [`NodeDirectory`] cache.
 pub struct StoreDirectory {
-    store: Arc<dyn Store>,
-    ttl: Duration,
-    cache: Mutex<Option<Snapshot>>,
-}
-
-/// Live edges of every region, as read at `read_at`.
-struct Snapshot {
-    read_at: Instant,
-    by_region: HashMap<String, Arc<[EdgeTarget]>>,
+    nodes: NodeDirectory,
 }
 
 impl StoreDirectory {
     /// A directory re-reading the store's nodes when its copy is older than `ttl`.
     pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Self {
         Self {
-            store,
-            ttl,
-            cache: Mutex::new(None),
+            nodes: NodeDirectory::new(store, "job", DirectorySettings::new(ttl)),
         }
     }
+}
 
-    /// The region's edges from a snapshot no older than `max_age`. One reader at a time refreshes;
-    /// the others wait for its answer instead of querying too.
-    async fn edges(
-        &self,
-        region: &str,
-        max_age: Duration,
-    ) -> Result<Arc<[EdgeTarget]>, DirectoryError> {
-        let mut cache = self.cache.lock().await;
-        let fresh = cache
-            .as_ref()
-            .is_some_and(|snapshot| snapshot.read_at.elapsed() <= max_age);
-        if !fresh {
-            let nodes = self
-                .store
-                .nodes()
-                .await
-                .map_err(|err| DirectoryError(err.to_string()))?;
-            let mut by_region: HashMap<String, Vec<EdgeTarget>> = HashMap::new();
-            for node in nodes
-                .into_iter()
-                .filter(|node| node.state != NodeState::Dead)
-            {
-                by_region.entry(node.region).or_default().push(EdgeTarget {
-                    node_id: node.id,
-                    push_url: node.push_url,
-                    draining: node.state == NodeState::Draining,
-                });
-            }
-            *cache = Some(Snapshot {
-                read_at: Instant::now(),
-                by_region: by_region
-                    .into_iter()
-                    .map(|(region, edges)| (region, edges.into()))
-                    .collect(),
-            });
-        }
-        Ok(cache
-            .as_ref()
-            .and_then(|snapshot| snapshot.by_region.get(region).cloned())
-            .unwrap_or_else(|| Arc::from(Vec::new())))
-    }
+/// The live edges of `region` in `snapshot`, as the lanes need them.
+fn targets(snapshot: &NodeSnapshot, region: &str) -> Arc<[EdgeTarget]> {
+    snapshot
+        .live_in(region)
+        .iter()
+        .map(|node| EdgeTarget {
+            node_id: node.id.clone(),
+            push_url: node.push_url.clone(),
+            draining: node.state == NodeState::Draining,
+        })
+        .collect()
 }
 
 #[async_trait]
 impl EdgeDirectory for StoreDirectory {
     async fn live_edges(&self, region: &str) -> Result<Arc<[EdgeTarget]>, DirectoryError> {
-        self.edges(region, self.ttl).await
+        let snapshot = self
+            .nodes
+            .snapshot()
+            .await
+            .map_err(|err| DirectoryError(err.to_string()))?;
+        Ok(targets(&snapshot, region))
     }
 
-    async fn refreshed_edges(&self, region: &str) -> Result<Arc<[EdgeTarget]>, DirectoryError> {
-        self.edges(region, REFRESH_FLOOR.min(self.ttl)).await
+    async fn refreshed_edges(
+        &self,
+        region: &str,
+        node_ids: &[&str],
+    ) -> Result<Arc<[EdgeTarget]>, DirectoryError> {
+        let snapshot = self
+            .nodes
+            .snapshot_knowing(node_ids)
+            .await
+            .map_err(|err| DirectoryError(err.to_string()))?;
+        Ok(targets(&snapshot, region))
     }
 }
+

@@ -32,12 +32,21 @@ pub(crate) struct Routing {
 
 /// Whether some key push in the batch names a node missing from `edges` (then the caller asks the
 /// directory again before routing, in case the node just registered).
-pub(crate) fn names_unknown_edge(batch: &[IncomingPush], edges: &[EdgeTarget]) -> bool {
-    batch.iter().any(|push| match &push.message.target {
-        Some(Target::Keys(keys)) => keys.keys.iter().any(|key| !is_listed(&key.node_id, edges)),
-        Some(Target::Superseded(session)) => !is_listed(&session.node_id, edges),
-        Some(Target::Room(_) | Target::Broadcast(_)) | None => false,
-    })
+pub(crate) fn unknown_edges<'a>(batch: &'a [IncomingPush], edges: &[EdgeTarget]) -> Vec<&'a str> {
+    let mut unknown: Vec<&str> = Vec::new();
+    let mut note = |node_id: &'a str| {
+        if !is_listed(node_id, edges) && !unknown.contains(&node_id) {
+            unknown.push(node_id);
+        }
+    };
+    for push in batch {
+        match &push.message.target {
+            Some(Target::Keys(keys)) => keys.keys.iter().for_each(|key| note(&key.node_id)),
+            Some(Target::Superseded(session)) => note(&session.node_id),
+            Some(Target::Room(_) | Target::Broadcast(_)) | None => {}
+        }
+    }
+    unknown
 }
 
 /// Whether `node_id` is one of `edges`.
@@ -247,8 +256,8 @@ mod tests {
             "m0",
             keys(&[("a", "gone"), ("b", "n1"), ("c", "gone")]),
         )];
-        assert!(names_unknown_edge(&batch, &edges));
-        assert!(!names_unknown_edge(&batch[..0], &edges));
+        assert_eq!(unknown_edges(&batch, &edges).len(), 1);
+        assert!(unknown_edges(&batch[..0], &edges).is_empty());
         let routing = route(&batch, &edges);
         assert_eq!(
             summary(&routing),
@@ -273,8 +282,8 @@ mod tests {
             incoming(5, "s", superseded("n2")),
             incoming(6, "s", superseded("gone")),
         ];
-        assert!(names_unknown_edge(&batch[3..], &edges));
-        assert!(!names_unknown_edge(&batch[..3], &edges));
+        assert!(!unknown_edges(&batch[3..], &edges).is_empty());
+        assert!(unknown_edges(&batch[..3], &edges).is_empty());
         let routing = route(&batch, &edges);
         let records: Vec<(String, Vec<(String, u32)>)> = routing
             .requests

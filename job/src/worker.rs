@@ -13,7 +13,7 @@
 
 use crate::directory::{DirectoryError, EdgeDirectory, EdgeTarget};
 use crate::lane::{BatchTicket, Lane, LaneContext, LanePart};
-use crate::route::{names_unknown_edge, route};
+use crate::route::{route, unknown_edges};
 use rim_bus::{BusConsumer, IncomingPush};
 use rim_retry::Backoff;
 use std::collections::{HashMap, VecDeque};
@@ -201,8 +201,9 @@ impl<C: BusConsumer> Worker<C> {
     /// The region's live edges; re-read if a key push names an edge the cached list lacks.
     async fn edges_for(&self, batch: &[IncomingPush]) -> Result<Arc<[EdgeTarget]>, DirectoryError> {
         let edges = self.directory.live_edges(&self.region).await?;
-        if names_unknown_edge(batch, &edges) {
-            return self.directory.refreshed_edges(&self.region).await;
+        let unknown = unknown_edges(batch, &edges);
+        if !unknown.is_empty() {
+            return self.directory.refreshed_edges(&self.region, &unknown).await;
         }
         Ok(edges)
     }

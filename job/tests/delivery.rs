@@ -620,9 +620,13 @@ impl EdgeDirectory for SwitchedDirectory {
         self.inner.live_edges(region).await
     }
 
-    async fn refreshed_edges(&self, region: &str) -> Result<Arc<[EdgeTarget]>, DirectoryError> {
+    async fn refreshed_edges(
+        &self,
+        region: &str,
+        node_ids: &[&str],
+    ) -> Result<Arc<[EdgeTarget]>, DirectoryError> {
         self.check()?;
-        self.inner.refreshed_edges(region).await
+        self.inner.refreshed_edges(region, node_ids).await
     }
 }
 
@@ -703,6 +707,9 @@ async fn kafka_worker_health_endpoint_tells_the_truth_about_its_bus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_worker_delivers_again_after_the_broker_restarted_with_nothing() {
     let mut cluster = Cluster::kafka();
+    let defaults = JobConfig::default();
+    cluster.config.job_retry_initial_ms = defaults.job_retry_initial_ms;
+    cluster.config.job_retry_max_ms = defaults.job_retry_max_ms;
     let edge = FakeEdge::start().await;
     cluster.register("n1", REGION, &edge.url).await;
     let worker = cluster.start_worker();

@@ -67,12 +67,20 @@ impl Process {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
+        // The wait blocks this thread only: the test's other tasks (the clients recording what
+        // arrives) keep running on the runtime's other workers.
+        let exited = tokio::task::block_in_place(|| {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            false
+        });
+        if exited {
+            return;
         }
         let _ = child.kill();
         let _ = child.wait();
