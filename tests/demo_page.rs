@@ -46,6 +46,19 @@ const SNAPSHOT: &str = r#"(() => {
   };
 })()"#;
 
+/// The test's directory (Chromium's profile, the logs of `rim dev` and Chromium): removed after a
+/// passing run, kept (and named on stderr) when the test fails.
+struct Logs(tempfile::TempDir);
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            eprintln!("logs kept in {}", self.0.path().display());
+        }
+    }
+}
+
 /// Headless Chromium on a fresh profile; killed when dropped.
 struct Browser {
     child: Child,
@@ -98,7 +111,7 @@ struct Page {
 
 impl Page {
     /// Attaches to the first page target of the browser whose DevTools endpoint is `devtools`.
-    async fn attach(http: &reqwest::Client, devtools: &str) -> Page {
+    async fn attach(http: &reqwest::Client, devtools: &str) -> Result<Page, String> {
         let deadline = Instant::now() + PATIENCE;
         let url = loop {
             let targets = async {
@@ -116,26 +129,25 @@ impl Page {
             {
                 break url.to_owned();
             }
-            assert!(
-                Instant::now() < deadline,
-                "Chromium's DevTools endpoint {devtools} listed no page within {PATIENCE:?}"
-            );
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Chromium's DevTools endpoint {devtools} listed no page within {PATIENCE:?}"
+                ));
+            }
             tokio::time::sleep(POLL).await;
         };
         let (socket, _) = tokio_tungstenite::connect_async(&url)
             .await
-            .unwrap_or_else(|err| panic!("DevTools WebSocket {url}: {err}"));
+            .map_err(|err| format!("DevTools WebSocket {url}: {err}"))?;
         let mut page = Page {
             socket,
             next_id: 0,
             console: Vec::new(),
         };
         for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
-            page.call(domain, json!({}))
-                .await
-                .unwrap_or_else(|err| panic!("{domain}: {err}"));
+            page.call(domain, json!({})).await?;
         }
-        page
+        Ok(page)
     }
 
     /// Calls a DevTools method and returns its result, recording the events that arrive meanwhile.
@@ -230,8 +242,7 @@ struct Demo {
     http: reqwest::Client,
     control: String,
     ws_port: u16,
-    /// Logs of `rim dev` and Chromium; removed after a passing run.
-    _dir: tempfile::TempDir,
+    _logs: Logs,
 }
 
 impl Demo {
@@ -239,10 +250,13 @@ impl Demo {
     async fn start() -> Demo {
         // reqwest is built without a bundled TLS provider; an error means one is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::Builder::new()
-            .prefix("rim-demo-page-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("test directory");
+        let logs = Logs(
+            tempfile::Builder::new()
+                .prefix("rim-demo-page-")
+                .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+                .expect("test directory"),
+        );
+        let dir = logs.0.path();
         let port = || free_port().expect("free port");
         let (control_port, ws_port) = (port(), port());
         let mut args = vec!["dev".to_owned()];
@@ -257,14 +271,19 @@ impl Demo {
         ] {
             args.push(format!("{flag}=127.0.0.1:{port}"));
         }
-        let rim = Process::start(dir.path(), "rim-dev", args);
+        let rim = Process::start(dir, "rim-dev", args);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("http client");
         let devtools_port = port();
-        let browser = Browser::start(dir.path(), devtools_port);
-        let page = Page::attach(&http, &format!("http://127.0.0.1:{devtools_port}")).await;
+        let browser = Browser::start(dir, devtools_port);
+        let page = Page::attach(&http, &format!("http://127.0.0.1:{devtools_port}"))
+            .await
+            .unwrap_or_else(|err| {
+                let log = std::fs::read_to_string(dir.join("chromium.log")).unwrap_or_default();
+                panic!("{err}\n--- chromium ---\n{log}")
+            });
         let mut demo = Demo {
             rim,
             _browser: browser,
@@ -272,7 +291,7 @@ impl Demo {
             http,
             control: format!("http://127.0.0.1:{control_port}"),
             ws_port,
-            _dir: dir,
+            _logs: logs,
         };
         demo.wait_for_httpdns().await;
         let url = format!("{}/?mid={MID}", demo.control);
