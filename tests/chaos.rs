@@ -24,8 +24,9 @@ const ROOM: &str = "live://chaos";
 /// How long an edge lane waits for an unreachable edge before settling its part (the job's
 /// default deadline), plus the time a client may need to notice.
 const LANE_DEADLINE: Duration = Duration::from_secs(5);
-/// Longest pause another region's clients may see while one region's job or edge fails.
-const OTHER_REGION_STALL: Duration = Duration::from_secs(5);
+/// Longest pause another region's clients may see while one region's job or edge fails: they
+/// should see none; this is the slack of a loaded test machine (pushes go out every 40 ms).
+const OTHER_REGION_STALL: Duration = Duration::from_secs(2);
 
 /// One client of the scenario.
 struct Client {
@@ -87,6 +88,17 @@ impl Scenario {
             },
         ];
         let pusher = Pusher::start(cluster.control_url.clone(), streams, TICK);
+        // Warm up: faults start once pushes flow to every client (the jobs' first consumer-group
+        // join takes a few seconds), so a stall measured later is the fault's, not the start's.
+        for client in &clients {
+            let got = client.recorder.wait_for("room", 1, PATIENCE).await;
+            assert!(
+                got > 0,
+                "client {} never received a push\n{}",
+                client.mid,
+                cluster.logs()
+            );
+        }
         Scenario {
             cluster,
             clients,
@@ -181,8 +193,6 @@ async fn job_killed_and_restarted(downtime: Duration) {
     sleep(Duration::from_secs(12)).await;
     let end = Instant::now();
     scenario.stop_and_check(|_| true).await;
-    // West shares nothing with east but the broker; on tansu its deliveries pause ~3 s right at
-    // the kill (the broker's handling of the group), so the bound is a few seconds, not zero.
     scenario.assert_no_stall(|c| c.region == "west", (killed, end), OTHER_REGION_STALL);
     scenario.assert_no_stall(
         |c| c.region == "east",
