@@ -83,6 +83,10 @@ fn apply_dev_defaults(args: &mut cli::DevArgs, matches: &ArgMatches) {
             .control_listen
             .set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    // One region in one process: the edge's and the job's region are the same; either flag sets it.
+    if defaulted("job_region") && !defaulted("edge_region") {
+        args.job.job_region.clone_from(&args.link.edge_region);
+    }
     if defaulted("edge_auth") && args.edge.edge_jwt_keys.is_empty() {
         args.edge.edge_auth = AuthMode::Insecure;
     }

@@ -2,15 +2,22 @@
 //! node list.
 //!
 //! goim located clients by IP with an empty stub; here the client's position comes from `lat`/`lon`
-//! query parameters (optional, validated) and its region from `region`; without them the balancer
-//! ranks by load and weight alone. The answer is a pure function of the node snapshot: reading it
-//! changes nothing, and draining or dead nodes are never answered (the balancer's health check).
+//! query parameters (optional, validated), else from trusted proxy headers or the GeoIP database
+//! by the client's IP (the balancer's [`rim_balancer::Locator`]), else the default region; `region`
+//! names a region outright. Each request draws a random seed (or takes `seed`, to replay an
+//! answer), so simultaneous clients spread over a region's nodes by free weighted capacity. The
+//! answer is a pure function of the node snapshot and the seed: reading it changes nothing, and
+//! draining, dead or stale nodes are never answered; an empty answer says why.
 
 use crate::error::ApiError;
 use crate::input::Params;
 use crate::state::AppState;
-use rim_balancer::{Client, GeoPoint, GoimAnswer, NodeCandidate, Platform, Ports, RankedNode};
+use axum::http::HeaderMap;
+use rim_balancer::{
+    Client, GeoPoint, GoimAnswer, Located, NodeCandidate, Platform, Ports, RankedNode,
+};
 use rim_store::{Node, NodeState};
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The balancer's view of a stored node; `None` if its stored location is unusable.
@@ -38,44 +45,86 @@ fn candidate(node: &Node) -> Option<NodeCandidate> {
     })
 }
 
-/// The client as described by the query: `platform`, optional `lat` + `lon`, optional `region`.
-fn client(params: &Params) -> Result<Client, ApiError> {
+/// The client's explicit coordinates (`lat` + `lon`), if it sent them.
+fn query_location(params: &Params) -> Result<Option<GeoPoint>, ApiError> {
     let lat: Option<f64> = params.parsed("lat")?;
     let lon: Option<f64> = params.parsed("lon")?;
-    let location = match (lat, lon) {
-        (Some(lat), Some(lon)) => {
-            Some(GeoPoint::new(lat, lon).map_err(|e| ApiError::BadRequest(e.to_string()))?)
-        }
-        (None, None) => None,
-        _ => {
-            return Err(ApiError::BadRequest(
-                "`lat` and `lon` must be given together".into(),
-            ));
-        }
-    };
-    Ok(Client {
-        location,
-        region: params
-            .get("region")
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned),
-        platform: Platform::from_query(params.get("platform")),
-        seed: None,
-    })
+    match (lat, lon) {
+        (Some(lat), Some(lon)) => GeoPoint::new(lat, lon)
+            .map(Some)
+            .map_err(|e| ApiError::BadRequest(e.to_string())),
+        (None, None) => Ok(None),
+        _ => Err(ApiError::BadRequest(
+            "`lat` and `lon` must be given together".into(),
+        )),
+    }
 }
 
-/// The goim-shaped answer plus rim's explained ranking.
-pub async fn answer(
+/// Who is asking: the request's query, headers and peer address.
+pub struct Asker<'a> {
+    /// The query parameters (`platform`, `lat`, `lon`, `region`, `seed`).
+    pub params: &'a Params,
+    /// The request headers (trusted proxy headers, when configured).
+    pub headers: &'a HeaderMap,
+    /// The connection's peer address, when the server records it.
+    pub peer: Option<SocketAddr>,
+}
+
+/// The client as the balancer sees it, and how it was located.
+fn client(state: &AppState, asker: &Asker<'_>) -> Result<(Client, Located), ApiError> {
+    let header = |name: &str| asker.headers.get(name).and_then(|v| v.to_str().ok());
+    let located = state.locator.locate(
+        query_location(asker.params)?,
+        header,
+        asker.peer.map(|peer| peer.ip()),
+    );
+    let region = asker
+        .params
+        .get("region")
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .or_else(|| located.region.clone());
+    let seed: Option<u64> = asker.params.parsed("seed")?;
+    let client = Client {
+        location: located.location,
+        region,
+        platform: Platform::from_query(asker.params.get("platform")),
+        seed: Some(seed.unwrap_or_else(rand::random)),
+    };
+    Ok((client, located))
+}
+
+/// The goim-shaped answer (what goim's clients read).
+pub async fn answer(state: &AppState, asker: &Asker<'_>) -> Result<GoimAnswer, ApiError> {
+    let (client, _) = client(state, asker)?;
+    let candidates = candidates(state).await?;
+    let config = &state.config.balancer;
+    Ok(rim_balancer::answer(
+        &candidates,
+        &client,
+        SystemTime::now(),
+        config,
+    ))
+}
+
+/// The goim-shaped answer, rim's explained ranking, and how the client was located.
+pub async fn explained(
     state: &AppState,
-    params: &Params,
-) -> Result<(GoimAnswer, Vec<RankedNode>), ApiError> {
-    let client = client(params)?;
-    let snapshot = state.directory.snapshot().await?;
-    let candidates: Vec<NodeCandidate> = snapshot.nodes().iter().filter_map(candidate).collect();
+    asker: &Asker<'_>,
+) -> Result<(GoimAnswer, Vec<RankedNode>, Located), ApiError> {
+    let (client, located) = client(state, asker)?;
+    let candidates = candidates(state).await?;
     let now = SystemTime::now();
     let config = &state.config.balancer;
     Ok((
         rim_balancer::answer(&candidates, &client, now, config),
         rim_balancer::rank(&candidates, &client, now, config),
+        located,
     ))
+}
+
+/// The balancer's candidates from the current node snapshot.
+async fn candidates(state: &AppState) -> Result<Vec<NodeCandidate>, ApiError> {
+    let snapshot = state.directory.snapshot().await?;
+    Ok(snapshot.nodes().iter().filter_map(candidate).collect())
 }

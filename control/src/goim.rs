@@ -15,14 +15,15 @@ use crate::observe::timed_store;
 use crate::push::{PushRequest, PushTarget, push};
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use rim_store::Scope;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 /// Largest `limit` of `/goim/online/top`.
 pub const MAX_TOP_LIMIT: usize = 1000;
@@ -211,10 +212,16 @@ async fn online_total(
 /// have credentials. Also takes rim's optional `lat`, `lon` and `region`.
 async fn nodes_weighted(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     params: Params,
 ) -> Result<Json<Value>, GoimError> {
-    let (answer, _) = dns::answer(&state, &params).await?;
-    Ok(ok(answer))
+    let asker = dns::Asker {
+        params: &params,
+        headers: &headers,
+        peer: peer.map(|Extension(ConnectInfo(addr))| addr),
+    };
+    Ok(ok(dns::answer(&state, &asker).await?))
 }
 
 /// `GET /goim/nodes/instances`: every node not dead, with its metadata.

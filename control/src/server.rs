@@ -243,12 +243,15 @@ pub async fn start_with_routes(
     let sweeper = tokio::spawn(sweep(state.clone(), stopped.clone()));
     let mut until_stop = stopped;
     let server = tokio::spawn(
-        axum::serve(listener, build_router_with(state, extra))
-            .with_graceful_shutdown(async move {
-                // An error means the sender is gone: stop as well.
-                let _ = until_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
+        axum::serve(
+            listener,
+            build_router_with(state, extra).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            // An error means the sender is gone: stop as well.
+            let _ = until_stop.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
     );
     tracing::info!(%addr, "control plane listening");
     Ok(RunningControl {

@@ -36,6 +36,8 @@ pub struct Shared {
     pub edges: EdgeAuth,
     /// The business auth webhook, if configured.
     pub webhook: Option<AuthWebhook>,
+    /// Locates HTTPDNS clients that send no coordinates (proxy headers, GeoIP database).
+    pub locator: rim_balancer::Locator,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
 }
@@ -69,7 +71,10 @@ impl AppState {
             )?),
             _ => None,
         };
+        // A configured GeoIP database that cannot be read would silently locate nobody: refuse.
+        let locator = rim_balancer::Locator::new(&config.balancer)?;
         Ok(Self(Arc::new(Shared {
+            locator,
             directory: NodeDirectory::new(
                 store.clone(),
                 "control",

@@ -15,10 +15,10 @@ use crate::observe::timed_store;
 use crate::push::{PushReport, PushRequest, PushTarget, push, validate_room};
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use rim_store::Scope;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 
 /// Largest JSON request body of the `/v1` API (targets plus an encoded payload).
 pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
@@ -225,8 +226,17 @@ async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> Result<Json
 /// `GET /v1/dns?lat=&lon=&platform=&region=`: `{"answer": goim answer, "ranked": [explained nodes]}`.
 async fn dns_answer(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let (answer, ranked) = dns::answer(&state, &params).await?;
-    Ok(Json(json!({ "answer": answer, "ranked": ranked })))
+    let asker = dns::Asker {
+        params: &params,
+        headers: &headers,
+        peer: peer.map(|Extension(ConnectInfo(addr))| addr),
+    };
+    let (answer, ranked, located) = dns::explained(&state, &asker).await?;
+    Ok(Json(
+        json!({ "answer": answer, "ranked": ranked, "located": located }),
+    ))
 }

@@ -665,3 +665,33 @@ async fn openapi_document_lists_exactly_the_served_v1_routes() {
     assert_eq!(documented.len(), served.len());
     h.control.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn simultaneous_httpdns_clients_spread_over_a_regions_nodes() {
+    let (h, _bus) = harness(config()).await;
+    h.register("n1", "sh").await;
+    h.register("n2", "sh").await;
+    let mut first_n1 = 0;
+    const ASKS: usize = 200;
+    for _ in 0..ASKS {
+        let (status, body) =
+            Harness::call(h.http.get(h.url("/goim/nodes/weighted?platform=web"))).await;
+        assert_eq!(status, 200, "{body}");
+        if body["data"]["nodes"][0] == "n1.example.com" {
+            first_n1 += 1;
+        }
+    }
+    // Equal weights and loads: about half each (a fixed answer would give 0 or 200).
+    assert!(
+        (50..=150).contains(&first_n1),
+        "n1 came first in {first_n1} of {ASKS} answers"
+    );
+    // A given seed replays its answer; the explained answer says how the client was located.
+    let url = h.url("/v1/dns?seed=42&lat=31.2&lon=121.5");
+    let (_, one) = Harness::call(h.http.get(&url)).await;
+    let (_, two) = Harness::call(h.http.get(&url)).await;
+    assert_eq!(one["answer"], two["answer"]);
+    assert_eq!(one["located"]["source"], "query", "{one}");
+    let (_, unlocated) = Harness::call(h.http.get(h.url("/v1/dns"))).await;
+    assert_eq!(unlocated["located"]["source"], "unknown", "{unlocated}");
+}
