@@ -101,4 +101,3 @@ impl EdgeDirectory for StoreDirectory {
         Ok(targets(&snapshot, region))
     }
 }
-
