@@ -45,14 +45,7 @@ struct Scenario {
 
 impl Scenario {
     async fn start() -> Scenario {
-        let cluster = Cluster::start(&["east", "west"], 0).await;
-        let mut cluster = cluster;
-        for (node, region) in [("east-1", "east"), ("east-2", "east"), ("west-1", "west")] {
-            cluster.start_edge(node, region);
-        }
-        for node in ["east-1", "east-2", "west-1"] {
-            cluster.wait_for_node(node, "active").await;
-        }
+        let cluster = Cluster::two_regions().await;
         let mut clients = Vec::new();
         let layout = [
             ("east-1", "east-2", "east"),

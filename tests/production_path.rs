@@ -83,14 +83,7 @@ fn targeted(answer: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_target_of_every_push_is_reached_once_in_order() {
-    let cluster = Cluster::start(&["east", "west"], 0).await;
-    let mut cluster = cluster;
-    for (node, region) in [("east-1", "east"), ("east-2", "east"), ("west-1", "west")] {
-        cluster.start_edge(node, region);
-    }
-    for node in ["east-1", "east-2", "west-1"] {
-        cluster.wait_for_node(node, "active").await;
-    }
+    let cluster = Cluster::two_regions().await;
     let clients = Clients::connect(&cluster).await;
 
     // Users, through goim's route (repeated and comma-separated parameters) and /v1.
@@ -185,9 +178,7 @@ async fn every_target_of_every_push_is_reached_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_right_after_the_auth_reply_is_delivered() {
     const ROUNDS: i64 = 100;
-    let mut cluster = Cluster::start(&["east"], 0).await;
-    cluster.start_edge("east-1", "east");
-    cluster.wait_for_node("east-1", "active").await;
+    let cluster = Cluster::start(&["east"], &[("east-1", "east")]).await;
     let edge = cluster.tcp_of("east-1");
     for round in 0..ROUNDS {
         let mid = 1_000 + round;

@@ -68,10 +68,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The layout most tests use: region `east` with edges `east-1` and `east-2`, region `west`
+    /// with `west-1`.
+    pub async fn two_regions() -> Cluster {
+        Cluster::start(
+            &["east", "west"],
+            &[("east-1", "east"), ("east-2", "east"), ("west-1", "west")],
+        )
+        .await
+    }
+
     /// Starts PostgreSQL, the broker, `rim control`, and one `rim job` per region of `regions`;
-    /// then `edges_per_region` edges in each region (named `<region>-<n>`), waiting until control
-    /// lists every edge as active.
-    pub async fn start(regions: &[&str], edges_per_region: usize) -> Cluster {
+    /// then the `edges` (node id, region), waiting until control lists every edge as active.
+    pub async fn start(regions: &[&str], edges: &[(&str, &str)]) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let postgres = TestPostgres::start();
         let kafka = TestKafka::start();
@@ -116,14 +125,11 @@ impl Cluster {
         for region in regions {
             cluster.start_job(region);
         }
-        for region in regions {
-            for n in 1..=edges_per_region {
-                cluster.start_edge(&format!("{region}-{n}"), region);
-            }
+        for (node_id, region) in edges {
+            cluster.start_edge(node_id, region);
         }
-        let names: Vec<String> = cluster.edges.iter().map(|e| e.node_id.clone()).collect();
-        for name in names {
-            cluster.wait_for_node(&name, "active").await;
+        for (node_id, _) in edges {
+            cluster.wait_for_node(node_id, "active").await;
         }
         cluster
     }
