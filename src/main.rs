@@ -21,7 +21,13 @@ use std::ffi::OsString;
 
 fn main() -> anyhow::Result<()> {
     let (cli, matches) = parse_command_line(std::env::args_os().collect())?;
-    telemetry::init_logs(cli.log_format);
+    // `rim dev` is watched by a person: one line per accepted push too (production roles log
+    // pushes at debug level only, they carry thousands a second).
+    let default_filter = match cli.role {
+        Some(Role::Dev(_)) => "info,rim_control::push=debug",
+        _ => "info",
+    };
+    telemetry::init_logs(cli.log_format, default_filter);
     // The HTTP clients (edge link, job worker, auth webhook) are built without a bundled TLS crypto
     // provider; the process uses ring. An error only means a provider is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -307,6 +307,14 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
         timed_publish(state.bus.publish(records)).await?;
     }
     metrics::counter!("rim_control_pushes_total", "type" => kind).increment(1);
+    tracing::debug!(
+        id = %report.message_id,
+        kind,
+        sessions = report.sessions,
+        records = report.records,
+        offline = report.offline_mids.len() + report.offline_keys.len(),
+        "push accepted"
+    );
     Ok(report)
 }
 
