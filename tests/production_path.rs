@@ -206,3 +206,44 @@ async fn a_push_right_after_the_auth_reply_is_delivered() {
         assert_eq!(push.body, format!("fresh:{round}").as_bytes());
     }
 }
+
+/// A key taken over on another edge, in another region, closes the old connection (control
+/// decides the order and tells the old edge through its region's job); pushes to the key reach
+/// the new connection only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_taken_over_on_another_edge_closes_the_old_connection() {
+    let cluster = Cluster::two_regions().await;
+    let heartbeat = Duration::from_secs(30);
+    let token = Cluster::token(42, "shared-key", "");
+    let (mut old, _) =
+        rim_client::Connection::connect(&cluster.tcp_of("east-1"), &token, heartbeat)
+            .await
+            .expect("first connection");
+    let (mut new, _) =
+        rim_client::Connection::connect(&cluster.tcp_of("west-1"), &token, heartbeat)
+            .await
+            .expect("second connection");
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Err(error) = old.recv().await {
+                return error;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the old connection stayed open\n{}", cluster.logs()));
+    println!("old connection ended: {ended}");
+    let (status, answer) = cluster
+        .v1(
+            "/v1/push/keys",
+            json!({"keys": ["shared-key"], "operation": OPERATION, "body_text": "to the new one"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(targeted(&answer), 1, "{answer}");
+    let push = tokio::time::timeout(PATIENCE, new.recv())
+        .await
+        .expect("the push arrives")
+        .expect("the new connection is alive");
+    assert_eq!(push.body, "to the new one".as_bytes());
+}
