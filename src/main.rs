@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     let role = cli.role.context("no role selected")?;
     let secret = cli.cluster_secret;
     runtime.block_on(async move {
+        telemetry::spawn_metrics_upkeep(prometheus.clone());
         match role {
             Role::Dev(mut args) => {
                 let dev_matches = matches.subcommand_matches("dev").context("dev options")?;

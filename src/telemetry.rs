@@ -19,7 +19,22 @@ pub fn init_logs(format: LogFormat, default_filter: &str) {
     }
 }
 
+/// How often the recorder drains its histograms into their summaries when nobody scrapes.
+const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process's Prometheus recorder and returns the handle that renders it.
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
     Ok(PrometheusBuilder::new().install_recorder()?)
+}
+
+/// Runs the recorder's upkeep on an interval, so histogram samples do not pile up in memory
+/// between scrapes (or forever, when nothing scrapes). Needs a Tokio runtime.
+pub fn spawn_metrics_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+        loop {
+            ticks.tick().await;
+            handle.run_upkeep();
+        }
+    });
 }
