@@ -129,3 +129,94 @@ async fn producer_and_consumer_recover_from_a_broker_that_lost_everything() {
         restarted.elapsed()
     );
 }
+
+/// While the broker is away librdkafka queues an error for every failed connection attempt of each
+/// of the consumer's connections, behind which the records fetched afterwards wait. A job worker
+/// does not read during an outage: it pauses after each failed read, up to `job_retry_max_ms` (5 s
+/// by default). If every read returned only the oldest queued error, the worker would pause once
+/// per stale error after the broker was back — minutes after a 10 s outage (the chaos test's
+/// `broker_restarted` saw no delivery within 60 s). One failed read must account for the whole
+/// backlog, so records flow after at most a couple of errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_queued_during_an_outage_cost_one_failed_read() {
+    let mut broker = TestKafka::start();
+    let mut settings = KafkaSettings::new(broker.bootstrap());
+    settings.partitions = 2;
+    let producer = KafkaProducer::new(&settings).unwrap();
+    let mut consumer = KafkaConsumer::join(&settings, REGION, "rim-job-sh", Some("job-a-sh"))
+        .await
+        .unwrap();
+    producer.publish(vec![push("before")]).await.unwrap();
+    receive(&mut consumer, "before").await;
+
+    // Down for 10 s without reading, as a worker pausing between failed reads does.
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    broker.start_again();
+    let restarted = Instant::now();
+    while let Err(err) = producer.publish(vec![push("after")]).await {
+        assert!(
+            restarted.elapsed() < RECOVERY,
+            "publishing still fails {RECOVERY:?} after the restart: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut failed_reads = 0;
+    loop {
+        let remaining = RECOVERY.saturating_sub(restarted.elapsed());
+        match tokio::time::timeout(remaining, consumer.next_batch(100)).await {
+            Err(_) => panic!("\"after\" did not arrive within {RECOVERY:?}"),
+            Ok(Err(err)) => {
+                failed_reads += 1;
+                eprintln!("failed read {failed_reads}: {err}");
+            }
+            Ok(Ok(batch)) => {
+                if batch.iter().any(|push| push.message.message_id == "after") {
+                    break;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "\"after\" received {:?} after the restart, after {failed_reads} failed reads",
+        restarted.elapsed()
+    );
+    assert!(
+        failed_reads <= 3,
+        "{failed_reads} failed reads after the broker was back: each one costs the worker a pause"
+    );
+}
+
+/// Business clients give up after a timeout, often the delivery timeout (the chaos suite's pusher:
+/// 5 s). After a broker restart without its state the producer is stuck (records time out under a
+/// producer id the broker forgot) and must be replaced by the publish that sees its records time
+/// out; if a caller giving up cancelled that publish, nothing would ever be published again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_recovers_although_every_caller_gives_up_at_the_delivery_timeout() {
+    let mut broker = TestKafka::start();
+    let settings = KafkaSettings::new(broker.bootstrap());
+    let producer = KafkaProducer::new(&settings).unwrap();
+    producer.publish(vec![push("before")]).await.unwrap();
+
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    broker.start_again();
+    let restarted = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let publish = producer.publish(vec![push("after")]);
+        if let Ok(Ok(())) = tokio::time::timeout(settings.delivery_timeout, publish).await {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < RECOVERY,
+            "no publish got through within {RECOVERY:?} of the restart ({attempts} attempts)"
+        );
+    }
+    eprintln!(
+        "published again {:?} after the restart ({attempts} attempts)",
+        restarted.elapsed()
+    );
+}

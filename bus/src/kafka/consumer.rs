@@ -21,9 +21,11 @@ use prost::Message as _;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rim_proto::schema::PushMessage;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +35,16 @@ pub struct KafkaConsumer {
     pending: Arc<Mutex<PendingOffsets>>,
     topics: TopicCreator,
     topic: String,
-    /// A read failed: refresh the topic's metadata before reading again (see
-    /// [`KafkaConsumer::refresh_metadata`]).
+    /// A read failed: refresh the topic's metadata and check the read positions before reading
+    /// again (see [`KafkaConsumer::recover`]); no commits meanwhile, since the broker may have lost
+    /// the log they point into.
     recovering: bool,
+    /// The last offset this consumer committed per partition, to tell a broker that forgot it.
+    committed: HashMap<i32, i64>,
+    /// A commit that timed out is still in librdkafka's hands: it is sent when the broker is back,
+    /// so [`KafkaConsumer::recover`] waits for it before setting the restart points (else it could
+    /// land after them, and a rejoin would read from the old log's offset in the new log).
+    commit_in_flight: Option<tokio::task::JoinHandle<KafkaResult<()>>>,
     group_id: String,
     commit_timeout: Duration,
 }
@@ -116,6 +125,8 @@ impl KafkaConsumer {
             topics,
             topic,
             recovering: false,
+            committed: HashMap::new(),
+            commit_in_flight: None,
             group_id: group_id.to_owned(),
             commit_timeout: settings.delivery_timeout,
         })
@@ -123,23 +134,134 @@ impl KafkaConsumer {
 }
 
 impl KafkaConsumer {
-    /// Asks the broker for the topic's metadata on the consumer's own connection, so its cache holds
-    /// the topic as the broker knows it now (a recreated topic has a new id) before it fetches again.
-    /// librdkafka 2.12.1 crashes (NULL topic name in `rd_kafka_metadata_update_op`) when a fetch
-    /// answer reports a leader change for a topic id it cannot resolve, which a tansu restarted
-    /// without its storage produced when the consumer resumed fetching with its stale cache.
-    async fn refresh_metadata(&mut self) -> Result<(), BusError> {
+    /// Runs after a failed read, once the broker answers again: refreshes the topic's metadata and
+    /// moves back the read positions the broker's log no longer has.
+    ///
+    /// The metadata is asked for on the consumer's own connection, so its cache holds the topic as
+    /// the broker knows it now (a recreated topic has a new id) before it fetches again. librdkafka
+    /// 2.12.1 crashes (NULL topic name in `rd_kafka_metadata_update_op`) when a fetch answer reports
+    /// a leader change for a topic id it cannot resolve, which a tansu restarted without its storage
+    /// produced when the consumer resumed fetching with its stale cache.
+    ///
+    /// A broker that lost its storage lost the group too, yet a static member may keep its
+    /// assignment and its positions in the old log: tansu 0.6 accepted its heartbeats and answered
+    /// its fetches beyond the new log's end with no records instead of `OFFSET_OUT_OF_RANGE`, so
+    /// librdkafka never reset them, and the worker would read again (if at all) only once the new
+    /// log passed the old position, skipping what came before. See [`lost_positions`].
+    async fn recover(&mut self) -> Result<(), BusError> {
+        if let Some(earlier) = self.commit_in_flight.as_mut() {
+            tokio::time::timeout(self.commit_timeout, earlier)
+                .await
+                .map_err(|_| {
+                    BusError::Unavailable(
+                        "a commit from before the failure is still under way".into(),
+                    )
+                })?
+                // Its outcome no longer matters: the restart points set below decide.
+                .ok();
+            self.commit_in_flight = None;
+        }
         let consumer = self.consumer.clone();
         let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || {
-            consumer.fetch_metadata(Some(&topic), super::HEALTH_TIMEOUT)
+        let committed = self.committed.clone();
+        let pending = self.pending.clone();
+        let moved = tokio::task::spawn_blocking(move || {
+            consumer
+                .fetch_metadata(Some(&topic), super::HEALTH_TIMEOUT)
+                .map_err(|err| format!("metadata of {topic}: {err}"))?;
+            let lost = lost_positions(consumer.as_ref(), &topic, &committed)
+                .map_err(|err| format!("positions in {topic}: {err}"))?;
+            if lost.is_empty() {
+                return Ok(lost);
+            }
+            let mut restart_points = TopicPartitionList::new();
+            for moved in &lost {
+                // Records of the old log must not commit offsets into the new one.
+                pending.lock().forget(moved.partition);
+                let to = Offset::Offset(moved.to);
+                consumer
+                    .seek(&topic, moved.partition, to, super::HEALTH_TIMEOUT)
+                    .map_err(|err| format!("seeking {topic} [{}]: {err}", moved.partition))?;
+                restart_points
+                    .add_partition_offset(&topic, moved.partition, to)
+                    .map_err(|err| format!("commit list: {err}"))?;
+            }
+            // A commit of the old log's offsets that was under way when the broker went down is
+            // sent to the new broker once it is back; committing the restart points overrides it,
+            // so a rejoin of the group (which reads the committed offsets) cannot skip the new log.
+            consumer
+                .commit(&restart_points, CommitMode::Sync)
+                .map_err(|err| format!("committing the restart points: {err}"))?;
+            Ok::<_, String>(lost)
         })
         .await
-        .map_err(|err| BusError::Unavailable(format!("metadata task: {err}")))?
-        .map_err(|err| BusError::Unavailable(format!("metadata of {}: {err}", self.topic)))?;
+        .map_err(|err| BusError::Unavailable(format!("recovery task: {err}")))?
+        .map_err(BusError::Unavailable)?;
+        for lost in moved {
+            tracing::warn!(
+                topic = %self.topic,
+                partition = lost.partition,
+                from = lost.from,
+                to = lost.to,
+                "the broker lost this partition's log or the group's offsets; reading it again from there"
+            );
+            self.committed.remove(&lost.partition);
+        }
         self.recovering = false;
         Ok(())
     }
+}
+
+/// A partition whose read position [`lost_positions`] moves back.
+struct LostPosition {
+    partition: i32,
+    from: i64,
+    to: i64,
+}
+
+/// The assigned partitions of `topic` whose position is in a log the broker no longer has: the
+/// broker forgot (or moved back) an offset this consumer committed, or the position is beyond the
+/// log's end. Each moves to the group's committed offset when the log has it, else to the log's
+/// beginning (as `auto.offset.reset=earliest` does for a new group). Blocking.
+fn lost_positions(
+    consumer: &StreamConsumer<OwnershipContext>,
+    topic: &str,
+    committed_here: &HashMap<i32, i64>,
+) -> KafkaResult<Vec<LostPosition>> {
+    let assignment = consumer.assignment()?;
+    if assignment.count() == 0 {
+        return Ok(Vec::new());
+    }
+    let positions = consumer.position()?;
+    let committed = consumer.committed_offsets(assignment, super::HEALTH_TIMEOUT)?;
+    let mut lost = Vec::new();
+    for element in positions.elements_for_topic(topic) {
+        let partition = element.partition();
+        let Offset::Offset(position) = element.offset() else {
+            continue;
+        };
+        let at_broker = committed
+            .find_partition(topic, partition)
+            .and_then(|found| match found.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            });
+        let forgotten = committed_here
+            .get(&partition)
+            .is_some_and(|ours| at_broker.is_none_or(|theirs| theirs < *ours));
+        let (low, high) = consumer.fetch_watermarks(topic, partition, super::HEALTH_TIMEOUT)?;
+        if forgotten || position > high {
+            let to = at_broker
+                .filter(|offset| (low..=high).contains(offset))
+                .unwrap_or(low);
+            lost.push(LostPosition {
+                partition,
+                from: position,
+                to,
+            });
+        }
+    }
+    Ok(lost)
 }
 
 /// Group membership timeouts, for static members (see [`KafkaConsumer::join`]) that restart.
@@ -173,6 +295,10 @@ const LOW_LATENCY: &[(&str, &str)] = &[
     ("topic.metadata.refresh.interval.ms", "5000"),
 ];
 
+/// Most queued errors one read takes (see [`KafkaConsumer::next_batch`]): far more than an outage
+/// queues, and a bound on the read's work should errors keep coming.
+const ERRORS_PER_READ: usize = 1024;
+
 /// Decodes a record into a push, or says why it is corrupt.
 fn decode(message: &BorrowedMessage<'_>, position: LogPosition) -> Result<IncomingPush, BusError> {
     let corrupt = |reason: String| BusError::Corrupt {
@@ -205,12 +331,20 @@ impl BusConsumer for KafkaConsumer {
             .ensure(std::slice::from_ref(&self.topic))
             .await?;
         if self.recovering {
-            self.refresh_metadata().await?;
+            self.recover().await?;
         }
         let mut batch = Vec::new();
-        while batch.len() < max.max(1) {
-            // Wait for the first record only; then take what is already fetched, without waiting.
-            let received = if batch.is_empty() {
+        // librdkafka queues an error for every failed connection attempt of each of its broker
+        // connections, and the records fetched later wait behind them. A worker does not read
+        // while it pauses after a failed read, so after an outage many stale errors are queued:
+        // returning them one per read would cost a pause each (minutes after a 10 s outage). So
+        // every error already queued is taken here, and the read fails once, with the latest, only
+        // if no record is ready behind them.
+        let mut failure = None;
+        let mut errors = 0;
+        while batch.len() < max.max(1) && errors < ERRORS_PER_READ {
+            // Wait for the first item only; then take what is already queued, without waiting.
+            let received = if batch.is_empty() && failure.is_none() {
                 self.consumer.recv().await
             } else {
                 match self.consumer.recv().now_or_never() {
@@ -220,18 +354,13 @@ impl BusConsumer for KafkaConsumer {
             };
             let message = match received {
                 Ok(message) => message,
-                Err(err) if batch.is_empty() => {
-                    // Whatever broke, check on the next read that the topic is still there.
-                    self.topics.forget(&self.topic);
-                    self.recovering = true;
-                    return Err(BusError::Unavailable(format!(
-                        "consuming {}: {err}",
-                        self.topic
-                    )));
-                }
                 Err(err) => {
-                    tracing::warn!(topic = %self.topic, %err, "consumer error after a partial batch");
-                    break;
+                    errors += 1;
+                    if !batch.is_empty() {
+                        tracing::warn!(topic = %self.topic, %err, "consumer error after a partial batch");
+                    }
+                    failure = Some(err);
+                    continue;
                 }
             };
             let position = LogPosition {
@@ -248,7 +377,18 @@ impl BusConsumer for KafkaConsumer {
                 }
             }
         }
-        Ok(batch)
+        if failure.is_some() {
+            // Whatever broke, check on the next read that the topic is still there.
+            self.topics.forget(&self.topic);
+            self.recovering = true;
+        }
+        match failure {
+            Some(err) if batch.is_empty() => Err(BusError::Unavailable(format!(
+                "consuming {}: {err}",
+                self.topic
+            ))),
+            _ => Ok(batch),
+        }
     }
 
     async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError> {
@@ -256,25 +396,43 @@ impl BusConsumer for KafkaConsumer {
             .pending
             .lock()
             .done(done.iter().map(|push| push.position));
-        if commits.is_empty() {
+        // While recovering, the pushes stay done and the first commit after the recovery covers
+        // them, unless it found their log lost.
+        if commits.is_empty() || self.recovering {
             return Ok(());
         }
         let mut offsets = TopicPartitionList::new();
-        for (partition, offset) in commits {
+        for &(partition, offset) in &commits {
             offsets
                 .add_partition_offset(&self.topic, partition, Offset::Offset(offset))
                 .map_err(|err| BusError::Unavailable(format!("commit list: {err}")))?;
         }
+        if self
+            .commit_in_flight
+            .as_ref()
+            .is_some_and(|earlier| !earlier.is_finished())
+        {
+            return Err(BusError::Unavailable(
+                "an earlier commit is still under way".into(),
+            ));
+        }
         let consumer = self.consumer.clone();
-        let commit =
-            tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync));
-        tokio::time::timeout(self.commit_timeout, commit)
+        let commit = self
+            .commit_in_flight
+            .insert(tokio::task::spawn_blocking(move || {
+                consumer.commit(&offsets, CommitMode::Sync)
+            }));
+        let committed = tokio::time::timeout(self.commit_timeout, commit)
             .await
             .map_err(|_| {
                 BusError::Unavailable(format!("commit timed out after {:?}", self.commit_timeout))
-            })?
+            })?;
+        self.commit_in_flight = None;
+        committed
             .map_err(|err| BusError::Unavailable(format!("commit task: {err}")))?
-            .map_err(|err| BusError::Unavailable(format!("commit: {err}")))
+            .map_err(|err| BusError::Unavailable(format!("commit: {err}")))?;
+        self.committed.extend(commits);
+        Ok(())
     }
 
     fn health_probe(&self) -> Arc<dyn HealthProbe> {

@@ -33,6 +33,12 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(1);
 
 /// Publishes pushes to region topics; share one per process (it batches across callers).
 pub struct KafkaProducer {
+    shared: Arc<Shared>,
+}
+
+/// The producer's state, shared with the task that runs each publish (see
+/// [`KafkaProducer::publish`]).
+struct Shared {
     /// The current librdkafka producer; replaced after a fatal error.
     producer: RwLock<Arc<FutureProducer>>,
     topics: TopicCreator,
@@ -74,13 +80,17 @@ impl KafkaProducer {
     /// [`BusError::Unavailable`] from [`BusProducer::publish`], not here.
     pub fn new(settings: &KafkaSettings) -> Result<Self, BusError> {
         Ok(Self {
-            producer: RwLock::new(Arc::new(build(settings)?)),
-            topics: TopicCreator::new(settings)?,
-            settings: settings.clone(),
-            replaced_at: Mutex::new(None),
+            shared: Arc::new(Shared {
+                producer: RwLock::new(Arc::new(build(settings)?)),
+                topics: TopicCreator::new(settings)?,
+                settings: settings.clone(),
+                replaced_at: Mutex::new(None),
+            }),
         })
     }
+}
 
+impl Shared {
     /// After a failed publish on `used`: replaces it by a fresh producer if it is broken, that is in
     /// a fatal state, or *stuck*: the broker answers (metadata within the health timeout) yet the
     /// records were not taken. The second is what a broker restarted without its state does to an
@@ -208,6 +218,31 @@ async fn enqueue(
 
 #[async_trait]
 impl BusProducer for KafkaProducer {
+    /// Runs the publish in a task of its own, so it reaches its end even when the caller stops
+    /// waiting: a business client whose timeout is the delivery timeout (or shorter) gives up just
+    /// when the records time out, and if that cancelled the publish, a producer stuck after a
+    /// broker restart would never be replaced and every push would fail until a restart of the
+    /// process.
+    async fn publish(&self, pushes: Vec<OutgoingPush>) -> Result<(), BusError> {
+        let shared = self.shared.clone();
+        tokio::spawn(async move { shared.publish(pushes).await })
+            .await
+            .map_err(|err| BusError::Unavailable(format!("publish task: {err}")))?
+    }
+
+    async fn health(&self) -> BusHealth {
+        let producer = self.shared.producer.read().clone();
+        super::probe_metadata(None, move || {
+            producer
+                .client()
+                .fetch_metadata(None, super::HEALTH_TIMEOUT)
+        })
+        .await
+    }
+}
+
+impl Shared {
+    /// Publishes `pushes`, replacing the producer after a failure that shows it broken.
     async fn publish(&self, pushes: Vec<OutgoingPush>) -> Result<(), BusError> {
         if pushes.is_empty() {
             return Ok(());
@@ -231,16 +266,6 @@ impl BusProducer for KafkaProducer {
         }
         metrics::counter!("rim_bus_published_total").increment(pushes.len() as u64);
         Ok(())
-    }
-
-    async fn health(&self) -> BusHealth {
-        let producer = self.producer.read().clone();
-        super::probe_metadata(None, move || {
-            producer
-                .client()
-                .fetch_metadata(None, super::HEALTH_TIMEOUT)
-        })
-        .await
     }
 }
 
@@ -269,7 +294,7 @@ mod tests {
         let producer = KafkaProducer::new(&KafkaSettings::new(broker.bootstrap())).unwrap();
         producer.publish(vec![push("before")]).await.unwrap();
 
-        let fatal = producer.producer.read().clone();
+        let fatal = producer.shared.producer.read().clone();
         let reason = std::ffi::CString::new("injected by the test").unwrap();
         // SAFETY: the client pointer is alive (we hold an Arc to its producer) and the reason is a
         // valid NUL-terminated string that outlives the call.
@@ -291,7 +316,7 @@ mod tests {
             "{failed:?}"
         );
         assert!(
-            !Arc::ptr_eq(&fatal, &producer.producer.read()),
+            !Arc::ptr_eq(&fatal, &producer.shared.producer.read()),
             "the fatal producer was replaced"
         );
         producer.publish(vec![push("after")]).await.unwrap();
