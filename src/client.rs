@@ -1,6 +1,6 @@
 //! `rim client`: a goim-protocol client for people at a terminal, built on rim-client.
 //!
-//! It connects to one of the given edges (reconnecting through them with backoff), authenticates
+//! It connects to one of the given edges, or where HTTPDNS says (reconnecting with backoff), authenticates
 //! with a token or, for `rim dev`'s trust mode, with goim's auth JSON made from `--mid`, `--key`
 //! and `--room`, and prints one JSON object per line for everything that happens:
 //! `{"event":"connected","address":...}`, `{"event":"push","op":1000,"body":"..."}` (bodies that
@@ -10,7 +10,7 @@
 use base64::Engine as _;
 use bytes::Bytes;
 use clap::Args;
-use rim_client::{Push, Session, SessionConfig, SessionEvent};
+use rim_client::{AdaptiveHeartbeat, Push, Session, SessionConfig, SessionEvent};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,13 +22,17 @@ const SEND_MSG: i32 = 4;
 /// `rim client` options.
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// Edge TCP addresses (`host:port`), tried in turn.
+    /// Edge TCP addresses (`host:port`), tried in turn (the fallback when `--httpdns` is given).
     #[arg(
         long = "address",
         value_delimiter = ',',
         default_value = "127.0.0.1:3101"
     )]
     pub addresses: Vec<String>,
+    /// Ask this HTTPDNS URL where to connect, e.g. `http://127.0.0.1:3111/v1/dns?lat=31.2&lon=121.5`
+    /// (asked again after a round of failed attempts).
+    #[arg(long)]
+    pub httpdns: Option<String>,
     /// A signed token (JWT) to authenticate with; without it, goim's auth JSON is sent (accepted
     /// only by edges in trust mode, such as `rim dev`).
     #[arg(long, env = "RIM_CLIENT_TOKEN", hide_env_values = true)]
@@ -45,9 +49,10 @@ pub struct ClientArgs {
     /// Operations to accept, besides room pushes.
     #[arg(long, value_delimiter = ',', default_value = "1000")]
     pub accepts: Vec<i32>,
-    /// Seconds between heartbeats.
-    #[arg(long, default_value_t = 30)]
-    pub heartbeat_secs: u64,
+    /// Seconds between heartbeats; without it the heartbeat adapts (60 s up to 300 s in steps of
+    /// 30 s, stepping back when one goes unanswered).
+    #[arg(long)]
+    pub heartbeat_secs: Option<u64>,
 }
 
 impl ClientArgs {
@@ -73,7 +78,12 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
     let config = SessionConfig {
         addresses: args.addresses.clone(),
         auth_body: Arc::new(move || body.clone()),
-        heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+        httpdns: args.httpdns.clone(),
+        heartbeat: args
+            .heartbeat_secs
+            .map_or_else(AdaptiveHeartbeat::default, |secs| {
+                AdaptiveHeartbeat::fixed(Duration::from_secs(secs.max(1)))
+            }),
         initial_backoff: Duration::from_millis(500),
         max_backoff: Duration::from_secs(30),
     };
@@ -112,6 +122,9 @@ fn describe(event: SessionEvent) -> Value {
                 "body_base64": base64::engine::general_purpose::STANDARD.encode(&body),
             }),
         },
+        SessionEvent::Resolved { addresses } => {
+            json!({"event": "resolved", "addresses": addresses})
+        }
         SessionEvent::Disconnected { error } => {
             json!({"event": "disconnected", "error": error.to_string()})
         }

@@ -72,6 +72,11 @@ impl Clients {
     }
 }
 
+/// A heartbeat period longer than any test.
+fn heartbeat() -> rim_client::AdaptiveHeartbeat {
+    rim_client::AdaptiveHeartbeat::fixed(Duration::from_secs(60))
+}
+
 /// The number of connections an answer says it targeted (goim envelope or /v1 answer).
 fn targeted(answer: &Value) -> u64 {
     let report = answer.get("data").unwrap_or(answer);
@@ -183,10 +188,9 @@ async fn a_push_right_after_the_auth_reply_is_delivered() {
     for round in 0..ROUNDS {
         let mid = 1_000 + round;
         let token = Cluster::token(mid, &format!("fresh-{round}"), "");
-        let (mut connection, _) =
-            rim_client::Connection::connect(&edge, &token, Duration::from_secs(30))
-                .await
-                .expect("connect and authenticate");
+        let (mut connection, _) = rim_client::Connection::connect(&edge, &token, heartbeat())
+            .await
+            .expect("connect and authenticate");
         let (status, answer) = cluster
             .v1(
                 "/v1/push/users",
@@ -213,14 +217,13 @@ async fn a_push_right_after_the_auth_reply_is_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_taken_over_on_another_edge_closes_the_old_connection() {
     let cluster = Cluster::two_regions().await;
-    let heartbeat = Duration::from_secs(30);
     let token = Cluster::token(42, "shared-key", "");
     let (mut old, _) =
-        rim_client::Connection::connect(&cluster.tcp_of("east-1"), &token, heartbeat)
+        rim_client::Connection::connect(&cluster.tcp_of("east-1"), &token, heartbeat())
             .await
             .expect("first connection");
     let (mut new, _) =
-        rim_client::Connection::connect(&cluster.tcp_of("west-1"), &token, heartbeat)
+        rim_client::Connection::connect(&cluster.tcp_of("west-1"), &token, heartbeat())
             .await
             .expect("second connection");
     let ended = tokio::time::timeout(PATIENCE, async {

@@ -45,7 +45,8 @@ impl Recorder {
         let config = SessionConfig {
             addresses,
             auth_body: Arc::new(move || auth_body.clone()),
-            heartbeat: Duration::from_secs(20),
+            httpdns: None,
+            heartbeat: rim_client::AdaptiveHeartbeat::fixed(Duration::from_secs(20)),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
         };
@@ -66,7 +67,9 @@ impl Recorder {
                             let body = String::from_utf8_lossy(&push.body).into_owned();
                             seen.lock().bodies.push((Instant::now(), body));
                         }
-                        SessionEvent::Push(_) | SessionEvent::Disconnected { .. } => {}
+                        SessionEvent::Push(_)
+                        | SessionEvent::Resolved { .. }
+                        | SessionEvent::Disconnected { .. } => {}
                     }
                 }
             }

@@ -5,18 +5,21 @@
 //! closes). After that, [`Connection::recv`] yields what the server sends: pushes (op-9 batches are
 //! unpacked into their packets, so a caller never sees op 9), replies to room changes and
 //! subscriptions, and the online count from heartbeat replies. Heartbeats are sent from inside
-//! `recv` on the configured interval, so a connection stays alive as long as its owner keeps
-//! reading, the way goim's clients do it.
+//! `recv` on the [`AdaptiveHeartbeat`]'s period, so a connection stays alive as long as its owner
+//! keeps reading, the way goim's clients do it; a heartbeat still unanswered when the next one is
+//! due ends the connection (and teaches the heartbeat a shorter period).
 
 use crate::error::ClientError;
+use crate::heartbeat::AdaptiveHeartbeat;
 use bytes::{Bytes, BytesMut};
 use rim_proto::message::Packets;
 use rim_proto::{Packet, op, stream};
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, Sleep};
 
 /// goim's protocol version, sent in every packet header.
 const PROTOCOL_VERSION: i16 = 1;
@@ -49,28 +52,33 @@ pub struct Connection {
     socket: TcpStream,
     read_buf: BytesMut,
     pending: VecDeque<Push>,
-    heartbeat: tokio::time::Interval,
+    heartbeat: AdaptiveHeartbeat,
+    /// When the next heartbeat is due.
+    next_beat: Pin<Box<Sleep>>,
+    /// A heartbeat was sent and its reply has not arrived.
+    unanswered: bool,
     seq: i32,
     online: Option<i32>,
 }
 
 impl Connection {
     /// Connects to `addr`, authenticates with `auth_body` (a token, or goim's auth JSON) and
-    /// returns the connection once the server accepted; heartbeats go out every `heartbeat`.
+    /// returns the connection once the server accepted; heartbeats follow `heartbeat`.
     pub async fn connect(
         addr: &str,
         auth_body: &[u8],
-        heartbeat: Duration,
+        heartbeat: AdaptiveHeartbeat,
     ) -> Result<(Connection, AuthReply), ClientError> {
         let socket = TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let next_beat = Box::pin(tokio::time::sleep(heartbeat.period()));
         let mut connection = Connection {
             socket,
             read_buf: BytesMut::new(),
             pending: VecDeque::new(),
             heartbeat,
+            next_beat,
+            unanswered: false,
             seq: 0,
             online: None,
         };
@@ -95,7 +103,7 @@ impl Connection {
             ));
         }
         // goim's clients send a first heartbeat right after auth; so does this one.
-        connection.send(op::HEARTBEAT, Bytes::new()).await?;
+        connection.beat().await?;
         Ok((connection, AuthReply { body: reply.body }))
     }
 
@@ -108,9 +116,20 @@ impl Connection {
             // Reading is cancel-safe: bytes read stay in `read_buf` when the heartbeat wins.
             tokio::select! {
                 packet = read_packet(&mut self.socket, &mut self.read_buf) => self.accept(packet?)?,
-                _ = self.heartbeat.tick() => self.send(op::HEARTBEAT, Bytes::new()).await?,
+                () = &mut self.next_beat => {
+                    if self.unanswered {
+                        self.heartbeat.failed();
+                        return Err(ClientError::Timeout("heartbeat reply"));
+                    }
+                    self.beat().await?;
+                }
             }
         }
+    }
+
+    /// What the heartbeat has learnt so far (hand it to the next connection after this one ends).
+    pub fn heartbeat(&self) -> &AdaptiveHeartbeat {
+        &self.heartbeat
     }
 
     /// The room's online count from the last heartbeat reply, if one arrived.
@@ -149,6 +168,10 @@ impl Connection {
                 }
             }
             op::HEARTBEAT_REPLY => {
+                if self.unanswered {
+                    self.unanswered = false;
+                    self.heartbeat.answered();
+                }
                 if let Ok(count) = <[u8; 4]>::try_from(packet.body.as_ref()) {
                     self.online = Some(i32::from_be_bytes(count));
                 }
@@ -158,6 +181,15 @@ impl Connection {
                 body: packet.body,
             }),
         }
+        Ok(())
+    }
+
+    /// Sends a heartbeat and schedules the next one.
+    async fn beat(&mut self) -> Result<(), ClientError> {
+        self.send(op::HEARTBEAT, Bytes::new()).await?;
+        self.unanswered = true;
+        let due = Instant::now() + self.heartbeat.period();
+        self.next_beat.as_mut().reset(due);
         Ok(())
     }
 

@@ -15,6 +15,9 @@ pub enum ClientError {
     /// The server refused the auth request; its reason (the op-8 body) is kept.
     #[error("auth refused: {0}")]
     AuthRefused(String),
+    /// HTTPDNS could not say where to connect.
+    #[error("httpdns: {0}")]
+    Httpdns(String),
     /// The server did not answer in time (auth reply or heartbeat replies).
     #[error("timed out: {0}")]
     Timeout(&'static str),

@@ -2,15 +2,21 @@
 //!
 //! - [`connection`]: one goim v2 connection over TCP: auth, heartbeats, room change, op subscribe,
 //!   and incoming pushes with op-9 batches unpacked.
-//! - [`session`]: a connection that comes back by itself: it reconnects through a list of edge
-//!   addresses with jittered backoff and reports every state change as an event.
+//! - [`heartbeat`]: the seed's adaptive heartbeat (60-300 s, step 30 s, backs off on failure).
+//! - [`httpdns`]: asking rim's HTTPDNS (`/v1/dns` or goim's `/goim/nodes/weighted`) where to connect.
+//! - [`session`]: a connection that comes back by itself: it reconnects through the HTTPDNS
+//!   answer (or a fixed list of edge addresses) with jittered backoff, keeps what the heartbeat
+//!   learnt, and reports every state change as an event.
 //!
 //! Load generators and rim's end-to-end tests use it, so what they count is what a real client sees.
 
 pub mod connection;
 pub mod error;
+pub mod heartbeat;
+pub mod httpdns;
 pub mod session;
 
 pub use connection::{AuthReply, Connection, Push};
 pub use error::ClientError;
+pub use heartbeat::AdaptiveHeartbeat;
 pub use session::{Session, SessionConfig, SessionEvent};

@@ -1,13 +1,17 @@
 //! A connection that comes back by itself.
 //!
-//! A [`Session`] runs in its own task: it connects to the first reachable address of its list,
-//! authenticates, forwards everything it receives as [`SessionEvent`]s, and when the connection
-//! ends (the edge stopped, the network failed, the key was taken over) it reconnects with jittered
-//! exponential backoff, trying the addresses in turn, until the session is dropped. A refused auth
-//! is retried too (the token may be refreshed by `auth_body` on the next attempt), but reported.
+//! A [`Session`] runs in its own task: it asks HTTPDNS where to connect (when given an HTTPDNS
+//! URL; else it uses its fixed list), connects to the first reachable address, authenticates,
+//! forwards everything it receives as [`SessionEvent`]s, and when the connection ends (the edge
+//! stopped, the network failed, the key was taken over) it reconnects with jittered exponential
+//! backoff, trying the addresses in turn and asking HTTPDNS again after a round of failures, until
+//! the session is dropped. What the adaptive heartbeat learnt carries over to the next connection.
+//! A refused auth is retried too (the token may be refreshed by `auth_body` on the next attempt),
+//! but reported.
 
 use crate::connection::{Connection, Push};
 use crate::error::ClientError;
+use crate::heartbeat::AdaptiveHeartbeat;
 use bytes::Bytes;
 use rim_retry::Backoff;
 use std::sync::Arc;
@@ -18,12 +22,16 @@ use tokio::task::JoinHandle;
 /// How a session connects and reconnects.
 #[derive(Clone)]
 pub struct SessionConfig {
-    /// Edge addresses (`host:port`), tried in order from the one that last worked.
+    /// Edge addresses (`host:port`), tried in order from the one that last worked; the fallback
+    /// when `httpdns` is set but does not answer.
     pub addresses: Vec<String>,
+    /// HTTPDNS URL (e.g. `http://control:3111/v1/dns?lat=31.2&lon=121.5`), asked before the first
+    /// connection and again after every round of failed attempts.
+    pub httpdns: Option<String>,
     /// Makes the auth body for each attempt (a fresh token, or goim's auth JSON).
     pub auth_body: Arc<dyn Fn() -> Vec<u8> + Send + Sync>,
-    /// Heartbeat interval.
-    pub heartbeat: Duration,
+    /// Heartbeat periods ([`AdaptiveHeartbeat::default`] is the seed's 60-300 s).
+    pub heartbeat: AdaptiveHeartbeat,
     /// First pause after a failure; doubles up to `max_backoff`.
     pub initial_backoff: Duration,
     /// Longest pause between attempts.
@@ -40,6 +48,11 @@ pub enum SessionEvent {
     },
     /// A push or reply from the server.
     Push(Push),
+    /// HTTPDNS answered these addresses.
+    Resolved {
+        /// `host:port`, best first.
+        addresses: Vec<String>,
+    },
     /// The connection (or an attempt) ended; the session will try again.
     Disconnected {
         /// Why.
@@ -108,40 +121,72 @@ async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
+    // reqwest is built without a bundled TLS provider in this workspace; HTTPDNS over HTTPS needs
+    // one. Installs ring unless the program installed a provider already (then this is a no-op).
+    let httpdns = config.httpdns.as_ref().map(|url| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        (url, reqwest::Client::new())
+    });
+    let mut addresses = config.addresses.clone();
+    let mut heartbeat = config.heartbeat.clone();
     let mut next_address = 0;
+    // Attempts that failed in a row; a whole round of them sends the session back to HTTPDNS.
+    let mut failures = 0;
     // The room asked for last: joined again after every reconnect.
     let mut room: Option<String> = None;
     loop {
-        let count = config.addresses.len().max(1);
-        let address = config
-            .addresses
+        if let Some((url, http)) = &httpdns
+            && (failures == 0 && next_address == 0 || failures >= addresses.len().max(1))
+        {
+            let event = match crate::httpdns::resolve(http, url).await {
+                Ok(resolved) => {
+                    addresses.clone_from(&resolved);
+                    next_address = 0;
+                    SessionEvent::Resolved {
+                        addresses: resolved,
+                    }
+                }
+                Err(error) => SessionEvent::Disconnected { error },
+            };
+            failures = 0;
+            if events.send(event).await.is_err() {
+                return;
+            }
+        }
+        let count = addresses.len().max(1);
+        let address = addresses
             .get(next_address % count)
             .cloned()
             .unwrap_or_default();
-        let error =
-            match Connection::connect(&address, &(config.auth_body)(), config.heartbeat).await {
-                Ok((mut connection, _)) => {
-                    backoff.reset();
-                    if events
-                        .send(SessionEvent::Connected {
-                            address: address.clone(),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    match serve(&mut connection, &events, &mut commands, &mut room).await {
-                        Some(error) => error,
-                        None => return,
-                    }
+        let connected =
+            Connection::connect(&address, &(config.auth_body)(), heartbeat.clone()).await;
+        let error = match connected {
+            Ok((mut connection, _)) => {
+                backoff.reset();
+                failures = 0;
+                if events
+                    .send(SessionEvent::Connected {
+                        address: address.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
-                Err(error) => {
-                    // This address failed to connect: try the next one first.
-                    next_address += 1;
-                    error
+                let ended = serve(&mut connection, &events, &mut commands, &mut room).await;
+                heartbeat = connection.heartbeat().clone();
+                match ended {
+                    Some(error) => error,
+                    None => return,
                 }
-            };
+            }
+            Err(error) => {
+                // This address failed to connect: try the next one first.
+                next_address += 1;
+                failures += 1;
+                error
+            }
+        };
         tracing::debug!(%address, %error, "connection ended; reconnecting");
         if events
             .send(SessionEvent::Disconnected { error })

@@ -2,7 +2,9 @@
 //! replies, refusals and reconnects.
 
 use bytes::{Bytes, BytesMut};
-use rim_client::{ClientError, Connection, Session, SessionConfig, SessionEvent};
+use rim_client::{
+    AdaptiveHeartbeat, ClientError, Connection, Session, SessionConfig, SessionEvent,
+};
 use rim_proto::batch::Batch;
 use rim_proto::{Packet, op, stream};
 use std::sync::Arc;
@@ -10,7 +12,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const HEARTBEAT: Duration = Duration::from_secs(30);
+fn heartbeat() -> AdaptiveHeartbeat {
+    AdaptiveHeartbeat::fixed(Duration::from_secs(30))
+}
 
 async fn read(socket: &mut TcpStream, buf: &mut BytesMut) -> Packet {
     loop {
@@ -51,7 +55,7 @@ async fn batches_are_unpacked_and_heartbeat_replies_absorbed() {
         socket.write_all(&out).await.unwrap();
         socket
     });
-    let (mut connection, reply) = Connection::connect(&addr, b"token", HEARTBEAT)
+    let (mut connection, reply) = Connection::connect(&addr, b"token", heartbeat())
         .await
         .unwrap();
     assert!(reply.body.is_empty());
@@ -78,7 +82,7 @@ async fn a_refusal_carries_the_servers_reason() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { accept_auth(&listener, br#"{"error":"expired"}"#).await });
-    match Connection::connect(&addr, b"token", HEARTBEAT).await {
+    match Connection::connect(&addr, b"token", heartbeat()).await {
         Err(ClientError::AuthRefused(reason)) => assert!(reason.contains("expired"), "{reason}"),
         Err(other) => panic!("expected a refusal, got {other}"),
         Ok(_) => panic!("expected a refusal, got a connection"),
@@ -104,7 +108,8 @@ async fn a_session_reconnects_to_the_next_address() {
     let config = SessionConfig {
         addresses: vec![dead_addr, addr.clone()],
         auth_body: Arc::new(|| b"token".to_vec()),
-        heartbeat: HEARTBEAT,
+        heartbeat: heartbeat(),
+        httpdns: None,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
     };
@@ -119,7 +124,7 @@ async fn a_session_reconnects_to_the_next_address() {
         {
             SessionEvent::Connected { address } => connected.push(address),
             SessionEvent::Push(push) => pushes.push(push.body),
-            SessionEvent::Disconnected { .. } => {}
+            SessionEvent::Disconnected { .. } | SessionEvent::Resolved { .. } => {}
         }
     }
     assert_eq!(pushes, vec![Bytes::from("push 0"), Bytes::from("push 1")]);
@@ -151,7 +156,8 @@ async fn a_session_sends_upstream_and_rejoins_its_room_after_a_reconnect() {
     let config = SessionConfig {
         addresses: vec![addr],
         auth_body: Arc::new(|| b"token".to_vec()),
-        heartbeat: HEARTBEAT,
+        heartbeat: heartbeat(),
+        httpdns: None,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
     };
@@ -169,6 +175,93 @@ async fn a_session_sends_upstream_and_rejoins_its_room_after_a_reconnect() {
             (op::SEND_MSG, Bytes::from("up")),
             (op::CHANGE_ROOM, Bytes::from("live://9")),
             (op::CHANGE_ROOM, Bytes::from("live://9")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_heartbeat_ends_the_connection_and_shortens_the_next_period() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // The server authenticates, then reads but never answers a heartbeat.
+    tokio::spawn(async move {
+        let (mut socket, mut buf) = accept_auth(&listener, b"").await;
+        loop {
+            read(&mut socket, &mut buf).await;
+        }
+    });
+    let learning = AdaptiveHeartbeat::new(
+        Duration::from_millis(100),
+        Duration::from_millis(400),
+        Duration::from_millis(100),
+    );
+    let (mut connection, _) = Connection::connect(&addr, b"token", learning)
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection.recv())
+        .await
+        .expect("the connection ends by itself");
+    assert!(matches!(ended, Err(ClientError::Timeout(_))), "{ended:?}");
+    assert_eq!(connection.heartbeat().period(), Duration::from_millis(100));
+}
+
+/// Answers one HTTP request with `body` as JSON.
+async fn serve_json_once(listener: TcpListener, body: String) {
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut request = vec![0; 4096];
+    let _ = socket.read(&mut request).await.unwrap();
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(response.as_bytes()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_connects_where_httpdns_says() {
+    let edge = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let edge_port = edge.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut socket, _) = accept_auth(&edge, b"").await;
+        let push = Packet::new(1, 1000, 0, Bytes::from("via httpdns"));
+        socket.write_all(&push.to_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let dns = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dns_url = format!("http://{}/v1/dns", dns.local_addr().unwrap());
+    let answer = format!(r#"{{"answer": {{"nodes": ["127.0.0.1"], "tcp_port": {edge_port}}}}}"#);
+    tokio::spawn(serve_json_once(dns, answer));
+    let config = SessionConfig {
+        addresses: Vec::new(),
+        httpdns: Some(dns_url),
+        auth_body: Arc::new(|| b"token".to_vec()),
+        heartbeat: heartbeat(),
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    };
+    let mut session = Session::start(config, 16);
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), session.next())
+            .await
+            .expect("session events")
+            .expect("session alive");
+        match event {
+            SessionEvent::Resolved { addresses } => seen.push(format!("resolved {addresses:?}")),
+            SessionEvent::Connected { address } => seen.push(format!("connected {address}")),
+            SessionEvent::Push(push) => {
+                assert_eq!(push.body, Bytes::from("via httpdns"));
+                break;
+            }
+            SessionEvent::Disconnected { error } => panic!("{error} after {seen:?}"),
+        }
+    }
+    let addr = format!("127.0.0.1:{edge_port}");
+    assert_eq!(
+        seen,
+        vec![
+            format!("resolved [\"{addr}\"]"),
+            format!("connected {addr}")
         ]
     );
 }
