@@ -90,6 +90,11 @@ fn apply_dev_defaults(args: &mut cli::DevArgs, matches: &ArgMatches) {
             .control_listen
             .set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    // In-process heartbeats cost nothing: report every second, so room and broadcast answers count
+    // the connections of a moment ago, not of ten seconds ago.
+    if defaulted("edge_node_heartbeat_ms") {
+        args.link.edge_node_heartbeat_ms = 1_000;
+    }
     // One region in one process: the edge's and the job's region are the same; either flag sets it.
     if defaulted("job_region") && !defaulted("edge_region") {
         args.job.job_region.clone_from(&args.link.edge_region);
