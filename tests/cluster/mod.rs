@@ -21,7 +21,6 @@ use rim_testkit::ports::free_port;
 use rim_testkit::postgres::TestPostgres;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Shared secret of the test deployment's processes.
@@ -152,8 +151,8 @@ impl Cluster {
         }
     }
 
-    /// Starts an edge `node_id` in `region` on free ports and returns its index in [`Cluster::edges`].
-    pub fn start_edge(&mut self, node_id: &str, region: &str) -> usize {
+    /// Starts an edge `node_id` in `region` on free ports.
+    pub fn start_edge(&mut self, node_id: &str, region: &str) {
         let port = || free_port().expect("free port");
         let (tcp, ws, internal) = (port(), port(), port());
         let key = self.dir.path().join("jwt.key");
@@ -183,7 +182,6 @@ impl Cluster {
             tcp: format!("127.0.0.1:{tcp}"),
             process,
         });
-        self.edges.len() - 1
     }
 
     /// The edge named `node_id`.
@@ -322,10 +320,5 @@ impl Cluster {
             out.push_str(&edge.process.log_tail());
         }
         out
-    }
-
-    /// Where the cluster's files are.
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().to_owned()
     }
 }

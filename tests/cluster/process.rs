@@ -87,13 +87,6 @@ impl Process {
         panic!("{} did not stop within {STOP_TIMEOUT:?}", self.name);
     }
 
-    /// Whether the process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
-    }
-
     /// The last lines of its log, headed by its name.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -16,7 +16,6 @@ use tokio::time::Instant;
 #[derive(Default)]
 struct Seen {
     bodies: Vec<(Instant, String)>,
-    addresses: Vec<String>,
 }
 
 /// A reconnecting client and the log of what it received.
@@ -59,8 +58,7 @@ impl Recorder {
             async move {
                 while let Some(event) = session.next().await {
                     match event {
-                        SessionEvent::Connected { address } => {
-                            seen.lock().addresses.push(address);
+                        SessionEvent::Connected { .. } => {
                             connects.fetch_add(1, Ordering::AcqRel);
                         }
                         SessionEvent::Push(push) if push.op == super::OPERATION => {
@@ -93,21 +91,6 @@ impl Recorder {
         }
     }
 
-    /// How many times the session authenticated.
-    pub fn connects(&self) -> usize {
-        self.connects.load(Ordering::Acquire)
-    }
-
-    /// Every body received, in order.
-    pub fn bodies(&self) -> Vec<String> {
-        self.seen
-            .lock()
-            .bodies
-            .iter()
-            .map(|(_, body)| body.clone())
-            .collect()
-    }
-
     /// When each body tagged `tag` arrived, in arrival order.
     pub fn arrivals(&self, tag: &str) -> Vec<Instant> {
         let prefix = format!("{tag}:");
@@ -121,12 +104,8 @@ impl Recorder {
     }
 
     /// The longest time between two consecutive arrivals tagged `tag` within `from..until`
-    /// (counting the edges of the window as arrivals): how long the client stalled.
-    pub fn longest_gap(&self, tag: &str, from: Instant, until: Instant) -> Duration {
-        self.longest_gap_at(tag, from, until).0
-    }
-
-    /// [`Recorder::longest_gap`], and how long after `from` that gap began.
+    /// (counting the edges of the window as arrivals), how long the client stalled, and how long
+    /// after `from` that gap began.
     pub fn longest_gap_at(&self, tag: &str, from: Instant, until: Instant) -> (Duration, Duration) {
         let mut points: Vec<Instant> = self
             .arrivals(tag)
@@ -144,13 +123,7 @@ impl Recorder {
 
     /// How many bodies start with `tag:`.
     pub fn count(&self, tag: &str) -> usize {
-        let prefix = format!("{tag}:");
-        self.seen
-            .lock()
-            .bodies
-            .iter()
-            .filter(|(_, body)| body.starts_with(&prefix))
-            .count()
+        self.arrivals(tag).len()
     }
 
     /// Waits until at least `n` bodies tagged `tag` arrived (or the patience runs out), then
@@ -197,11 +170,6 @@ impl Recorder {
             duplicated: times.values().map(|&t| t - 1).sum(),
             out_of_order,
         }
-    }
-
-    /// The addresses the session authenticated at, in order.
-    pub fn addresses(&self) -> Vec<String> {
-        self.seen.lock().addresses.clone()
     }
 }
 
