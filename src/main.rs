@@ -99,7 +99,10 @@ fn apply_dev_defaults(args: &mut cli::DevArgs, matches: &ArgMatches) {
     if defaulted("job_region") && !defaulted("edge_region") {
         args.job.job_region.clone_from(&args.link.edge_region);
     }
-    if defaulted("edge_auth") && args.edge.edge_jwt_keys.is_empty() {
+    if defaulted("edge_auth")
+        && args.edge.edge_jwt_keys.is_empty()
+        && args.edge.edge_jwt_jwks_urls.is_empty()
+    {
         args.edge.edge_auth = AuthMode::Insecure;
     }
     if defaulted("goim_routes_open") {

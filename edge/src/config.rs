@@ -94,8 +94,10 @@ pub struct EdgeConfig {
     /// client's goim JSON).
     #[arg(long, env = "RIM_EDGE_AUTH", value_enum, default_value_t = AuthMode::Jwt)]
     pub edge_auth: AuthMode,
-    /// JWT verification key files, comma-separated: a PEM public key (RS256) or a raw shared secret
-    /// (HS256). Re-read on change and on SIGHUP, so keys rotate without a restart.
+    /// JWT verification key files, comma-separated, each `PATH` or `KID=PATH` (the key then only
+    /// verifies tokens whose header names that `kid`, or none): a PEM public key (RSA, EC or
+    /// Ed25519) or a raw shared secret (HMAC, at least 32 bytes). Re-read on change and on SIGHUP, so
+    /// keys rotate without a restart.
     #[arg(long, env = "RIM_EDGE_JWT_KEYS", value_delimiter = ',')]
     pub edge_jwt_keys: Vec<PathBuf>,
     /// Required `iss` claim of client tokens (unchecked when empty).
@@ -104,6 +106,38 @@ pub struct EdgeConfig {
     /// Milliseconds between checks of the JWT key files for changes.
     #[arg(long, env = "RIM_EDGE_JWT_RELOAD_MS", default_value_t = 5_000)]
     pub edge_jwt_reload_ms: u64,
+    /// The only JWT algorithms accepted, comma-separated (HS256, HS384, HS512, RS256, RS384, RS512,
+    /// PS256, PS384, PS512, ES256, ES384, EdDSA); a token naming any other is refused.
+    #[arg(
+        long,
+        env = "RIM_EDGE_JWT_ALGORITHMS",
+        value_delimiter = ',',
+        default_value = "HS256,RS256"
+    )]
+    pub edge_jwt_algorithms: Vec<String>,
+    /// Accepted `aud` values of client tokens, comma-separated; when set, a token must carry one of
+    /// them (unchecked when empty).
+    #[arg(long, env = "RIM_EDGE_JWT_AUDIENCE", value_delimiter = ',')]
+    pub edge_jwt_audience: Vec<String>,
+    /// Clock skew, in seconds, allowed when checking `exp` and `nbf`.
+    #[arg(long, env = "RIM_EDGE_JWT_LEEWAY_S", default_value_t = 60)]
+    pub edge_jwt_leeway_s: u64,
+    /// JWKS URLs (comma-separated) whose keys verify client tokens by `kid`, next to the key files.
+    /// Fetched at start, every `edge_jwt_jwks_refresh_ms`, and when a token names an unknown `kid`
+    /// (at most once per `edge_jwt_jwks_min_refetch_ms`); a failed fetch keeps the last good set.
+    #[arg(long, env = "RIM_EDGE_JWT_JWKS_URLS", value_delimiter = ',')]
+    pub edge_jwt_jwks_urls: Vec<String>,
+    /// Milliseconds between regular refreshes of the JWKS URLs.
+    #[arg(long, env = "RIM_EDGE_JWT_JWKS_REFRESH_MS", default_value_t = 300_000)]
+    pub edge_jwt_jwks_refresh_ms: u64,
+    /// Least milliseconds between two JWKS fetches caused by unknown `kid`s (so forged `kid`s
+    /// cannot make the edge hammer the key server).
+    #[arg(
+        long,
+        env = "RIM_EDGE_JWT_JWKS_MIN_REFETCH_MS",
+        default_value_t = 10_000
+    )]
+    pub edge_jwt_jwks_min_refetch_ms: u64,
 }
 
 /// Policy for a push to a connection that is too far behind.

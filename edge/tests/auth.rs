@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::client::Ended;
 use common::{Kind, start, start_with, tokens};
 use rim_edge::EdgeHooks;
-use rim_edge::auth::jwt::JwtVerifier;
+use rim_edge::auth::jwt::{JwtPolicy, JwtVerifier};
 use rim_edge::auth::{AuthRequest, Verifier};
 use rim_edge::config::AuthMode;
 
@@ -136,16 +136,21 @@ fn request(body: &[u8]) -> AuthRequest<'_> {
 async fn keys_reload_without_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hs.key");
-    std::fs::write(&path, "old-secret").unwrap();
-    let verifier = std::sync::Arc::new(JwtVerifier::load(vec![path.clone()], None).unwrap());
+    let (old_secret, new_secret) = (
+        "old-secret-of-at-least-thirty-two-bytes",
+        "new-secret-of-at-least-thirty-two-bytes",
+    );
+    std::fs::write(&path, old_secret).unwrap();
+    let verifier =
+        std::sync::Arc::new(JwtVerifier::load(vec![path.clone()], JwtPolicy::default()).unwrap());
     let claims = tokens::claims("k", "", &[], 3600);
-    let old = tokens::token_body(&tokens::hs256_with("old-secret", &claims));
-    let new = tokens::token_body(&tokens::hs256_with("new-secret", &claims));
+    let old = tokens::token_body(&tokens::hs256_with(old_secret, &claims));
+    let new = tokens::token_body(&tokens::hs256_with(new_secret, &claims));
     assert!(verifier.verify(request(&old)).await.is_ok());
     assert!(verifier.verify(request(&new)).await.is_err());
 
     // Explicit reload.
-    std::fs::write(&path, "new-secret").unwrap();
+    std::fs::write(&path, new_secret).unwrap();
     verifier.reload().unwrap();
     assert!(verifier.verify(request(&new)).await.is_ok());
     assert!(verifier.verify(request(&old)).await.is_err());
@@ -157,7 +162,7 @@ async fn keys_reload_without_restart() {
 
     // The watcher picks up a changed file by itself.
     JwtVerifier::watch(&verifier, Duration::from_millis(20));
-    std::fs::write(&path, "old-secret").unwrap();
+    std::fs::write(&path, old_secret).unwrap();
     let file = std::fs::File::options().write(true).open(&path).unwrap();
     file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
         .unwrap();

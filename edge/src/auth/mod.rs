@@ -2,11 +2,12 @@
 //!
 //! goim trusted the JSON the client sent; rim asks a [`Verifier`]. The trait is async and object-safe
 //! (`Arc<dyn Verifier>`) so that verifiers needing I/O (the auth webhook through the control plane, added
-//! later) fit beside the local ones here: [`jwt::JwtVerifier`] (signed tokens, production) and
-//! [`insecure::InsecureVerifier`] (development only).
+//! later) fit beside the local ones here: [`jwt::JwtVerifier`] (signed tokens, production; keys from
+//! files and from JWKS URLs, [`jwks`]) and [`insecure::InsecureVerifier`] (development only).
 
 pub mod body;
 pub mod insecure;
+pub mod jwks;
 pub mod jwt;
 
 use std::net::IpAddr;
@@ -77,17 +78,40 @@ pub trait Verifier: Send + Sync + 'static {
 
 /// Builds the verifier the config asks for.
 ///
-/// For JWT this loads the key files and starts a background task that re-reads them when they change
-/// and on SIGHUP (the task ends when the verifier is dropped). Must be called inside a Tokio runtime.
+/// For JWT this checks the policy (pinned algorithms, audience), loads the key files and starts a
+/// background task that re-reads them when they change and on SIGHUP, and, with JWKS URLs, one that
+/// fetches those (both end when the verifier is dropped). Must be called inside a Tokio runtime.
 pub fn from_config(config: &EdgeConfig) -> anyhow::Result<Arc<dyn Verifier>> {
     match config.edge_auth {
         AuthMode::Insecure => Ok(Arc::new(insecure::InsecureVerifier::new())),
         AuthMode::Jwt => {
             let issuer = Some(config.edge_jwt_issuer.clone()).filter(|i| !i.is_empty());
-            let verifier = Arc::new(jwt::JwtVerifier::load(
-                config.edge_jwt_keys.clone(),
+            let policy = jwt::JwtPolicy::new(
+                &config.edge_jwt_algorithms,
                 issuer,
-            )?);
+                config.edge_jwt_audience.clone(),
+                config.edge_jwt_leeway_s,
+            )?;
+            let urls: Vec<String> = config
+                .edge_jwt_jwks_urls
+                .iter()
+                .filter(|url| !url.is_empty())
+                .cloned()
+                .collect();
+            let verifier = if urls.is_empty() {
+                jwt::JwtVerifier::load(config.edge_jwt_keys.clone(), policy)?
+            } else {
+                let jwks = Arc::new(jwks::Jwks::new(
+                    &urls,
+                    Duration::from_millis(config.edge_jwt_jwks_min_refetch_ms),
+                )?);
+                jwks::Jwks::watch(
+                    &jwks,
+                    Duration::from_millis(config.edge_jwt_jwks_refresh_ms.max(1_000)),
+                );
+                jwt::JwtVerifier::with_jwks(config.edge_jwt_keys.clone(), policy, Some(jwks))?
+            };
+            let verifier = Arc::new(verifier);
             jwt::JwtVerifier::watch(
                 &verifier,
                 Duration::from_millis(config.edge_jwt_reload_ms.max(100)),
