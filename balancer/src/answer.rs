@@ -66,7 +66,22 @@ pub fn answer(
     now: SystemTime,
     config: &BalancerConfig,
 ) -> GoimAnswer {
-    let mut ordered = selection::ordered(candidates, client, now, config);
+    let why = || NoEligibleNode::tally(candidates, client.platform, now, config.node_staleness());
+    answer_from(
+        selection::ordered(candidates, client, now, config),
+        why,
+        client,
+        config,
+    )
+}
+
+/// The answer from nodes in their final order; `why` explains an empty one.
+pub(crate) fn answer_from(
+    mut ordered: selection::Ordered<'_>,
+    why: impl FnOnce() -> NoEligibleNode,
+    client: &Client,
+    config: &BalancerConfig,
+) -> GoimAnswer {
     let (ports, nodes, reason) = match ordered.next() {
         Some(best) => {
             let ports = best.node.ports;
@@ -82,11 +97,7 @@ pub fn answer(
             }
             (ports, nodes, None)
         }
-        None => {
-            let why =
-                NoEligibleNode::tally(candidates, client.platform, now, config.node_staleness());
-            (Ports::default(), Vec::new(), Some(why))
-        }
+        None => (Ports::default(), Vec::new(), Some(why())),
     };
     GoimAnswer {
         domain: config.httpdns_domain.clone(),

@@ -85,7 +85,16 @@ pub fn rank(
     now: SystemTime,
     config: &BalancerConfig,
 ) -> Vec<RankedNode> {
-    ordered(candidates, client, now, config)
+    ranked(ordered(candidates, client, now, config), client, config)
+}
+
+/// The ranked list from nodes in their final order.
+pub(crate) fn ranked(
+    ordered: Ordered<'_>,
+    client: &Client,
+    config: &BalancerConfig,
+) -> Vec<RankedNode> {
+    ordered
         .take(config.httpdns_max_nodes)
         .map(|s| RankedNode {
             node_id: s.node.id.clone(),
@@ -105,7 +114,8 @@ pub fn rank(
 ///
 /// Per-request work is kept small (HTTPDNS must answer ~100,000 times per second per core): one pass scores every
 /// node and one sort puts the groups in order, but a group is spread and sorted internally only when the caller's
-/// iteration reaches it, so an answer of five nodes usually draws only in the nearest group.
+/// iteration reaches it, so an answer of five nodes usually draws only in the nearest group. The precomputed
+/// [`Rankings`](crate::Rankings) skip even the pass and the sort for clients without a location.
 pub(crate) fn ordered<'a>(
     candidates: &'a [NodeCandidate],
     client: &Client,
@@ -113,25 +123,19 @@ pub(crate) fn ordered<'a>(
     config: &BalancerConfig,
 ) -> Ordered<'a> {
     let staleness = config.node_staleness();
-    let mut scored: Vec<Scored<'a>> = candidates
-        .iter()
-        .filter(|node| {
-            health::check(node, now, staleness).is_ok() && node.dialable(client.platform)
-        })
-        .map(|node| Scored {
-            node,
-            score: Score {
-                distance_band: None,
-                distance_km: client.location.map(|at| at.distance_km(&node.location)),
-                region_match: client.region.as_deref() == Some(node.region.as_str()),
-                connections: node.connections,
-                weight: node.weight,
-                load: node.connections as f64 / f64::from(node.weight),
-                free_capacity: 0.0,
-                draw: None,
-            },
-        })
-        .collect();
+    let selectable = candidates.iter().filter(|node| {
+        health::check(node, now, staleness).is_ok() && node.dialable(client.platform)
+    });
+    grouped(selectable, client, config)
+}
+
+/// Scores `selectable` nodes for `client` and puts their groups in order (steps 1 and 2).
+pub(crate) fn grouped<'a>(
+    selectable: impl Iterator<Item = &'a NodeCandidate>,
+    client: &Client,
+    config: &BalancerConfig,
+) -> Ordered<'a> {
+    let mut scored: Vec<Scored<'a>> = selectable.map(|node| scored(node, client)).collect();
     let nearest = scored
         .iter()
         .filter_map(|s| s.score.distance_km)
@@ -145,11 +149,38 @@ pub(crate) fn ordered<'a>(
             .map(|(d, near)| ((d - near) / band_km).floor() as u32);
     }
     scored.sort_unstable_by(compare_groups);
+    presorted(scored, client.seed, config)
+}
+
+/// `node`'s score for `client` before its group is known (no band, no free capacity, no draw yet).
+fn scored<'a>(node: &'a NodeCandidate, client: &Client) -> Scored<'a> {
+    Scored {
+        node,
+        score: Score {
+            distance_band: None,
+            distance_km: client.location.map(|at| at.distance_km(&node.location)),
+            region_match: client.region.as_deref() == Some(node.region.as_str()),
+            connections: node.connections,
+            weight: node.weight,
+            load: node.connections as f64 / f64::from(node.weight),
+            free_capacity: 0.0,
+            draw: None,
+        },
+    }
+}
+
+/// Selectable nodes whose groups are already in order (as [`grouped`] leaves them), to be finished group by
+/// group for a client with `seed`.
+pub(crate) fn presorted<'a>(
+    scored: Vec<Scored<'a>>,
+    seed: Option<u64>,
+    config: &BalancerConfig,
+) -> Ordered<'a> {
     Ordered {
         scored,
         next: 0,
         ready: 0,
-        seed: client.seed,
+        seed,
         headroom_per_weight: config.httpdns_headroom_per_weight,
     }
 }
@@ -178,7 +209,12 @@ impl<'a> Iterator for Ordered<'a> {
     }
 }
 
-impl Ordered<'_> {
+impl<'a> Ordered<'a> {
+    /// The nodes with their groups in order (for precomputing; nothing drawn yet).
+    pub(crate) fn into_scored(self) -> Vec<Scored<'a>> {
+        self.scored
+    }
+
     /// Spreads and sorts the group that starts at `ready`.
     fn finish_next_group(&mut self) {
         let rest = &mut self.scored[self.ready..];

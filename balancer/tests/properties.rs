@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use proptest::prelude::*;
 use rim_balancer::{
-    BalancerConfig, Client, GeoPoint, NodeCandidate, NodeState, Platform, Ports, answer, rank,
+    BalancerConfig, Client, GeoPoint, NodeCandidate, NodeState, Platform, Ports, Rankings, answer,
+    rank,
 };
 
 fn geo_point() -> impl Strategy<Value = GeoPoint> {
@@ -266,6 +267,37 @@ proptest! {
         }
         for endpoint in answer(&nodes, &client, now(), &config).nodes {
             prop_assert!(owner(&nodes, &endpoint).is_none_or(|n| n.weight > 0), "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn precomputed_rankings_answer_exactly_as_the_direct_computation(
+        nodes in snapshot(), client in client(), config in config(), later_secs in -200i64..200
+    ) {
+        // Built at one moment and asked at another (inside or outside the verdicts' interval).
+        let rankings = Rankings::new(nodes.clone(), now(), &config);
+        for at in [now(), shifted(now(), later_secs)] {
+            prop_assert_eq!(rankings.answer(&client, at), answer(&nodes, &client, at, &config));
+            prop_assert_eq!(rankings.rank(&client, at), rank(&nodes, &client, at, &config));
+        }
+    }
+
+    #[test]
+    fn rankings_are_current_exactly_while_no_health_verdict_changes(
+        nodes in snapshot(), config in config(), later_secs in -200i64..200
+    ) {
+        let rankings = Rankings::new(nodes.clone(), now(), &config);
+        let at = shifted(now(), later_secs);
+        let verdicts = |t: SystemTime| -> Vec<bool> {
+            let staleness = config.node_staleness();
+            nodes.iter().map(|n| {
+                let skew = t.duration_since(n.last_seen).unwrap_or_else(|e| e.duration());
+                n.state == NodeState::Active && n.weight > 0 && skew <= staleness
+            }).collect()
+        };
+        prop_assert!(rankings.is_current(now()));
+        if rankings.is_current(at) {
+            prop_assert_eq!(verdicts(at), verdicts(now()));
         }
     }
 }
