@@ -170,9 +170,7 @@ mod tests {
     use crate::session;
     use crate::state::{Settings, Shared};
     use crate::transport::stream::StreamTransport;
-    use crate::transport::ws::{WsTransport, ws_config};
-    use tokio_tungstenite::WebSocketStream;
-    use tokio_tungstenite::tungstenite::protocol::Role;
+    use crate::transport::ws::{Upgraded, WsTransport, ws_config};
 
     #[tokio::test]
     async fn idle_connection_tasks_stay_small() {
@@ -205,8 +203,7 @@ mod tests {
             "TCP session future is {session_size} bytes"
         );
         let socket = TcpStream::connect(addr).await.unwrap();
-        let ws =
-            WebSocketStream::from_raw_socket(socket, Role::Server, Some(ws_config(4096))).await;
+        let ws = Upgraded::new(socket, ws_config(4096));
         let session = session::run(
             WsTransport::new(ws, 4096),
             shared.clone(),

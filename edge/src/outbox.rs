@@ -5,8 +5,11 @@
 //! pusher wakes it (see `crate::wakes`) once all the frames it has for this connection are queued, so
 //! a request of many pushes leaves in one write instead of racing the writer frame by frame. The
 //! connection's own task drains everything queued at once and writes it in one go. An idle outbox
-//! owns no allocation (an empty `VecDeque` does not allocate and draining swaps the buffer out), which
-//! keeps idle connections small.
+//! owns no allocation, which keeps idle connections small, and a push costs its recipient none either
+//! in the steady state: the queue ([`Frames`]) holds its first frame inline (the fan-out merges a
+//! request's consecutive pushes to the same connections into one frame) and only a backlog of several
+//! frames spills into a vector, which leaves with the drain, so memory taken by a burst is given back
+//! as soon as it is written.
 //!
 //! # The bound: bytes and time behind, not a frame count
 //!
@@ -23,7 +26,6 @@
 //! A frame that would go past either bound is refused with the bound it hit ([`Behind`]); the
 //! fan-out then applies the slow-consumer policy.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +53,71 @@ impl Frame {
     fn cost(&self) -> usize {
         let (Self::Push(bytes) | Self::Packet(bytes)) = self;
         bytes.len() + FRAME_COST
+    }
+}
+
+/// Frames in order: the first one inline, so queueing and draining a single frame allocates nothing;
+/// more spill into a vector that leaves with them.
+#[derive(Debug, Default)]
+pub enum Frames {
+    /// Nothing.
+    #[default]
+    Empty,
+    /// One frame, inline.
+    One([Frame; 1]),
+    /// Several frames.
+    Many(Vec<Frame>),
+}
+
+impl Frames {
+    /// Appends `frame`.
+    pub fn push(&mut self, frame: Frame) {
+        *self = match std::mem::take(self) {
+            Self::Empty => Self::One([frame]),
+            Self::One([first]) => Self::Many(vec![first, frame]),
+            Self::Many(mut frames) => {
+                frames.push(frame);
+                Self::Many(frames)
+            }
+        };
+    }
+}
+
+impl From<Frame> for Frames {
+    fn from(frame: Frame) -> Self {
+        Self::One([frame])
+    }
+}
+
+impl std::ops::Deref for Frames {
+    type Target = [Frame];
+
+    fn deref(&self) -> &[Frame] {
+        match self {
+            Self::Empty => &[],
+            Self::One(one) => one,
+            Self::Many(frames) => frames,
+        }
+    }
+}
+
+impl Extend<Frame> for Frames {
+    fn extend<I: IntoIterator<Item = Frame>>(&mut self, frames: I) {
+        frames.into_iter().for_each(|frame| self.push(frame));
+    }
+}
+
+impl IntoIterator for Frames {
+    type Item = Frame;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Frame>, std::vec::IntoIter<Frame>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        let (first, rest) = match self {
+            Self::Empty => (None, Vec::new()),
+            Self::One([frame]) => (Some(frame), Vec::new()),
+            Self::Many(frames) => (None, frames),
+        };
+        first.into_iter().chain(rest)
     }
 }
 
@@ -115,7 +182,7 @@ impl Unwritten {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Frame>,
+    frames: Frames,
     /// What `frames` holds.
     queued: Unwritten,
     /// What the writer drained and has not yet reported written.
@@ -153,7 +220,7 @@ impl Outbox {
             return Offer::Full(Behind::Time);
         }
         let was_empty = state.frames.is_empty();
-        state.frames.push_back(frame);
+        state.frames.push(frame);
         state.queued.add(Unwritten {
             bytes: cost,
             since: Some(now),
@@ -184,14 +251,14 @@ impl Outbox {
     /// behind until [`Outbox::written`].
     ///
     /// The queue's buffer leaves with the frames, so the outbox is back to owning nothing.
-    pub fn drain(&self) -> (Vec<Frame>, Option<CloseReason>) {
+    pub fn drain(&self) -> (Frames, Option<CloseReason>) {
         let mut state = self.state.lock();
         let frames = std::mem::take(&mut state.frames);
         let queued = std::mem::take(&mut state.queued);
         state.writing.add(queued);
         let closed = state.closed.clone();
         drop(state);
-        (Vec::from(frames), closed)
+        (frames, closed)
     }
 
     /// The writer wrote everything it drained: the client is no longer behind by it.

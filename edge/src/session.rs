@@ -30,7 +30,7 @@ use crate::channel::Channel;
 use crate::close::CloseReason;
 use crate::hooks::{ConnectAck, UpstreamMessage};
 use crate::metrics;
-use crate::outbox::Frame;
+use crate::outbox::{Frame, Frames};
 use crate::ratelog::RateLimit;
 use crate::state::Shared;
 use crate::transport::Transport;
@@ -193,7 +193,7 @@ async fn serve<T: Transport>(
         shared,
         channel,
         &mut deadline,
-        vec![Frame::Packet(auth_reply)],
+        Frames::from(Frame::Packet(auth_reply)),
     )
     .await
     {
@@ -215,7 +215,7 @@ async fn serve<T: Transport>(
             },
         };
         let pending = reply
-            .map(|reply| vec![Frame::Packet(reply)])
+            .map(|reply| Frames::from(Frame::Packet(reply)))
             .unwrap_or_default();
         if let Err(reason) = flush(transport, shared, channel, &mut deadline, pending).await {
             return reason;
@@ -232,7 +232,7 @@ async fn flush<T: Transport>(
     shared: &Shared,
     channel: &Channel,
     deadline: &mut Pin<&mut Sleep>,
-    mut pending: Vec<Frame>,
+    mut pending: Frames,
 ) -> Result<(), CloseReason> {
     loop {
         let (queued, closed) = channel.outbox.drain();
@@ -257,7 +257,7 @@ async fn flush<T: Transport>(
             () = deadline.as_mut() => return Err(CloseReason::HeartbeatTimeout),
         }
         channel.outbox.written();
-        pending = Vec::new();
+        pending = Frames::Empty;
     }
 }
 

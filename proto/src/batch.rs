@@ -21,6 +21,20 @@ pub fn encode_push(op_code: i32, body: &[u8]) -> Bytes {
     dst.freeze()
 }
 
+/// The outer header of an op-9 message whose inner packets total `inner_len` bytes (op 9, ver 1, seq 0),
+/// for writers that send it next to the inner packets' own buffers instead of copying them behind it.
+pub fn header(inner_len: usize) -> [u8; HEADER_LEN] {
+    let mut head = [0; HEADER_LEN];
+    put_header(
+        &mut &mut head[..],
+        HEADER_LEN + inner_len,
+        VERSION,
+        op::RAW,
+        0,
+    );
+    head
+}
+
 /// The packets inside an op-9 message built by [`encode_push`] or [`Batch`]: everything after the outer
 /// header (what TCP clients receive).
 pub fn inner(batch: &Bytes) -> Bytes {
@@ -64,10 +78,8 @@ impl Batch {
 
     /// Writes the outer header (op 9, ver 1, seq 0, length 16 + inner) and returns the message.
     pub fn finish(mut self) -> Bytes {
-        let len = self.buf.len();
-        let mut head = BytesMut::with_capacity(HEADER_LEN);
-        put_header(&mut head, len, VERSION, op::RAW, 0);
-        self.buf[..HEADER_LEN].copy_from_slice(&head);
+        let inner_len = self.buf.len() - HEADER_LEN;
+        self.buf[..HEADER_LEN].copy_from_slice(&header(inner_len));
         self.buf.freeze()
     }
 }

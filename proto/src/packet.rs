@@ -124,9 +124,10 @@ impl Packet {
 ///
 /// # Panics
 /// If `packet_len` does not fit an i32: packets that large cannot be framed by the protocol.
-pub fn put_header(dst: &mut BytesMut, packet_len: usize, ver: i16, op: i32, seq: i32) {
+/// `dst` may be any buffer (a `BytesMut`, or a stack array as `&mut [u8]` for headers written next to
+/// shared bodies without copying them).
+pub fn put_header(dst: &mut impl BufMut, packet_len: usize, ver: i16, op: i32, seq: i32) {
     let len = i32::try_from(packet_len).expect("goim packet length must fit in an i32");
-    dst.reserve(HEADER_LEN);
     dst.put_i32(len);
     dst.put_i16(HEADER_LEN as i16);
     dst.put_i16(ver);

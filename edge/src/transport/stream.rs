@@ -5,15 +5,16 @@
 //! idle connection keeps at most a small read reservation. A bad header is rejected as soon as its 16
 //! bytes are in, before any body is buffered.
 //!
-//! Writing: pushes are op-9 batches of one; TCP clients get only the inner packet (no outer header), and
-//! everything queued goes out in one vectored write.
+//! Writing: pushes are op-9 batches; TCP clients get only the inner packets (no outer header), and
+//! everything queued goes out in one vectored write straight from the shared buffers (`gather`).
 
-use std::io::{self, IoSlice};
+use std::io;
 
 use bytes::BytesMut;
-use rim_proto::{HEADER_LEN, Packet};
+use rim_proto::Packet;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::gather::{Framing, write_frames};
 use super::{RecvError, Transport};
 use crate::close::CloseReason;
 use crate::outbox::Frame;
@@ -62,22 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for StreamTransport<S> 
     }
 
     async fn send(&mut self, frames: &[Frame]) -> io::Result<()> {
-        let mut slices: Vec<IoSlice<'_>> = frames
-            .iter()
-            .map(|frame| match frame {
-                Frame::Push(batch) => IoSlice::new(batch.get(HEADER_LEN..).unwrap_or_default()),
-                Frame::Packet(packet) => IoSlice::new(packet),
-            })
-            .collect();
-        let mut rest = &mut slices[..];
-        IoSlice::advance_slices(&mut rest, 0);
-        while !rest.is_empty() {
-            let written = self.io.write_vectored(rest).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            IoSlice::advance_slices(&mut rest, written);
-        }
+        write_frames(&mut self.io, frames, Framing::Stream).await?;
         self.io.flush().await
     }
 

@@ -3,14 +3,17 @@
 //! Doing it here rather than in tungstenite lets the edge answer every bad request with a proper HTTP
 //! status (404 for a path other than `/sub`, 400 for a request that is not an upgrade, 431 for an
 //! oversized head) instead of dropping the socket, accept `/sub` with any query string (goim refused
-//! `/sub?x=1`), and bound the request head. Bytes a client sends right after its head are kept.
+//! `/sub?x=1`), and bound the request head. Bytes a client sends right after its head are kept. The
+//! frames that follow are the edge's own too ([`super::ws`]); only the accept key's derivation is
+//! tungstenite's.
 
 use std::io;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::ws::WsConfig;
 
 /// Longest accepted request head.
 const MAX_HEAD: usize = 8 * 1024;
@@ -30,17 +33,39 @@ pub enum UpgradeError {
     Io(#[from] io::Error),
 }
 
+/// A socket that completed the upgrade, with the bytes the client sent after its request head.
+#[derive(Debug)]
+pub struct Upgraded<S> {
+    /// The socket.
+    pub io: S,
+    /// Bytes already read past the request head (the start of the first frames).
+    pub rest: BytesMut,
+    /// The framing limits to apply.
+    pub config: WsConfig,
+}
+
+impl<S> Upgraded<S> {
+    /// A socket whose upgrade happened elsewhere (tests, or an upgrade done by another server).
+    pub fn new(io: S, config: WsConfig) -> Self {
+        Self {
+            io,
+            rest: BytesMut::new(),
+            config,
+        }
+    }
+}
+
 /// What a complete request head says, owned so the read buffer can be reused.
 struct Head {
     status: Result<String, (u16, &'static str)>,
     len: usize,
 }
 
-/// Reads an upgrade request from `io`, answers it, and returns the WebSocket.
+/// Reads an upgrade request from `io`, answers it, and returns the upgraded socket.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
-    config: WebSocketConfig,
-) -> Result<WebSocketStream<S>, UpgradeError> {
+    config: WsConfig,
+) -> Result<Upgraded<S>, UpgradeError> {
     let mut buf = Vec::with_capacity(1024);
     let head = loop {
         buf.reserve(1024);
@@ -76,8 +101,8 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         derive_accept_key(key.as_bytes())
     );
     io.write_all(response.as_bytes()).await?;
-    let rest = buf.split_off(head.len);
-    Ok(WebSocketStream::from_partially_read(io, rest, Role::Server, Some(config)).await)
+    let rest = BytesMut::from(&buf[head.len..]);
+    Ok(Upgraded { io, rest, config })
 }
 
 /// Parses a complete head (None while incomplete); the status says whether it is a valid upgrade.
