@@ -63,6 +63,19 @@ pub trait BusProducer: Send + Sync + 'static {
 
     /// Whether the broker can take pushes now (asked of it, bounded in time): for `/healthz`.
     async fn health(&self) -> BusHealth;
+
+    /// The name of the topic carrying `region`'s pushes, for buses that have topics.
+    fn region_topic(&self, region: &str) -> Option<String> {
+        _ = region;
+        None
+    }
+
+    /// Makes sure `region`'s topic exists (the admin API creates it with the region, so a region
+    /// is ready for pushes once it is announced). Buses without topics have nothing to do.
+    async fn create_region_topic(&self, region: &str) -> Result<(), BusError> {
+        _ = region;
+        Ok(())
+    }
 }
 
 /// A job worker's side of the bus: one consumer of one region's group.

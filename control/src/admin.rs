@@ -1,5 +1,11 @@
 //! The admin API (`/v1/admin/*`, admin scope): regions, API keys and draining nodes.
 //!
+//! Regions are created (`POST`, 409 if the name is taken), moved (`PUT`, which also creates) and
+//! deleted (`DELETE`, 409 while live nodes serve the region, so no client or push is stranded).
+//! Creating or moving a region first creates its bus topic, so a region is never announced
+//! without one; the answers name the topic (when the bus has topics). These are the calls the
+//! Terraform provider (`terraform/provider`) makes.
+//!
 //! API keys are created here: the answer to `POST /v1/admin/api-keys` is the only time the secret
 //! is shown; the store keeps its SHA-256 only. Draining a node tells the balancer to send it no new
 //! clients while its connections finish (the edge itself may also report draining on shutdown); an
@@ -13,9 +19,9 @@ use crate::v1::json_body;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use rim_store::{ApiKeyRecord, NodeState, Region, Scope};
+use rim_store::{ApiKeyRecord, NodeState, Region, RegionRemoval, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -28,10 +34,16 @@ const MAX_NAME: usize = 128;
 /// Routes of the admin API.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/admin/regions", get(regions))
-        .route("/v1/admin/regions/{name}", put(put_region))
+        .route("/v1/admin/regions", get(regions).post(create_region))
+        .route(
+            "/v1/admin/regions/{name}",
+            get(region).put(put_region).delete(delete_region),
+        )
         .route("/v1/admin/api-keys", get(api_keys).post(create_api_key))
-        .route("/v1/admin/api-keys/{id}", delete(revoke_api_key))
+        .route(
+            "/v1/admin/api-keys/{id}",
+            get(api_key).delete(revoke_api_key),
+        )
         .route("/v1/admin/nodes/{id}/drain", post(drain_node))
         .route("/v1/admin/nodes/{id}/undrain", post(undrain_node))
 }
@@ -51,14 +63,49 @@ fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A region as answered: the record plus its bus topic (absent for buses without topics).
+#[derive(Debug, Serialize)]
+struct RegionView {
+    #[serde(flatten)]
+    region: Region,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
+}
+
+impl RegionView {
+    fn new(state: &AppState, region: Region) -> Self {
+        let topic = state.bus.region_topic(&region.name);
+        Self { region, topic }
+    }
+}
+
 /// `GET /v1/admin/regions`: `{"regions": [...]}`.
 async fn regions(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     admin(&state, &headers).await?;
-    let regions = timed_store("regions", state.store.regions()).await?;
+    let regions: Vec<RegionView> = timed_store("regions", state.store.regions())
+        .await?
+        .into_iter()
+        .map(|region| RegionView::new(&state, region))
+        .collect();
     Ok(Json(json!({ "regions": regions })))
+}
+
+/// `GET /v1/admin/regions/{name}`: the region, or 404.
+async fn region(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<RegionView>, ApiError> {
+    admin(&state, &headers).await?;
+    let found = timed_store("regions", state.store.regions())
+        .await?
+        .into_iter()
+        .find(|region| region.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no region {name:?}")))?;
+    Ok(Json(RegionView::new(&state, found)))
 }
 
 /// `PUT /v1/admin/regions/{name}` body.
@@ -69,28 +116,95 @@ struct RegionBody {
     longitude: f64,
 }
 
-/// `PUT /v1/admin/regions/{name}`: creates or moves a region; answers it.
+/// `POST /v1/admin/regions` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRegion {
+    name: String,
+    latitude: f64,
+    longitude: f64,
+}
+
+/// A region an admin described, checked: a bounded name and coordinates on the globe.
+fn checked_region(name: String, latitude: f64, longitude: f64) -> Result<Region, ApiError> {
+    check_name("region name", &name)?;
+    if !(-90.0..=90.0).contains(&latitude) || !(-180.0..=180.0).contains(&longitude) {
+        return Err(ApiError::BadRequest(
+            "latitude must be in [-90, 90] and longitude in [-180, 180]".into(),
+        ));
+    }
+    Ok(Region {
+        name,
+        latitude,
+        longitude,
+    })
+}
+
+/// Creates the region's bus topic (503 if the bus cannot; nothing is stored then).
+async fn create_topic(state: &AppState, region: &str) -> Result<(), ApiError> {
+    state.bus.create_region_topic(region).await.map_err(|err| {
+        ApiError::Unavailable(format!(
+            "creating the topic of region {region:?} failed, the region was not stored: {err}"
+        ))
+    })
+}
+
+/// `POST /v1/admin/regions`: creates a region and its topic; 201 with it, 409 if the name is
+/// taken (an existing region is never moved by a create).
+async fn create_region(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<RegionView>), ApiError> {
+    admin(&state, &headers).await?;
+    let body: NewRegion = json_body(&headers, body, MAX_ADMIN_BODY).await?;
+    let region = checked_region(body.name, body.latitude, body.longitude)?;
+    create_topic(&state, &region.name).await?;
+    if !timed_store("insert_region", state.store.insert_region(&region)).await? {
+        return Err(ApiError::Conflict(format!(
+            "region {:?} already exists",
+            region.name
+        )));
+    }
+    tracing::info!(region = %region.name, "region created");
+    Ok((StatusCode::CREATED, Json(RegionView::new(&state, region))))
+}
+
+/// `PUT /v1/admin/regions/{name}`: creates (with its topic) or moves a region; answers it.
 async fn put_region(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Region>, ApiError> {
+) -> Result<Json<RegionView>, ApiError> {
     admin(&state, &headers).await?;
-    check_name("region name", &name)?;
     let body: RegionBody = json_body(&headers, body, MAX_ADMIN_BODY).await?;
-    if !(-90.0..=90.0).contains(&body.latitude) || !(-180.0..=180.0).contains(&body.longitude) {
-        return Err(ApiError::BadRequest(
-            "latitude must be in [-90, 90] and longitude in [-180, 180]".into(),
-        ));
-    }
-    let region = Region {
-        name,
-        latitude: body.latitude,
-        longitude: body.longitude,
-    };
+    let region = checked_region(name, body.latitude, body.longitude)?;
+    create_topic(&state, &region.name).await?;
     timed_store("upsert_region", state.store.upsert_region(&region)).await?;
-    Ok(Json(region))
+    Ok(Json(RegionView::new(&state, region)))
+}
+
+/// `DELETE /v1/admin/regions/{name}`: 204; 404 for an unknown region; 409 while live nodes serve
+/// it (naming them). The topic stays: records still in it are the operator's to drain or drop.
+async fn delete_region(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    admin(&state, &headers).await?;
+    match timed_store("delete_region", state.store.delete_region(&name)).await? {
+        RegionRemoval::Removed => {
+            state.directory.invalidate();
+            tracing::info!(region = %name, "region deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        RegionRemoval::Unknown => Err(ApiError::NotFound(format!("no region {name:?}"))),
+        RegionRemoval::HasLiveNodes(nodes) => Err(ApiError::Conflict(format!(
+            "region {name:?} still has live nodes ({}): drain and stop them first",
+            nodes.join(", ")
+        ))),
+    }
 }
 
 /// An API key as listed: everything but the hash.
@@ -127,6 +241,21 @@ async fn api_keys(
         .map(KeyView::from)
         .collect();
     Ok(Json(json!({ "api_keys": keys })))
+}
+
+/// `GET /v1/admin/api-keys/{id}`: the key without its secret (revoked ones too), or 404.
+async fn api_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<KeyView>, ApiError> {
+    admin(&state, &headers).await?;
+    timed_store("api_keys", state.store.api_keys())
+        .await?
+        .into_iter()
+        .find(|key| key.id == id)
+        .map(|key| Json(KeyView::from(key)))
+        .ok_or_else(|| ApiError::NotFound(format!("no API key {id:?}")))
 }
 
 /// `POST /v1/admin/api-keys` body.

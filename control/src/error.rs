@@ -38,6 +38,9 @@ pub enum ApiError {
     /// The addressed thing does not exist (404); the edge API uses it for unknown nodes.
     #[error("{0}")]
     NotFound(String),
+    /// The request contradicts what exists: a name already taken, a region still served (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The body is larger than the configured limit (413).
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -65,6 +68,7 @@ impl ApiError {
 
     /// A short machine-readable name of the error kind.
     fn kind(&self) -> &'static str {
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -79,6 +83,7 @@ impl ApiError {
     /// Renders the error for an API family.
     pub fn render(&self, flavor: Flavor) -> Response {
         let status = self.status();
+            ApiError::Conflict(_) => "conflict",
         let message = self.to_string();
         match flavor {
             Flavor::Rest => (

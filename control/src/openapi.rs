@@ -85,6 +85,10 @@ pub fn document() -> Value {
         )
     };
     let object = json!({"type": "object"});
+    let region_name =
+        json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    let key_id =
+        json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -143,12 +147,28 @@ pub fn document() -> Value {
                                query("lon", false, json!({"type": "number"}), "client longitude (with lat)"),
                                query("platform", false, json!({"type": "string"}), "`web` answers host names, anything else addresses"),
                                query("region", false, json!({"type": "string"}), "client's region hint")]))},
-            "/v1/admin/regions": {"get": operation("List regions", Some("admin"), None,
-                ("200", json_response("regions", object.clone())))},
-            "/v1/admin/regions/{name}": {"put": with_parameters(operation("Create or move a region", Some("admin"),
+            "/v1/admin/regions": {
+                "get": operation("List regions (each with its bus topic, when the bus has topics)", Some("admin"), None,
+                    ("200", json_response("regions", object.clone()))),
+                "post": operation("Create a region and its bus topic; 409 if the name is taken", Some("admin"),
+                    Some(json!({"type": "object", "required": ["name", "latitude", "longitude"], "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                        "latitude": {"type": "number", "minimum": -90, "maximum": 90},
+                        "longitude": {"type": "number", "minimum": -180, "maximum": 180}}})),
+                    ("201", json_response("the region", object.clone()))),
+            },
+            "/v1/admin/regions/{name}": {
+                "get": with_parameters(operation("One region; 404 if unknown", Some("admin"), None,
+                    ("200", json_response("the region", object.clone()))), region_name.clone()),
+                "put": with_parameters(operation("Create (with its bus topic) or move a region", Some("admin"),
                     Some(json!({"type": "object", "required": ["latitude", "longitude"], "properties": {
-                        "latitude": {"type": "number"}, "longitude": {"type": "number"}}})),
-                    ("200", json_response("the region", object.clone()))), json!([{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}]))},
+                        "latitude": {"type": "number", "minimum": -90, "maximum": 90},
+                        "longitude": {"type": "number", "minimum": -180, "maximum": 180}}})),
+                    ("200", json_response("the region", object.clone()))), region_name.clone()),
+                "delete": with_parameters(operation("Delete a region no live node serves (with its dead nodes' records); \
+                                                     404 if unknown, 409 while active or draining nodes are in it", Some("admin"), None,
+                    ("204", json!({"description": "deleted"}))), region_name),
+            },
             "/v1/admin/api-keys": {
                 "get": operation("List API keys (never their secrets)", Some("admin"), None,
                     ("200", json_response("keys", object.clone()))),
@@ -158,8 +178,12 @@ pub fn document() -> Value {
                         "scopes": {"type": "array", "items": {"$ref": "#/components/schemas/Scope"}}}})),
                     ("201", json_response("the key, with `secret`", object.clone())))
             },
-            "/v1/admin/api-keys/{id}": {"delete": with_parameters(operation("Revoke an API key", Some("admin"), None,
-                    ("204", json!({"description": "revoked"}))), json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]))},
+            "/v1/admin/api-keys/{id}": {
+                "get": with_parameters(operation("One API key (never its secret), revoked ones too; 404 if unknown", Some("admin"), None,
+                    ("200", json_response("the key", object.clone()))), key_id.clone()),
+                "delete": with_parameters(operation("Revoke an API key", Some("admin"), None,
+                    ("204", json!({"description": "revoked"}))), key_id),
+            },
             "/v1/admin/nodes/{id}/drain": {"post": with_parameters(operation("Drain an edge node: no new clients", Some("admin"), None,
                     ("204", json!({"description": "draining"}))), json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]))},
             "/v1/admin/nodes/{id}/undrain": {"post": with_parameters(operation("Lift an admin's drain of an edge node (drains last across restarts until lifted)", Some("admin"), None,

@@ -19,6 +19,18 @@ pub struct Region {
     pub longitude: f64,
 }
 
+/// What [`crate::Store::delete_region`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegionRemoval {
+    /// The region is gone, with the records of its dead nodes.
+    Removed,
+    /// There was no such region.
+    Unknown,
+    /// Nothing was removed: these live (active or draining) nodes still serve the region, so its
+    /// clients and pushes would be stranded. Drain and stop them first.
+    HasLiveNodes(Vec<String>),
+}
+
 /// Lifecycle state of an edge node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

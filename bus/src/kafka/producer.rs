@@ -230,6 +230,17 @@ impl BusProducer for KafkaProducer {
             .map_err(|err| BusError::Unavailable(format!("publish task: {err}")))?
     }
 
+    fn region_topic(&self, region: &str) -> Option<String> {
+        Some(self.shared.settings.topic(region))
+    }
+
+    async fn create_region_topic(&self, region: &str) -> Result<(), BusError> {
+        let topic = self.shared.settings.topic(region);
+        // Asked of the broker even if this producer saw the topic before (it may have been lost).
+        self.shared.topics.forget(&topic);
+        self.shared.topics.ensure(&[topic]).await
+    }
+
     async fn health(&self) -> BusHealth {
         let producer = self.shared.producer.read().clone();
         super::probe_metadata(None, move || {

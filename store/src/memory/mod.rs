@@ -9,8 +9,8 @@ mod sessions;
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegistrationReport,
-    RoomOnline, Session, SessionApplyReport, UnixMillis,
+    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegionRemoval,
+    RegistrationReport, RoomOnline, Session, SessionApplyReport, UnixMillis,
 };
 use crate::node_input::{check_region, is_new_life, load_of, node_from_registration, region_of};
 use crate::session_rules::plan_session_events;
@@ -110,6 +110,34 @@ impl Store for MemoryStore {
     async fn register_node(
         &self,
         reg: &NodeRegistration,
+    async fn insert_region(&self, region: &Region) -> Result<bool, StoreError> {
+        check_region(region)?;
+        let mut state = self.state.write();
+        if state.regions.contains_key(&region.name) {
+            return Ok(false);
+        }
+        state.regions.insert(region.name.clone(), region.clone());
+        Ok(true)
+    }
+
+    async fn delete_region(&self, name: &str) -> Result<RegionRemoval, StoreError> {
+        let mut state = self.state.write();
+        if !state.regions.contains_key(name) {
+            return Ok(RegionRemoval::Unknown);
+        }
+        let live: Vec<String> = state
+            .live_nodes()
+            .filter(|entry| entry.node.region == name)
+            .map(|entry| entry.node.id.clone())
+            .collect();
+        if !live.is_empty() {
+            return Ok(RegionRemoval::HasLiveNodes(live));
+        }
+        state.nodes.retain(|_, entry| entry.node.region != name);
+        state.regions.remove(name);
+        Ok(RegionRemoval::Removed)
+    }
+
         now: UnixMillis,
     ) -> Result<RegistrationReport, StoreError> {
         let mut node = node_from_registration(reg, now)?;

@@ -18,8 +18,8 @@ mod sessions;
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegistrationReport,
-    RoomOnline, Session, SessionApplyReport, UnixMillis,
+    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegionRemoval,
+    RegistrationReport, RoomOnline, Session, SessionApplyReport, UnixMillis,
 };
 use crate::node_input::{check_region, is_new_life, load_of, node_from_registration, region_of};
 use crate::{Store, StoreSettings};
@@ -156,6 +156,58 @@ impl Store for PostgresStore {
 
     async fn register_node(
         &self,
+    async fn insert_region(&self, region: &Region) -> Result<bool, StoreError> {
+        check_region(region)?;
+        let inserted = sqlx::query(
+            "INSERT INTO regions (name, latitude, longitude) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&region.name)
+        .bind(region.latitude)
+        .bind(region.longitude)
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn delete_region(&self, name: &str) -> Result<RegionRemoval, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // The row lock holds off registrations into the region (their foreign key check waits).
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT name FROM regions WHERE name = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        if found.is_none() {
+            return Ok(RegionRemoval::Unknown);
+        }
+        let live: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM nodes WHERE region = $1 AND state <> 'dead' ORDER BY id",
+        )
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        if !live.is_empty() {
+            return Ok(RegionRemoval::HasLiveNodes(live));
+        }
+        // Dead nodes hold no sessions (they were removed when the node died); room counts cascade.
+        sqlx::query("DELETE FROM nodes WHERE region = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        sqlx::query("DELETE FROM regions WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(RegionRemoval::Removed)
+    }
+
         reg: &NodeRegistration,
         _now: UnixMillis,
     ) -> Result<RegistrationReport, StoreError> {

@@ -45,6 +45,7 @@ macro_rules! store_suite {
             register_heartbeat_and_unknown_node,
             invalid_registrations_are_rejected,
             regions_are_upserted_and_listed_by_name,
+            regions_are_inserted_once_and_deleted_without_live_nodes,
             admin_drain_survives_heartbeats,
             admin_drain_survives_reregistration_until_lifted,
             new_boot_id_ends_the_previous_life,
@@ -320,6 +321,58 @@ pub async fn regions_are_upserted_and_listed_by_name(store: &dyn Store) {
     // A node registering into a known region leaves the region's own location alone.
     register(store, &["n1"]).await;
     assert_eq!(store.regions().await.unwrap()[2], region("sh", 32.0));
+}
+
+pub async fn regions_are_inserted_once_and_deleted_without_live_nodes(store: &dyn Store) {
+    let sh = Region {
+        name: "sh".into(),
+        latitude: 31.2,
+        longitude: 121.5,
+    };
+    assert!(store.insert_region(&sh).await.unwrap());
+    let moved = Region {
+        latitude: 0.0,
+        ..sh.clone()
+    };
+    assert!(!store.insert_region(&moved).await.unwrap(), "name taken");
+    assert_eq!(store.regions().await.unwrap(), vec![sh.clone()]);
+    assert!(matches!(
+        store
+            .insert_region(&Region {
+                name: String::new(),
+                ..sh.clone()
+            })
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    assert_eq!(
+        store.delete_region("nowhere").await.unwrap(),
+        rim_store::RegionRemoval::Unknown
+    );
+    // Live nodes (active or draining) keep their region; a dead one does not.
+    register(store, &["n1", "n2"]).await;
+    store
+        .set_node_state("n2", NodeState::Draining)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delete_region("sh").await.unwrap(),
+        rim_store::RegionRemoval::HasLiveNodes(vec!["n1".into(), "n2".into()])
+    );
+    assert_eq!(store.regions().await.unwrap(), vec![sh.clone()]);
+    store.set_node_state("n1", NodeState::Dead).await.unwrap();
+    store.set_node_state("n2", NodeState::Dead).await.unwrap();
+    assert_eq!(
+        store.delete_region("sh").await.unwrap(),
+        rim_store::RegionRemoval::Removed
+    );
+    assert!(store.regions().await.unwrap().is_empty());
+    assert!(store.nodes().await.unwrap().is_empty(), "dead nodes go too");
+    // The region can be created again, and its nodes can come back.
+    assert!(store.insert_region(&sh).await.unwrap());
+    register(store, &["n1"]).await;
+    assert_eq!(store.nodes().await.unwrap().len(), 1);
 }
 
 pub async fn admin_drain_survives_heartbeats(store: &dyn Store) {
