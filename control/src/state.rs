@@ -34,10 +34,14 @@ pub struct Shared {
     pub callers: CallerAuth,
     /// Cluster-secret check for edges.
     pub edges: EdgeAuth,
+    /// Node tokens: issued at enrollment, required by the edge API.
+    pub nodes: crate::enroll::NodeIssuer,
     /// The business auth webhook, if configured.
     pub webhook: Option<AuthWebhook>,
     /// Locates HTTPDNS clients that send no coordinates (proxy headers, GeoIP database).
     pub locator: rim_balancer::Locator,
+    /// HTTPDNS rankings of the latest node snapshot.
+    pub httpdns: crate::dns::Answers,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
 }
@@ -52,6 +56,18 @@ impl AppState {
     ) -> Result<(), crate::error::ApiError> {
         self.callers
             .require(self.store.as_ref(), headers, scope)
+            .await
+    }
+
+    /// [`AppState::require`], answering the caller for the checks of a push
+    /// ([`crate::auth::Caller::admit`]: target kinds and rate).
+    pub async fn caller(
+        &self,
+        headers: &axum::http::HeaderMap,
+        scope: rim_store::Scope,
+    ) -> Result<crate::auth::Caller, crate::error::ApiError> {
+        self.callers
+            .caller(self.store.as_ref(), headers, scope)
             .await
     }
 
@@ -75,6 +91,7 @@ impl AppState {
         let locator = rim_balancer::Locator::new(&config.balancer)?;
         Ok(Self(Arc::new(Shared {
             locator,
+            httpdns: crate::dns::Answers::default(),
             directory: NodeDirectory::new(
                 store.clone(),
                 "control",
@@ -84,6 +101,11 @@ impl AppState {
             takeovers: Takeovers::default(),
             callers: CallerAuth::new(config.control_admin_key.as_deref()),
             edges: EdgeAuth::new(cluster_secret),
+            nodes: crate::enroll::NodeIssuer::new(
+                store.clone(),
+                Duration::from_millis(config.control_node_token_ttl_ms),
+                Duration::from_millis(config.control_node_key_rotation_ms),
+            ),
             webhook,
             store,
             bus,
