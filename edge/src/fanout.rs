@@ -6,7 +6,9 @@
 //! filtered by each connection's watch set; room pushes are not (goim semantics).
 //!
 //! All pushes of one request are queued before any writer is woken ([`Wakes`]), so a connection
-//! receives a request's frames in one write rather than one write per push.
+//! receives a request's frames in one write rather than one write per push. Consecutive pushes of a
+//! request to the same recipients (a burst to a room) are merged before the walk: encoded once into
+//! one op-9 frame and queued once per connection ([`Fanout::push_all`]).
 //!
 //! A connection too far behind (see [`crate::outbox`]) is handled by the configured
 //! [`SlowConsumerPolicy`], counted and logged (rate-limited). A broadcast with a `speed` cap is
@@ -21,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use rim_proto::batch::Batch;
+use rim_proto::packet::VERSION;
 use rim_proto::schema::{EdgePush, edge_push::Target};
+use rim_proto::{HEADER_LEN, Packet};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +38,7 @@ use crate::dedup::{RecentDeliveries, Seen};
 use crate::metrics;
 use crate::outbox::{Bounds, Frame, Offer};
 use crate::ratelog::RateLimit;
+use crate::transport::ws::MAX_BATCH;
 use crate::wakes::Wakes;
 
 /// Below this many connections a room or broadcast push runs on the caller's task alone.
@@ -127,31 +133,74 @@ impl Fanout {
 
     /// Executes one push; returns how many connections it reached.
     pub async fn push(self: &Arc<Self>, push: &EdgePush) -> u32 {
-        self.push_into(push, &mut Wakes::default()).await
+        self.push_all(std::slice::from_ref(push)).await[0]
     }
 
     /// Executes a request's pushes in order, waking each connection's writer once after all of them
     /// are queued; returns how many connections each push reached.
+    ///
+    /// Consecutive pushes to the same recipients (see [`merges_with`]) are executed as one: their
+    /// packets are encoded once into one op-9 frame (up to [`MAX_BATCH`] bytes) that every recipient
+    /// shares, so a burst costs each connection one queue entry, one wake and one write, not one per
+    /// push. Nothing waits for pushes to merge: only those already in the request do.
     pub async fn push_all(self: &Arc<Self>, pushes: &[EdgePush]) -> Vec<u32> {
         let mut wakes = Wakes::default();
-        let mut delivered = Vec::with_capacity(pushes.len());
-        for push in pushes {
-            delivered.push(self.push_into(push, &mut wakes).await);
+        let mut delivered = vec![0; pushes.len()];
+        // Indices of the pushes (not yet executed, none a duplicate) that will leave together.
+        let mut group: Vec<usize> = Vec::new();
+        let mut group_len = 0;
+        for (index, push) in pushes.iter().enumerate() {
+            let packet_len = HEADER_LEN + push.body.len();
+            let joins = group.first().is_some_and(|&first| {
+                merges_with(&pushes[first], push) && group_len + packet_len <= MAX_BATCH
+            });
+            if !joins && !group.is_empty() {
+                let members: Vec<&EdgePush> = group.iter().map(|&i| &pushes[i]).collect();
+                let reached = self.execute(&members, &mut wakes).await;
+                group.drain(..).for_each(|i| delivered[i] = reached);
+                group_len = HEADER_LEN;
+            }
+            // Marked as seen only now, just before it is executed: a request cancelled earlier
+            // leaves the rest of its pushes to a retry.
+            let seen = self
+                .recent
+                .lock()
+                .insert(&push.message_id, push.record, Instant::now());
+            if seen == Seen::Duplicate {
+                metrics::duplicate();
+                continue;
+            }
+            if group.is_empty() {
+                group_len = HEADER_LEN;
+            }
+            group.push(index);
+            group_len += packet_len;
+        }
+        if !group.is_empty() {
+            let members: Vec<&EdgePush> = group.iter().map(|&i| &pushes[i]).collect();
+            let reached = self.execute(&members, &mut wakes).await;
+            group.into_iter().for_each(|i| delivered[i] = reached);
         }
         delivered
     }
 
-    /// Executes one push, leaving the writers it queued frames for in `wakes`.
-    async fn push_into(self: &Arc<Self>, push: &EdgePush, wakes: &mut Wakes) -> u32 {
-        let seen = self
-            .recent
-            .lock()
-            .insert(&push.message_id, push.record, Instant::now());
-        if seen == Seen::Duplicate {
-            metrics::duplicate();
-            return 0;
-        }
-        let frame = rim_proto::batch::encode_push(push.operation, &push.body);
+    /// Executes pushes that go to the same recipients (one, or several that [`merges_with`] joined)
+    /// as one frame, leaving the writers it queued it for in `wakes`; returns how many connections it
+    /// reached.
+    async fn execute(self: &Arc<Self>, pushes: &[&EdgePush], wakes: &mut Wakes) -> u32 {
+        let push = pushes[0];
+        let frame = match pushes {
+            [push] => rim_proto::batch::encode_push(push.operation, &push.body),
+            _ => {
+                let inner = pushes.iter().map(|p| HEADER_LEN + p.body.len()).sum();
+                let mut batch = Batch::with_capacity(inner);
+                for push in pushes {
+                    let packet = Packet::new(VERSION, push.operation, 0, push.body.clone());
+                    batch.push_packet(&packet);
+                }
+                batch.finish()
+            }
+        };
         let (target, delivered) = match &push.target {
             Some(Target::Keys(keys)) => {
                 let delivered = self.push_keys(&keys.keys, push.operation, &frame, wakes);
@@ -179,7 +228,9 @@ impl Fanout {
             ),
             None => ("none", 0),
         };
-        metrics::pushed(target, u64::from(delivered));
+        for _ in pushes {
+            metrics::pushed(target, u64::from(delivered));
+        }
         delivered
     }
 
@@ -328,6 +379,21 @@ impl Fanout {
     }
 }
 
+/// True if `next` goes to exactly the connections `first` goes to, so both can leave as one frame: the
+/// same room (rooms ignore watch sets), the same keys with the same op, or an unpaced broadcast of the
+/// same op. Superseded closes and paced broadcasts always run alone.
+fn merges_with(first: &EdgePush, next: &EdgePush) -> bool {
+    let same_op = first.operation == next.operation;
+    match (&first.target, &next.target) {
+        (Some(Target::Room(a)), Some(Target::Room(b))) => a == b,
+        (Some(Target::Keys(a)), Some(Target::Keys(b))) => same_op && a.keys == b.keys,
+        (Some(Target::Broadcast(a)), Some(Target::Broadcast(b))) => {
+            same_op && a.speed <= 0 && b.speed <= 0
+        }
+        _ => false,
+    }
+}
+
 /// The pacing task: runs paced broadcasts one after another, `per_second / 10` deliveries per tick.
 async fn pace(
     fanout: std::sync::Weak<Fanout>,
@@ -354,5 +420,151 @@ async fn pace(
                 .count();
             metrics::deliveries(delivered as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rim_proto::message::{Packets, decode};
+    use rim_proto::op;
+    use rim_proto::schema::{EdgeKeys, EdgePush, edge_push::Target};
+    use tokio_util::sync::CancellationToken;
+
+    use super::{Fanout, FanoutSettings};
+    use crate::auth::Identity;
+    use crate::bucket::Buckets;
+    use crate::channel::Channel;
+    use crate::config::EdgeConfig;
+    use crate::outbox::Frame;
+
+    fn push(id: &str, op_code: i32, body: &str, target: Target) -> EdgePush {
+        EdgePush {
+            message_id: id.into(),
+            operation: op_code,
+            body: body.as_bytes().to_vec().into(),
+            record: 0,
+            target: Some(target),
+        }
+    }
+
+    fn room(name: &str) -> Target {
+        Target::Room(name.into())
+    }
+
+    fn keys(keys: &[&str]) -> Target {
+        Target::Keys(EdgeKeys {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        })
+    }
+
+    /// Frames queued on `channel`, each as the (op, body) packets it carries.
+    fn queued(channel: &Channel) -> Vec<(bytes::Bytes, Vec<(i32, String)>)> {
+        let (frames, _) = channel.outbox.drain();
+        frames
+            .into_iter()
+            .map(|frame| {
+                let Frame::Push(bytes) = frame else {
+                    panic!("a push frame")
+                };
+                let batch = decode(bytes.clone(), usize::MAX).unwrap();
+                assert_eq!((batch.op, batch.seq), (op::RAW, 0));
+                let packets = Packets::new(batch.body, usize::MAX)
+                    .map(|p| p.unwrap())
+                    .map(|p| (p.op, String::from_utf8(p.body.to_vec()).unwrap()))
+                    .collect();
+                (bytes, packets)
+            })
+            .collect()
+    }
+
+    async fn fanout_with(members: &[(&str, &str, &[i32])]) -> (Arc<Fanout>, Vec<Arc<Channel>>) {
+        let buckets = Arc::new(Buckets::new(4));
+        let config = EdgeConfig::local().unwrap();
+        let fanout = Fanout::new(
+            buckets.clone(),
+            FanoutSettings::from_config(&config),
+            CancellationToken::new(),
+        );
+        let channels = members
+            .iter()
+            .enumerate()
+            .map(|(id, (key, room, accepts))| {
+                let identity = Identity {
+                    room: room.to_string(),
+                    accepts: accepts.to_vec(),
+                    ..Identity::default()
+                };
+                let channel = Arc::new(Channel::new(
+                    id as u64,
+                    Arc::from(*key),
+                    &identity,
+                    [127, 0, 0, 1].into(),
+                ));
+                buckets.register(&channel);
+                channel
+            })
+            .collect();
+        (fanout, channels)
+    }
+
+    #[tokio::test]
+    async fn consecutive_room_pushes_are_one_frame_shared_by_every_member() {
+        let (fanout, channels) = fanout_with(&[
+            ("a", "live://1", &[]),
+            ("b", "live://1", &[]),
+            ("c", "", &[]),
+        ])
+        .await;
+        let pushes = [
+            push("m1", 1000, "one", room("live://1")),
+            push("m2", 1001, "two", room("live://1")),
+            push("m1", 1000, "one again", room("live://1")),
+            push("m3", 1000, "three", room("live://1")),
+        ];
+        assert_eq!(
+            fanout.push_all(&pushes).await,
+            [2, 2, 0, 2],
+            "m1 again is a duplicate"
+        );
+        let (a, b) = (queued(&channels[0]), queued(&channels[1]));
+        assert_eq!(a.len(), 1, "one frame per connection");
+        let expected = vec![
+            (1000, "one".to_string()),
+            (1001, "two".to_string()),
+            (1000, "three".to_string()),
+        ];
+        assert_eq!(a[0].1, expected, "both packets, in order");
+        assert_eq!(b[0].1, expected);
+        assert_eq!(a[0].0.as_ptr(), b[0].0.as_ptr(), "built once, shared");
+        assert!(queued(&channels[2]).is_empty(), "not in the room");
+    }
+
+    #[tokio::test]
+    async fn merging_keeps_watch_sets_and_order() {
+        let (fanout, channels) =
+            fanout_with(&[("a", "live://1", &[1000]), ("b", "", &[2000])]).await;
+        let pushes = [
+            push("k1", 1000, "k1", keys(&["a", "b"])),
+            push("k2", 1000, "k2", keys(&["a", "b"])),
+            push("k3", 2000, "k3", keys(&["a", "b"])),
+            push("r1", 3000, "r1", room("live://1")),
+            push("k4", 1000, "k4", keys(&["a"])),
+        ];
+        assert_eq!(fanout.push_all(&pushes).await, [1, 1, 1, 1, 1]);
+        let a: Vec<_> = queued(&channels[0]).into_iter().map(|(_, p)| p).collect();
+        let packet = |op_code: i32, body: &str| (op_code, body.to_string());
+        assert_eq!(
+            a,
+            [
+                vec![packet(1000, "k1"), packet(1000, "k2")],
+                vec![packet(3000, "r1")],
+                vec![packet(1000, "k4")],
+            ],
+            "a watches 1000 only; rooms ignore watch sets"
+        );
+        let b: Vec<_> = queued(&channels[1]).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(b, [vec![packet(2000, "k3")]]);
     }
 }

@@ -509,9 +509,22 @@ impl Store for PostgresStore {
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         let scopes: Vec<&str> = key.scopes.iter().map(|scope| scope.as_str()).collect();
+        let target_kinds: Option<Vec<&str>> = key
+            .target_kinds
+            .as_ref()
+            .map(|kinds| kinds.iter().map(|kind| kind.as_str()).collect());
+        let rate = |value: u32| {
+            i32::try_from(value)
+                .map_err(|_| StoreError::Invalid(format!("rate limit {value} is too large")))
+        };
+        let (rate_per_second, rate_burst) = match key.rate_limit {
+            Some(limit) => (Some(rate(limit.per_second)?), Some(rate(limit.burst)?)),
+            None => (None, None),
+        };
         sqlx::query(
-            "INSERT INTO api_keys (id, secret_hash, name, scopes, created_at, revoked_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, secret_hash, name, scopes, created_at, revoked_at,
+                                   target_kinds, rate_per_second, rate_burst)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&key.id)
         .bind(&key.secret_hash)
@@ -519,6 +532,9 @@ impl Store for PostgresStore {
         .bind(scopes)
         .bind(key.created_at)
         .bind(key.revoked_at)
+        .bind(target_kinds)
+        .bind(rate_per_second)
+        .bind(rate_burst)
         .execute(&self.pool)
         .await
         .map_err(store_error)?;

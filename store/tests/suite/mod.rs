@@ -10,9 +10,9 @@
 use rim_proto::schema::session_event::Kind;
 use rim_proto::schema::{NodeHeartbeat, NodeRegistration, RoomCount, SessionEvent};
 use rim_store::{
-    ApiKeyRecord, DisplacedSession, ExpiryReport, NodeState, OnlineTotals, Region,
+    ApiKeyRecord, DisplacedSession, ExpiryReport, NodeState, OnlineTotals, RateLimit, Region,
     RegistrationReport, RoomOnline, Scope, Session, SessionApplyReport, Store, StoreError,
-    StoreSettings,
+    StoreSettings, TargetKind,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -1301,8 +1301,19 @@ pub async fn api_keys_lifecycle(store: &dyn Store) {
         scopes: vec![Scope::Push, Scope::Read],
         created_at: T0,
         revoked_at: None,
+        target_kinds: None,
+        rate_limit: None,
     };
-    let (b, a) = (key("b", &[2; 32]), key("a", &[1; 32]));
+    // Limits survive the round trip.
+    let b = ApiKeyRecord {
+        target_kinds: Some(vec![TargetKind::Mids, TargetKind::Keys]),
+        rate_limit: Some(RateLimit {
+            per_second: 50,
+            burst: 100,
+        }),
+        ..key("b", &[2; 32])
+    };
+    let a = key("a", &[1; 32]);
     store.insert_api_key(&b).await.unwrap();
     store.insert_api_key(&a).await.unwrap();
     let admin = ApiKeyRecord {
