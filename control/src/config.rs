@@ -103,6 +103,24 @@ pub struct ControlConfig {
     #[arg(long, env = "RIM_CONTROL_AUTH_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub control_auth_max_in_flight: usize,
 
+    /// Lifetime of the node tokens issued at enrollment and renewal, in milliseconds. Nodes renew
+    /// at half of it; a stolen token is good for at most this long after its node stops renewing.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_NODE_TOKEN_TTL_MS",
+        default_value_t = 3_600_000
+    )]
+    pub control_node_token_ttl_ms: u64,
+
+    /// Age at which the newest node-token signing key is replaced by a new generation, in
+    /// milliseconds (keys are shared by every instance through the store; see `enroll`).
+    #[arg(
+        long,
+        env = "RIM_CONTROL_NODE_KEY_ROTATION_MS",
+        default_value_t = 7 * 24 * 3_600_000
+    )]
+    pub control_node_key_rotation_ms: u64,
+
     /// HTTPDNS answer settings (`/goim/nodes/weighted`, `/v1/dns`).
     #[command(flatten)]
     pub balancer: BalancerConfig,
@@ -129,6 +147,8 @@ impl Default for ControlConfig {
             control_max_in_flight: 4096,
             control_edge_max_in_flight: 1024,
             control_auth_max_in_flight: 1024,
+            control_node_token_ttl_ms: 3_600_000,
+            control_node_key_rotation_ms: 7 * 24 * 3_600_000,
             balancer: BalancerConfig::default(),
         }
     }

@@ -1,24 +1,35 @@
 //! The edge API: how edges tell the control plane who they are and who is connected to them.
 //!
-//! Every call is `POST`, authenticated with `Authorization: Bearer <cluster secret>`, with a
-//! protobuf body (`Content-Type: application/x-protobuf`, messages of `rim_proto::schema`) of at
-//! most `edge_body_limit` bytes.
+//! Every call is `POST`, authenticated with `Authorization: Bearer <node token>` (an edge's token,
+//! from [`crate::enroll`]; the cluster secret is refused here), with a protobuf body
+//! (`Content-Type: application/x-protobuf`, messages of `rim_proto::schema`) of at most
+//! `edge_body_limit` bytes. The token is checked before any of the body is read, and it binds the
+//! call to one node: a body naming another node id (or, on register, another region) is refused
+//! with 403, so a compromised edge can neither report sessions for, register or heartbeat as, nor
+//! change the push URL of any node but its own.
 //!
 //! | route | request | success | meaning |
 //! |---|---|---|---|
 //! | `/edge/v1/register` | `NodeRegistration` | 204 | node known and active (call again after a 404); a new `boot_id` ends the previous life's sessions |
 //! | `/edge/v1/heartbeat` | `NodeHeartbeat` | 204 | counts, room counts and draining flag stored; `stopped` marks the node dead at once |
+//! | `/edge/v1/enroll`, `/edge/v1/renew`, `/edge/v1/keys` | see [`crate::enroll`] | 200 | node tokens |
 //! | `/edge/v1/sessions` | `SessionBatch` | 200, JSON `SessionApplyReport` | events applied in order |
 //! | `/edge/v1/auth` | `AuthRequest` | 200, `AuthResponse` | business webhook accepted or refused the client |
 //!
 //! Statuses an edge client must handle (error bodies are JSON `{"error","message"}`):
-//! - 401: wrong cluster secret (configuration error, do not retry).
+//! - 401: missing, malformed, forged or expired node token (enroll or renew, then retry).
+//! - 403: the token is another node's, another region's or another role's.
 //! - 400: malformed protobuf or invalid field (do not retry the same body; drop and count it).
 //! - 404: unknown node (heartbeat, sessions): register again, then resend. On `/edge/v1/auth`:
 //!   no webhook is configured (the body is an `AuthResponse` refusal saying so).
 //! - 413: body or batch too large: split the batch.
 //! - 502 (`/edge/v1/auth` only): the webhook failed; refuse the client as "auth unavailable".
 //! - 503: store unavailable, nothing applied: retry with backoff, keep the batch.
+//!
+//! Liveness never depends on room statistics: a heartbeat's room list is bounded by the edge (its
+//! largest rooms, the rest summed in `omitted_*`), and control stores at most
+//! [`rim_proto::MAX_HEARTBEAT_ROOMS`] of them, dropping (and counting) rooms that are malformed or
+//! beyond the bound, so the heartbeat itself is accepted whatever rooms clients chose.
 //!
 //! An invalid event (unknown kind, empty or oversized key, malformed room) is dropped, logged and
 //! counted in the report's `ignored`, so one bad event never blocks the rest of its batch.
@@ -45,6 +56,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use prost::Message;
+use rim_proto::node_token::{NodeClaims, NodeRole};
 use rim_proto::schema::session_event::Kind;
 use rim_proto::schema::{
     AuthRequest, AuthResponse, NodeHeartbeat, NodeRegistration, SessionBatch, SessionEvent,
@@ -65,6 +77,7 @@ pub fn lifecycle_routes() -> Router<AppState> {
         .route("/edge/v1/register", post(register))
         .route("/edge/v1/heartbeat", post(heartbeat))
         .route("/edge/v1/sessions", post(sessions))
+        .merge(crate::enroll::routes())
 }
 
 /// The auth hook, bounded apart from the lifecycle routes: it waits for the business webhook.
@@ -72,15 +85,31 @@ pub fn auth_routes() -> Router<AppState> {
     Router::new().route("/edge/v1/auth", post(auth))
 }
 
-/// Authenticates the edge and decodes its protobuf body.
+/// Authenticates the edge by its node token (before reading anything of the body), then decodes
+/// its protobuf body.
 async fn decode<M: Message + Default>(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<M, ApiError> {
-    state.edges.require(headers)?;
+) -> Result<(NodeClaims, M), ApiError> {
+    let claims = state.nodes.authenticate(headers, NodeRole::Edge).await?;
     let bytes = read_body(headers, body, state.config.control_edge_body_limit).await?;
-    M::decode(bytes).map_err(|e| ApiError::BadRequest(format!("malformed protobuf body: {e}")))
+    let message = M::decode(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("malformed protobuf body: {e}")))?;
+    Ok((claims, message))
+}
+
+/// Refuses (403) a body about another node than the token's.
+fn own(claims: &NodeClaims, node_id: &str) -> Result<(), ApiError> {
+    if claims.sub == node_id {
+        return Ok(());
+    }
+    metrics::counter!("rim_control_edge_foreign_node_refused_total").increment(1);
+    tracing::warn!(token_node = %claims.sub, body_node = %node_id, "edge call for another node refused");
+    Err(ApiError::Forbidden(format!(
+        "this credential belongs to node {:?}; it cannot act for node {node_id:?}",
+        claims.sub
+    )))
 }
 
 /// A protobuf response.
@@ -89,7 +118,7 @@ fn protobuf(message: &impl Message) -> Response {
 }
 
 /// Checks an identifier the edge chose: non-empty, bounded.
-fn check_id(what: &str, value: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(what: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > MAX_ID_LEN {
         return Err(ApiError::BadRequest(format!(
             "{what} must be 1..={MAX_ID_LEN} bytes, got {value:?}"
@@ -146,7 +175,14 @@ async fn register(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let node: NodeRegistration = decode(&state, &headers, body).await?;
+    let (claims, node): (_, NodeRegistration) = decode(&state, &headers, body).await?;
+    own(&claims, &node.node_id)?;
+    if node.region != claims.region {
+        return Err(ApiError::Forbidden(format!(
+            "node {:?} enrolled in region {:?}; it cannot register in {:?}",
+            claims.sub, claims.region, node.region
+        )));
+    }
     check_registration(&node)?;
     if node.boot_id.len() > MAX_ID_LEN {
         return Err(ApiError::BadRequest(format!(
@@ -174,18 +210,9 @@ async fn heartbeat(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let report: NodeHeartbeat = decode(&state, &headers, body).await?;
-    check_id("node_id", &report.node_id)?;
-    if let Some(bad) = report
-        .rooms
-        .iter()
-        .find(|r| validate_room(&r.room).is_err())
-    {
-        return Err(ApiError::BadRequest(format!(
-            "room {:?} is not `type://id`",
-            bad.room
-        )));
-    }
+    let (claims, mut report): (_, NodeHeartbeat) = decode(&state, &headers, body).await?;
+    own(&claims, &report.node_id)?;
+    bound_rooms(&mut report);
     timed_store(
         "node_heartbeat",
         state.store.node_heartbeat(&report, crate::now_ms()),
@@ -196,6 +223,38 @@ async fn heartbeat(
         tracing::info!(node = %report.node_id, "edge stopped; node dead and its sessions ended");
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Keeps a heartbeat's room statistics within bounds without refusing the heartbeat: malformed
+/// rooms are dropped, and beyond [`rim_proto::MAX_HEARTBEAT_ROOMS`] only the largest rooms are
+/// kept; what is left out is added to the report's `omitted_*` figures, published per node as
+/// `rim_control_heartbeat_rooms_omitted{node}`.
+fn bound_rooms(report: &mut NodeHeartbeat) {
+    let mut omitted = |rooms: &mut Vec<rim_proto::schema::RoomCount>, reason: &'static str| {
+        if rooms.is_empty() {
+            return;
+        }
+        metrics::counter!("rim_control_heartbeat_rooms_dropped_total", "reason" => reason)
+            .increment(rooms.len() as u64);
+        report.omitted_rooms = report.omitted_rooms.saturating_add(rooms.len() as u64);
+        let connections = rooms
+            .iter()
+            .fold(0u64, |sum, r| sum.saturating_add(r.count));
+        report.omitted_room_connections =
+            report.omitted_room_connections.saturating_add(connections);
+    };
+    let (mut valid, mut invalid): (Vec<_>, Vec<_>) = std::mem::take(&mut report.rooms)
+        .into_iter()
+        .partition(|room| validate_room(&room.room).is_ok());
+    omitted(&mut invalid, "malformed");
+    if valid.len() > rim_proto::MAX_HEARTBEAT_ROOMS {
+        valid.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.room.cmp(&b.room)));
+        let mut beyond = valid.split_off(rim_proto::MAX_HEARTBEAT_ROOMS);
+        omitted(&mut beyond, "beyond_bound");
+    }
+    report.rooms = valid;
+    metrics::gauge!("rim_control_heartbeat_rooms_omitted", "node" => report.node_id.clone())
+        .set(report.omitted_rooms as f64);
 }
 
 /// Checks one session event's fields (the reason names what is wrong).
@@ -235,8 +294,8 @@ async fn sessions(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let batch: SessionBatch = decode(&state, &headers, body).await?;
-    check_id("node_id", &batch.node_id)?;
+    let (claims, batch): (_, SessionBatch) = decode(&state, &headers, body).await?;
+    own(&claims, &batch.node_id)?;
     let limit = state.config.control_max_session_batch;
     if batch.events.len() > limit {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -276,8 +335,8 @@ async fn auth(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let request: AuthRequest = decode(&state, &headers, body).await?;
-    check_id("node_id", &request.node_id)?;
+    let (claims, request): (_, AuthRequest) = decode(&state, &headers, body).await?;
+    own(&claims, &request.node_id)?;
     let Some(webhook) = &state.webhook else {
         let refusal = AuthResponse {
             accepted: false,

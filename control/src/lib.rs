@@ -4,7 +4,8 @@
 //! It serves four surfaces, each in its own module:
 //! - [`goim`]: the goim-compatible business routes (`/goim/*`).
 //! - [`v1`] and [`admin`]: rim's versioned JSON API, described by [`openapi`] at `/v1/openapi.json`.
-//! - [`edge_api`]: what edges call (register, heartbeat, session batches, auth webhook).
+//! - [`edge_api`]: what edges call (register, heartbeat, session batches, auth webhook), with the
+//!   node tokens of [`enroll`] (enrollment, renewal, signing keys).
 //! - `/metrics`, and [`health`] (`/healthz`: store and broker reachable).
 //!
 //! Key takeovers that the store reports are turned into close notices for the old edge by
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod dns;
 pub mod edge_api;
+pub mod enroll;
 pub mod error;
 pub mod goim;
 pub mod health;

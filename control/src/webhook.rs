@@ -8,8 +8,9 @@
 //!   unchanged as the body (goim clients send `{"mid","key","room_id","platform","accepts","token"...}`),
 //!   headers `X-Rim-Node-Id` and `X-Rim-Client-Ip`.
 //! - Accept: any 2xx with JSON `{"mid": int, "key": str?, "room_id": str?, "platform": str?,
-//!   "accepts": [int]?}`: the identity the edge must use (never the client's own claims). An empty
-//!   key lets the edge generate one.
+//!   "accepts": [int]?, "rooms": [str]?}`: the identity the edge must use (never the client's own
+//!   claims). An empty key lets the edge generate one; `rooms` lists the rooms or room patterns
+//!   (`live://*`) the client may change to besides `room_id` (none when absent).
 //! - Refuse: 401 or 403, optionally with JSON `{"reason": str}` shown to the client.
 //! - Anything else (other statuses, timeouts, unreachable, malformed answers) is a webhook failure:
 //!   the edge API answers 502 and the edge refuses the client with "auth unavailable".
@@ -27,6 +28,9 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Most operations a client's watch set may hold.
 const MAX_ACCEPTS: usize = 1024;
+
+/// Most rooms or room patterns one identity may be granted.
+const MAX_ROOM_GRANTS: usize = 64;
 
 /// Longest platform name.
 const MAX_PLATFORM_LEN: usize = 64;
@@ -49,6 +53,8 @@ struct Identity {
     platform: String,
     #[serde(default)]
     accepts: Vec<i32>,
+    #[serde(default)]
+    rooms: Vec<String>,
 }
 
 /// The business backend's refusing answer.
@@ -107,6 +113,7 @@ impl AuthWebhook {
                 room: identity.room_id,
                 platform: identity.platform,
                 accepts: identity.accepts,
+                rooms: identity.rooms,
             })
         } else if status == reqwest::StatusCode::UNAUTHORIZED
             || status == reqwest::StatusCode::FORBIDDEN
@@ -141,6 +148,13 @@ fn check_identity(identity: &Identity) -> Result<(), ApiError> {
     if identity.platform.len() > MAX_PLATFORM_LEN {
         return Err(ApiError::BadRequest(format!(
             "platform longer than {MAX_PLATFORM_LEN} bytes"
+        )));
+    }
+    if identity.rooms.len() > MAX_ROOM_GRANTS
+        || identity.rooms.iter().any(|room| room.len() > MAX_NAME_LEN)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "rooms: at most {MAX_ROOM_GRANTS} entries of at most {MAX_NAME_LEN} bytes"
         )));
     }
     if identity.accepts.len() > MAX_ACCEPTS {

@@ -244,12 +244,12 @@ async fn malformed_queries_are_400_never_500() {
 }
 
 #[tokio::test]
-async fn edge_api_checks_the_secret_and_answers_404_for_unknown_nodes() {
+async fn edge_api_checks_the_token_and_answers_404_for_unknown_nodes() {
     let (h, _bus) = harness(config()).await;
     let wrong = h
         .http
         .post(h.url("/edge/v1/register"))
-        .bearer_auth("not-the-secret")
+        .bearer_auth(SECRET)
         .body(prost::Message::encode_to_vec(&registration("n1", "sh")))
         .send()
         .await
@@ -269,10 +269,11 @@ async fn edge_api_checks_the_secret_and_answers_404_for_unknown_nodes() {
         .await;
     assert_eq!(status, 404, "{body}");
 
+    let token = h.enroll("edge", "n1", "sh").await.token;
     let garbage = h
         .http
         .post(h.url("/edge/v1/sessions"))
-        .bearer_auth(SECRET)
+        .bearer_auth(&token)
         .body(vec![0xff, 0xff, 0xff])
         .send()
         .await
@@ -651,12 +652,12 @@ async fn openapi_document_lists_exactly_the_served_v1_routes() {
         ("GET", "/v1/admin/regions"),
         ("POST", "/v1/admin/regions"),
         ("GET", "/v1/admin/regions/{name}"),
-        ("GET", "/v1/admin/api-keys"),
         ("PUT", "/v1/admin/regions/{name}"),
         ("DELETE", "/v1/admin/regions/{name}"),
+        ("GET", "/v1/admin/api-keys"),
         ("POST", "/v1/admin/api-keys"),
-        ("DELETE", "/v1/admin/api-keys/{id}"),
         ("GET", "/v1/admin/api-keys/{id}"),
+        ("DELETE", "/v1/admin/api-keys/{id}"),
         ("POST", "/v1/admin/nodes/{id}/drain"),
         ("POST", "/v1/admin/nodes/{id}/undrain"),
     ];

@@ -3,14 +3,45 @@
 //! A `Channel` is shared (`Arc`) between the bucket that indexes it, the rooms it is in, and the task
 //! that owns the socket. Pushers only touch its outbox and watch set, so they never wait for the socket.
 //! It is kept small: it exists once per idle connection.
+//!
+//! What the client may change is bounded here: a room change ([`Channel::may_enter`]) must be granted
+//! by the identity ([`crate::auth::rooms`]) and fit [`MAX_ROOM_LEN`]; the watch set never holds more
+//! than [`MAX_WATCH_OPS`] operations ([`Channel::watch`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use rim_proto::limits::{MAX_ROOM_LEN, MAX_WATCH_OPS};
 
-use crate::auth::Identity;
+use crate::auth::{Identity, RoomGrant};
 use crate::outbox::Outbox;
+
+/// Why a room change was refused; the text is sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomRefusal {
+    /// The room id is longer than [`MAX_ROOM_LEN`] bytes.
+    #[error("room id of {0} bytes is longer than {MAX_ROOM_LEN}")]
+    TooLong(usize),
+    /// The identity does not grant the room.
+    #[error("room {0:?} is not granted to this connection (see the `rooms` of its token)")]
+    Forbidden(String),
+}
+
+impl RoomRefusal {
+    /// Stable label, sent as `reason` to the client.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TooLong(_) => "room_too_long",
+            Self::Forbidden(_) => "room_forbidden",
+        }
+    }
+}
+
+/// A watch-set change refused because the set would hold this many operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the watch set would hold {0} operations, more than {MAX_WATCH_OPS}")]
+pub struct WatchSetTooLarge(pub usize);
 
 /// An authenticated connection: identity, room, watch set and send queue.
 #[derive(Debug)]
@@ -22,6 +53,10 @@ pub struct Channel {
     ip: IpAddr,
     /// Changed only under the lock of the channel's bucket, so bucket and channel always agree.
     pub(crate) room: Mutex<Option<Arc<str>>>,
+    /// The identity's own room, always enterable again.
+    home: Option<Arc<str>>,
+    /// Other rooms the identity may enter.
+    rooms: RoomGrant,
     /// Sorted, deduplicated ops of the key/user/broadcast pushes this connection accepts.
     watch: Mutex<Vec<i32>>,
     /// Packets waiting for the socket.
@@ -29,10 +64,11 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// A channel for a verified identity (its room and watch set), not yet in any bucket; `key` is the
-    /// identity's key or one the edge made up.
+    /// A channel for a verified identity (its room, room grant and watch set), not yet in any
+    /// bucket; `key` is the identity's key or one the edge made up. The identity is trusted to be
+    /// within bounds (the handshake checks them, [`Identity::check_bounds`]).
     pub fn new(id: u64, key: Arc<str>, identity: &Identity, ip: IpAddr) -> Self {
-        let room = Some(identity.room.as_str())
+        let room: Option<Arc<str>> = Some(identity.room.as_str())
             .filter(|room| !room.is_empty())
             .map(Arc::from);
         let channel = Self {
@@ -41,12 +77,26 @@ impl Channel {
             mid: identity.mid,
             platform: identity.platform.as_str().into(),
             ip,
+            home: room.clone(),
             room: Mutex::new(room),
+            rooms: identity.rooms.clone(),
             watch: Mutex::new(Vec::new()),
             outbox: Outbox::default(),
         };
-        channel.watch(&identity.accepts);
+        merge_ops(&mut channel.watch.lock(), &identity.accepts);
         channel
+    }
+
+    /// Whether the connection may move to `room` (empty: leave): its own room, a granted one, or none.
+    pub fn may_enter(&self, room: &str) -> Result<(), RoomRefusal> {
+        if room.len() > MAX_ROOM_LEN {
+            return Err(RoomRefusal::TooLong(room.len()));
+        }
+        if room.is_empty() || self.home.as_deref() == Some(room) || self.rooms.allows(room) {
+            Ok(())
+        } else {
+            Err(RoomRefusal::Forbidden(room.to_owned()))
+        }
     }
 
     /// Unique id of this connection on this edge; a later connection with the same key has another.
@@ -89,13 +139,20 @@ impl Channel {
         self.watch.lock().binary_search(&op).is_ok()
     }
 
-    /// Adds ops to the watch set.
-    pub fn watch(&self, ops: &[i32]) {
+    /// Adds ops to the watch set, unless it would then hold more than [`MAX_WATCH_OPS`] (the set is
+    /// left as it was).
+    pub fn watch(&self, ops: &[i32]) -> Result<(), WatchSetTooLarge> {
         let mut watch = self.watch.lock();
-        watch.extend_from_slice(ops);
-        watch.sort_unstable();
-        watch.dedup();
-        watch.shrink_to_fit();
+        let added = ops.iter().filter(|op| watch.binary_search(op).is_err());
+        let mut new: Vec<i32> = added.copied().collect();
+        new.sort_unstable();
+        new.dedup();
+        let size = watch.len() + new.len();
+        if size > MAX_WATCH_OPS {
+            return Err(WatchSetTooLarge(size));
+        }
+        merge_ops(&mut watch, &new);
+        Ok(())
     }
 
     /// Removes ops from the watch set.
@@ -104,4 +161,12 @@ impl Channel {
         watch.retain(|op| !ops.contains(op));
         watch.shrink_to_fit();
     }
+}
+
+/// Adds `ops` to a sorted, deduplicated watch set.
+fn merge_ops(watch: &mut Vec<i32>, ops: &[i32]) {
+    watch.extend_from_slice(ops);
+    watch.sort_unstable();
+    watch.dedup();
+    watch.shrink_to_fit();
 }

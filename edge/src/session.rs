@@ -15,6 +15,19 @@
 //!
 //! Connects, refused auths and closes are logged at info level in one compact line each, rate-limited
 //! ([`crate::ratelog`]) since they happen once per connection.
+//!
+//! # Refused room and watch-set changes
+//!
+//! goim answers every op 12 with op 13 echoing the body, moving the connection wherever it asks. rim
+//! moves it only to a room its identity grants (see [`crate::auth::rooms`]) whose id fits
+//! [`rim_proto::limits::MAX_ROOM_LEN`]; otherwise the op-13 reply carries, instead of the echo, a
+//! JSON error such as `{"error":"room \"live://2\" is not granted to this connection (see the
+//! `rooms` of its token)","reason":"room_forbidden","room":"live://2"}` (reason `room_forbidden` or
+//! `room_too_long`), and the connection stays open in its old room. Likewise an op 14 that would grow
+//! the watch set past [`rim_proto::limits::MAX_WATCH_OPS`] gets an op-15 reply
+//! `{"error":"...","reason":"watch_set_too_large"}` and leaves the set unchanged. A client tells a
+//! refusal from a confirmation by comparing the reply's body with what it sent. An auth whose identity
+//! is past either bound is refused like any other bad auth.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -25,8 +38,8 @@ use bytes::Bytes;
 use rim_proto::{Packet, op};
 use tokio::time::{Instant, Sleep};
 
-use crate::auth::AuthRequest;
-use crate::channel::Channel;
+use crate::auth::{AuthError, AuthRequest};
+use crate::channel::{Channel, RoomRefusal};
 use crate::close::CloseReason;
 use crate::hooks::{ConnectAck, UpstreamMessage};
 use crate::metrics;
@@ -43,6 +56,7 @@ static CONNECT_LOG: RateLimit = RateLimit::new(10);
 static CLOSE_LOG: RateLimit = RateLimit::new(10);
 static AUTH_FAILURE_LOG: RateLimit = RateLimit::new(10);
 static REPORT_TIMEOUT_LOG: RateLimit = RateLimit::new(1);
+static REFUSED_CHANGE_LOG: RateLimit = RateLimit::new(10);
 
 /// Runs a connection from its first byte to its close. `deadline` is when auth must be done by.
 pub async fn run<T: Transport>(
@@ -93,15 +107,20 @@ async fn handshake<T: Transport>(
     let identity = match tokio::time::timeout_at(deadline, shared.verifier.verify(request)).await {
         Err(_) => return Err(auth_failed(ip, "timeout", CloseReason::HandshakeTimeout)),
         Ok(Err(error)) => {
-            let body = serde_json::json!({ "error": error.to_string(), "reason": error.label() });
-            let reply = auth.reply(op::AUTH_REPLY, body.to_string().into_bytes());
-            let refusal = [Frame::Packet(reply.to_bytes())];
-            let _ = tokio::time::timeout(CLOSE_BUDGET, transport.send(&refusal)).await;
+            refuse_auth(transport, &auth, &error).await;
             let reason = CloseReason::AuthFailed(error.to_string());
             return Err(auth_failed(ip, error.label(), reason));
         }
         Ok(Ok(identity)) => identity,
     };
+    if let Err(error) = identity.check_bounds() {
+        refuse_auth(transport, &auth, &error).await;
+        return Err(auth_failed(
+            ip,
+            error.label(),
+            CloseReason::AuthFailed(error.to_string()),
+        ));
+    }
     metrics::auth("ok");
     let key: Arc<str> = match identity.key.is_empty() {
         true => Arc::from(uuid::Uuid::now_v7().simple().to_string()),
@@ -124,6 +143,14 @@ async fn handshake<T: Transport>(
         tracing::info!(key = %channel.key(), id = channel.id(), mid = channel.mid(), %ip, platform = channel.platform(), room = channel.room().as_deref().unwrap_or(""), suppressed, "client connected");
     }
     Ok((channel, auth.reply(op::AUTH_REPLY, Bytes::new()).to_bytes()))
+}
+
+/// Sends the op-8 reply of a refused auth: a JSON error the client can read before the close.
+async fn refuse_auth<T: Transport>(transport: &mut T, auth: &Packet, error: &AuthError) {
+    let body = serde_json::json!({ "error": error.to_string(), "reason": error.label() });
+    let reply = auth.reply(op::AUTH_REPLY, body.to_string().into_bytes());
+    let refusal = [Frame::Packet(reply.to_bytes())];
+    let _ = tokio::time::timeout(CLOSE_BUDGET, transport.send(&refusal)).await;
 }
 
 /// Counts and logs (rate-limited) an auth that failed with `outcome`; returns `reason` to close with.
@@ -299,15 +326,35 @@ async fn handle(
         op::CHANGE_ROOM => {
             let room = std::str::from_utf8(&packet.body)
                 .map_err(|_| CloseReason::Protocol("room id is not UTF-8".into()))?;
-            let room = Some(room).filter(|r| !r.is_empty()).map(Arc::from);
-            let previous = shared.buckets.change_room(channel, room);
-            shared.events.room_changed(channel, previous.as_deref());
-            packet.reply(op::CHANGE_ROOM_REPLY, packet.body.clone())
+            match channel.may_enter(room) {
+                Ok(()) => {
+                    let room = Some(room).filter(|r| !r.is_empty()).map(Arc::from);
+                    let previous = shared.buckets.change_room(channel, room);
+                    shared.events.room_changed(channel, previous.as_deref());
+                    packet.reply(op::CHANGE_ROOM_REPLY, packet.body.clone())
+                }
+                Err(refusal) => {
+                    let mut body = serde_json::json!({
+                        "error": refusal.to_string(),
+                        "reason": refusal.label(),
+                    });
+                    if let RoomRefusal::Forbidden(room) = &refusal {
+                        body["room"] = room.as_str().into();
+                    }
+                    refused_change(channel, refusal.label());
+                    packet.reply(op::CHANGE_ROOM_REPLY, body.to_string().into_bytes())
+                }
+            }
         }
-        op::SUB => {
-            channel.watch(&op::parse_op_list(&packet.body));
-            packet.reply(op::SUB_REPLY, packet.body.clone())
-        }
+        op::SUB => match channel.watch(&op::parse_op_list(&packet.body)) {
+            Ok(()) => packet.reply(op::SUB_REPLY, packet.body.clone()),
+            Err(refusal) => {
+                let reason = "watch_set_too_large";
+                refused_change(channel, reason);
+                let body = serde_json::json!({ "error": refusal.to_string(), "reason": reason });
+                packet.reply(op::SUB_REPLY, body.to_string().into_bytes())
+            }
+        },
         op::UNSUB => {
             channel.unwatch(&op::parse_op_list(&packet.body));
             packet.reply(op::UNSUB_REPLY, packet.body.clone())
@@ -327,4 +374,11 @@ async fn handle(
         }
     };
     Ok(Some(reply.to_bytes()))
+}
+
+/// Logs (rate-limited) a room or watch-set change refused for `reason`.
+fn refused_change(channel: &Channel, reason: &'static str) {
+    if let Some(suppressed) = REFUSED_CHANGE_LOG.allow() {
+        tracing::info!(key = %channel.key(), id = channel.id(), reason, suppressed, "client change refused");
+    }
 }

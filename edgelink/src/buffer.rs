@@ -448,6 +448,7 @@ mod tests {
             room: room.into(),
             platform: "web".into(),
             accepts: vec![1000],
+            ..Identity::default()
         };
         Channel::new(id, Arc::from(key), &identity, "10.0.0.1".parse().unwrap())
     }

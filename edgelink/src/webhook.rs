@@ -17,6 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rim_edge::auth::AuthRequest;
+use rim_edge::auth::RoomGrant;
 use rim_edge::{AuthError, Identity, Verifier};
 use rim_proto::schema;
 
@@ -59,6 +60,7 @@ impl Verifier for WebhookVerifier {
                 room: answer.room,
                 platform: answer.platform,
                 accepts: answer.accepts,
+                rooms: RoomGrant::patterns(answer.rooms),
             }),
             Ok(answer) if answer.reason.is_empty() => {
                 Err(AuthError::Rejected("refused by the auth webhook".into()))

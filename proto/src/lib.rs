@@ -10,11 +10,13 @@
 //!
 //!   Every decoder validates every length against the bytes actually present and returns a
 //!   [`DecodeError`] rather than panicking, whatever the input.
+//! - [`limits`]: bounds on the room names and watch sets clients choose.
 //! - [`schema`]: rim's internal protobuf messages (pushes on the bus, edge API calls), compiled from
 //!   `schemas/rim.proto` at build time.
 
 pub mod batch;
 pub mod error;
+pub mod limits;
 pub mod message;
 pub mod op;
 pub mod packet;

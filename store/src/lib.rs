@@ -40,12 +40,14 @@ pub mod error;
 pub mod memory;
 pub mod model;
 mod node_input;
+pub mod node_keys;
 pub mod postgres;
 mod session_rules;
 
 pub use directory::{DirectorySettings, NodeDirectory, NodeSnapshot};
 pub use error::StoreError;
 pub use model::*;
+pub use node_keys::NodeSigningKey;
 
 use async_trait::async_trait;
 use rim_proto::schema::{NodeHeartbeat, NodeRegistration, SessionEvent};
@@ -182,4 +184,12 @@ pub trait Store: Send + Sync + 'static {
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
     /// Revokes a key; `false` if no such key.
     async fn revoke_api_key(&self, id: &str, now: UnixMillis) -> Result<bool, StoreError>;
+
+    /// Every node-token signing key, by generation (see [`node_keys`]).
+    async fn node_signing_keys(&self) -> Result<Vec<NodeSigningKey>, StoreError>;
+    /// Adds a signing key unless its generation or kid is taken: `false` when another control
+    /// instance inserted that generation first (read the keys again to use the winner's).
+    async fn insert_node_signing_key(&self, key: &NodeSigningKey) -> Result<bool, StoreError>;
+    /// Deletes the signing keys of generations below `generation`; how many.
+    async fn delete_node_signing_keys_below(&self, generation: i64) -> Result<u64, StoreError>;
 }

@@ -7,7 +7,10 @@ use prost::Message;
 use rim_bus::BusProducer;
 use rim_control::{ControlConfig, RunningControl};
 use rim_proto::schema::session_event::Kind;
-use rim_proto::schema::{NodeHeartbeat, NodeRegistration, RoomCount, SessionBatch, SessionEvent};
+use rim_proto::schema::{
+    NodeCredential, NodeEnrollment, NodeHeartbeat, NodeRegistration, RoomCount, SessionBatch,
+    SessionEvent,
+};
 use rim_store::Store;
 use rim_store::memory::MemoryStore;
 use serde_json::Value;
@@ -63,16 +66,54 @@ impl Harness {
         format!("{}{path}", self.base)
     }
 
-    /// POSTs a protobuf message to the edge API with the cluster secret.
-    pub async fn edge(&self, path: &str, message: &impl Message) -> reqwest::Response {
+    /// Enrolls a node with the cluster secret; answers its credential.
+    pub async fn enroll(&self, role: &str, node_id: &str, region: &str) -> NodeCredential {
+        let request = NodeEnrollment {
+            role: role.into(),
+            node_id: node_id.into(),
+            region: region.into(),
+        };
+        let response = self
+            .http
+            .post(self.url("/edge/v1/enroll"))
+            .bearer_auth(SECRET)
+            .header("content-type", "application/x-protobuf")
+            .body(request.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "enrolling {node_id}");
+        NodeCredential::decode(response.bytes().await.unwrap()).unwrap()
+    }
+
+    /// POSTs a protobuf message to the edge API with `token`.
+    pub async fn edge_with(
+        &self,
+        token: &str,
+        path: &str,
+        message: &impl Message,
+    ) -> reqwest::Response {
         self.http
             .post(self.url(path))
-            .bearer_auth(SECRET)
+            .bearer_auth(token)
             .header("content-type", "application/x-protobuf")
             .body(message.encode_to_vec())
             .send()
             .await
             .unwrap()
+    }
+
+    /// POSTs a protobuf message to the edge API as the node it names, with a token that node got
+    /// by enrolling (in the registration's region, else any).
+    pub async fn edge<M: Message + NodeBody>(&self, path: &str, message: &M) -> reqwest::Response {
+        let credential = self
+            .enroll(
+                "edge",
+                message.node_id(),
+                message.region().unwrap_or("any-region"),
+            )
+            .await;
+        self.edge_with(&credential.token, path, message).await
     }
 
     /// Registers a node as an edge would; asserts success.
@@ -107,8 +148,7 @@ impl Harness {
                     count: *count,
                 })
                 .collect(),
-            draining: false,
-            stopped: false,
+            ..NodeHeartbeat::default()
         };
         self.edge("/edge/v1/heartbeat", &report)
             .await
@@ -142,6 +182,43 @@ impl Harness {
         .await;
         assert_eq!(status, 201, "{body}");
         body["secret"].as_str().unwrap().to_owned()
+    }
+}
+
+/// An edge API body, naming the node it is about.
+pub trait NodeBody {
+    /// The node the body is about.
+    fn node_id(&self) -> &str;
+    /// The region, for bodies that carry one.
+    fn region(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl NodeBody for NodeRegistration {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+    fn region(&self) -> Option<&str> {
+        Some(&self.region)
+    }
+}
+
+impl NodeBody for NodeHeartbeat {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+}
+
+impl NodeBody for SessionBatch {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+}
+
+impl NodeBody for rim_proto::schema::AuthRequest {
+    fn node_id(&self) -> &str {
+        &self.node_id
     }
 }
 

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::Identity;
+use super::{Identity, RoomGrant};
 
 /// goim's auth JSON, plus the optional `token`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -32,7 +32,8 @@ impl GoimAuthBody {
         serde_json::from_slice(body)
     }
 
-    /// The identity the body claims (trusted only by the insecure verifier).
+    /// The identity the body claims (trusted only by the insecure verifier), free to enter any room
+    /// as with goim.
     pub fn claimed_identity(self) -> Identity {
         Identity {
             mid: self.mid,
@@ -40,6 +41,7 @@ impl GoimAuthBody {
             room: self.room_id,
             platform: self.platform,
             accepts: self.accepts,
+            rooms: RoomGrant::Any,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Signed-token verifier: the production way for a client to prove who it is.
 //!
-//! The business backend signs a JWT whose claims give `mid`, `key`, `room_id` (or `room`), `platform`
-//! and `accepts`; the client puts it in its auth body. What the edge checks, and why:
+//! The business backend signs a JWT whose claims give `mid`, `key`, `room_id` (or `room`), `rooms`
+//! (the rooms it may change to, see [`super::rooms`]), `platform` and `accepts`; the client puts it
+//! in its auth body. What the edge checks, and why:
 //!
 //! - **The algorithm is pinned** by configuration (`edge_jwt_algorithms`, default HS256 and RS256): a
 //!   token naming any other is refused, and a key only verifies algorithms of its own family, so a
@@ -32,7 +33,7 @@ use serde::Deserialize;
 
 use super::body::find_token;
 use super::jwks::Jwks;
-use super::{AuthError, AuthRequest, Identity, Verifier};
+use super::{AuthError, AuthRequest, Identity, RoomGrant, Verifier};
 
 /// Shortest HMAC secret accepted, in bytes (the output size of SHA-256, as RFC 7518 §3.2 asks).
 pub const MIN_HMAC_KEY_LEN: usize = 32;
@@ -47,6 +48,9 @@ struct Claims {
     key: String,
     #[serde(default, alias = "room")]
     room_id: String,
+    /// Rooms or room patterns (`live://*`) the connection may change to besides `room_id`.
+    #[serde(default)]
+    rooms: Vec<String>,
     #[serde(default)]
     platform: String,
     #[serde(default)]
@@ -359,6 +363,7 @@ impl Verifier for JwtVerifier {
             room: claims.room_id,
             platform,
             accepts: claims.accepts,
+            rooms: RoomGrant::patterns(claims.rooms),
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod body;
 pub mod insecure;
 pub mod jwks;
 pub mod jwt;
+pub mod rooms;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::config::{AuthMode, EdgeConfig};
+
+pub use rooms::RoomGrant;
 
 /// Who a connection is, once verified.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +34,30 @@ pub struct Identity {
     pub platform: String,
     /// Initial watch set: the ops of key, user and broadcast pushes this connection wants.
     pub accepts: Vec<i32>,
+    /// Rooms the connection may change to besides `room` (default: none; see [`rooms`]).
+    pub rooms: RoomGrant,
+}
+
+impl Identity {
+    /// Refuses an identity past the wire bounds (a room id longer than
+    /// [`rim_proto::limits::MAX_ROOM_LEN`], a watch set of more than
+    /// [`rim_proto::limits::MAX_WATCH_OPS`]), whichever verifier produced it.
+    pub fn check_bounds(&self) -> Result<(), AuthError> {
+        use rim_proto::limits::{MAX_ROOM_LEN, MAX_WATCH_OPS};
+        if self.room.len() > MAX_ROOM_LEN {
+            return Err(AuthError::Rejected(format!(
+                "room id of {} bytes is longer than {MAX_ROOM_LEN}",
+                self.room.len()
+            )));
+        }
+        if self.accepts.len() > MAX_WATCH_OPS {
+            return Err(AuthError::Rejected(format!(
+                "the watch set holds {} operations, more than {MAX_WATCH_OPS}",
+                self.accepts.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What a verifier gets to decide on.

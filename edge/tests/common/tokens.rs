@@ -23,9 +23,11 @@ fn now() -> i64 {
     jsonwebtoken::get_current_timestamp() as i64
 }
 
-/// Claims for `key` in `room` accepting `accepts`, expiring `ttl` seconds from now (negative: past).
+/// Claims for `key` in `room` accepting `accepts`, expiring `ttl` seconds from now (negative: past);
+/// the connection may change to any `live://` room.
 pub fn claims(key: &str, room: &str, accepts: &[i32], ttl: i64) -> serde_json::Value {
-    json!({"mid": 42, "key": key, "room_id": room, "accepts": accepts, "exp": now() + ttl, "iss": ISSUER})
+    json!({"mid": 42, "key": key, "room_id": room, "rooms": ["live://*"], "accepts": accepts,
+        "exp": now() + ttl, "iss": ISSUER})
 }
 
 /// Signs claims with HS256 and `secret`.

@@ -13,6 +13,7 @@ use crate::model::{
     RegistrationReport, RoomOnline, Session, SessionApplyReport, UnixMillis,
 };
 use crate::node_input::{check_region, is_new_life, load_of, node_from_registration, region_of};
+use crate::node_keys::{NodeKeyTable, NodeSigningKey};
 use crate::session_rules::plan_session_events;
 use crate::{Store, StoreSettings};
 use async_trait::async_trait;
@@ -26,6 +27,7 @@ use std::ops::Bound;
 pub struct MemoryStore {
     settings: StoreSettings,
     state: RwLock<State>,
+    node_keys: NodeKeyTable,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -88,6 +90,7 @@ impl MemoryStore {
         Self {
             settings,
             state: RwLock::new(State::default()),
+            node_keys: NodeKeyTable::default(),
         }
     }
 }
@@ -403,6 +406,18 @@ impl Store for MemoryStore {
 
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         Ok(self.state.read().api_keys.values().cloned().collect())
+    }
+
+    async fn node_signing_keys(&self) -> Result<Vec<NodeSigningKey>, StoreError> {
+        Ok(self.node_keys.all())
+    }
+
+    async fn insert_node_signing_key(&self, key: &NodeSigningKey) -> Result<bool, StoreError> {
+        Ok(self.node_keys.insert(key))
+    }
+
+    async fn delete_node_signing_keys_below(&self, generation: i64) -> Result<u64, StoreError> {
+        Ok(self.node_keys.delete_below(generation))
     }
 
     async fn revoke_api_key(&self, id: &str, now: UnixMillis) -> Result<bool, StoreError> {

@@ -13,6 +13,7 @@
 //! only dates sessions. Instances with skewed clocks therefore agree on which nodes are alive.
 
 mod errors;
+mod node_keys;
 mod rows;
 mod sessions;
 
@@ -22,6 +23,7 @@ use crate::model::{
     RegistrationReport, RoomOnline, Session, SessionApplyReport, UnixMillis,
 };
 use crate::node_input::{check_region, is_new_life, load_of, node_from_registration, region_of};
+use crate::node_keys::NodeSigningKey;
 use crate::{Store, StoreSettings};
 use async_trait::async_trait;
 use errors::store_error;
@@ -578,5 +580,17 @@ impl Store for PostgresStore {
                 .await
                 .map_err(store_error)?;
         Ok(updated.rows_affected() > 0)
+    }
+
+    async fn node_signing_keys(&self) -> Result<Vec<NodeSigningKey>, StoreError> {
+        node_keys::all(&self.pool).await
+    }
+
+    async fn insert_node_signing_key(&self, key: &NodeSigningKey) -> Result<bool, StoreError> {
+        node_keys::insert(&self.pool, key).await
+    }
+
+    async fn delete_node_signing_keys_below(&self, generation: i64) -> Result<u64, StoreError> {
+        node_keys::delete_below(&self.pool, generation).await
     }
 }

@@ -115,6 +115,7 @@ pub fn heartbeat(id: &str, conns: u64, ips: u64, rooms: &[(&str, u64)]) -> NodeH
             .collect(),
         draining: false,
         stopped: false,
+        ..NodeHeartbeat::default()
     }
 }
 
