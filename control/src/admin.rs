@@ -264,6 +264,44 @@ async fn api_key(
 struct NewKey {
     name: String,
     scopes: Vec<Scope>,
+    /// Target kinds the key may push to (`mids`, `keys`, `room`, `broadcast`); absent: all.
+    #[serde(default)]
+    target_kinds: Option<Vec<rim_store::TargetKind>>,
+    /// Pushes per second the key may make on each control instance; absent: no limit.
+    #[serde(default)]
+    rate_per_second: Option<u32>,
+    /// Pushes the key may make at once after a quiet period; defaults to `rate_per_second`.
+    #[serde(default)]
+    rate_burst: Option<u32>,
+}
+
+/// Largest per-key rate or burst (what the store's `int4` columns hold).
+const MAX_RATE: u32 = i32::MAX as u32;
+
+impl NewKey {
+    /// The key's rate limit, if it has one: 400 for a zero or oversized figure, or a burst
+    /// without a rate.
+    fn rate_limit(&self) -> Result<Option<rim_store::RateLimit>, ApiError> {
+        let valid = |what: &str, value: u32| {
+            if (1..=MAX_RATE).contains(&value) {
+                Ok(value)
+            } else {
+                Err(ApiError::BadRequest(format!(
+                    "{what} must be 1..={MAX_RATE}, got {value}"
+                )))
+            }
+        };
+        match (self.rate_per_second, self.rate_burst) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(ApiError::BadRequest(
+                "rate_burst needs rate_per_second".into(),
+            )),
+            (Some(per_second), burst) => Ok(Some(rim_store::RateLimit {
+                per_second: valid("rate_per_second", per_second)?,
+                burst: valid("rate_burst", burst.unwrap_or(per_second))?,
+            })),
+        }
+    }
 }
 
 /// `POST /v1/admin/api-keys`: 201 with the key's view plus `secret`, shown this once.
@@ -280,6 +318,14 @@ async fn create_api_key(
             "a key needs at least one scope (push, read, admin)".into(),
         ));
     }
+    if request.target_kinds.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::BadRequest(
+            "target_kinds must name at least one of mids, keys, room, broadcast \
+             (leave it out for every kind)"
+                .into(),
+        ));
+    }
+    let rate_limit = request.rate_limit()?;
     let (secret, hash) = generate_key();
     let record = ApiKeyRecord {
         id: format!("key_{}", uuid::Uuid::now_v7().simple()),
@@ -288,11 +334,16 @@ async fn create_api_key(
         scopes: request.scopes,
         created_at: crate::now_ms(),
         revoked_at: None,
+        target_kinds: request.target_kinds,
+        rate_limit,
     };
     timed_store("insert_api_key", state.store.insert_api_key(&record)).await?;
     tracing::info!(id = %record.id, name = %record.name, "API key created");
+    let limits = json!({"target_kinds": record.target_kinds, "rate_limit": record.rate_limit});
     let mut view = json!(KeyView::from(record));
     view["secret"] = Value::String(secret);
+    view["target_kinds"] = limits["target_kinds"].clone();
+    view["rate_limit"] = limits["rate_limit"].clone();
     Ok((StatusCode::CREATED, Json(view)))
 }
 

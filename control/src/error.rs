@@ -4,11 +4,11 @@
 //! ([`Flavor`]): the versioned `/v1` API and the edge API answer `{"error": kind, "message": ...}`
 //! with a precise HTTP status, the goim-compatible routes answer goim's envelope
 //! `{"code": -400|-500, "message": ...}` (HTTP 400 for bad parameters as goim does, and the real
-//! status for what goim never had: 401, 403, 413, 503). Store and bus failures are mapped here once,
+//! status for what goim never had: 401, 403, 413, 429, 503). Store and bus failures are mapped here once,
 //! so "store unavailable → 503" holds on every route.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rim_bus::BusError;
 use rim_store::StoreError;
@@ -44,6 +44,14 @@ pub enum ApiError {
     /// The body is larger than the configured limit (413).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The caller is over its rate limit (429, with `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests {
+        /// What limit was hit.
+        message: String,
+        /// How long until a retry can succeed.
+        retry_after: std::time::Duration,
+    },
     /// A dependency (business webhook) failed (502).
     #[error("{0}")]
     BadGateway(String),
@@ -60,7 +68,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -68,13 +78,14 @@ impl ApiError {
 
     /// A short machine-readable name of the error kind.
     fn kind(&self) -> &'static str {
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::BadGateway(_) => "bad_gateway",
             ApiError::Unavailable(_) => "unavailable",
         }
@@ -83,9 +94,8 @@ impl ApiError {
     /// Renders the error for an API family.
     pub fn render(&self, flavor: Flavor) -> Response {
         let status = self.status();
-            ApiError::Conflict(_) => "conflict",
         let message = self.to_string();
-        match flavor {
+        let mut response = match flavor {
             Flavor::Rest => (
                 status,
                 Json(json!({"error": self.kind(), "message": message})),
@@ -95,7 +105,15 @@ impl ApiError {
                 let code = if status.is_client_error() { -400 } else { -500 };
                 (status, Json(json!({"code": code, "message": message}))).into_response()
             }
+        };
+        if let ApiError::TooManyRequests { retry_after, .. } = self {
+            // Whole seconds, rounded up: a retry after that many seconds finds a token.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
+        response
     }
 }
 

@@ -8,6 +8,7 @@
 //! are refused; bad parameters are HTTP 400 with code -400, and failures of the store or bus are
 //! HTTP 503 with code -500 (goim: 200 or 500).
 
+use crate::auth::Caller;
 use crate::dns;
 use crate::error::GoimError;
 use crate::input::{Params, read_body};
@@ -47,12 +48,13 @@ fn ok(data: impl Serialize) -> Json<Value> {
     Json(json!({"code": 0, "message": "", "data": data}))
 }
 
-/// Checks the caller's key unless the goim routes are configured open.
-async fn guard(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<(), GoimError> {
+/// Checks the caller's key unless the goim routes are configured open (then anyone is a caller
+/// without limits).
+async fn guard(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Caller, GoimError> {
     if state.config.goim_routes_open {
-        return Ok(());
+        return Ok(Caller::unlimited());
     }
-    Ok(state.require(headers, scope).await?)
+    Ok(state.caller(headers, scope).await?)
 }
 
 /// Authenticates, reads the raw body as the payload, and runs the push pipeline.
@@ -63,7 +65,9 @@ async fn run_push(
     body: Body,
     target: PushTarget,
 ) -> Result<Json<Value>, GoimError> {
-    guard(state, headers, Scope::Push).await?;
+    guard(state, headers, Scope::Push)
+        .await?
+        .admit(target.kind())?;
     let operation = params.required_parsed("operation")?;
     let body = read_body(headers, body, state.config.control_push_body_limit).await?;
     Ok(ok(push(

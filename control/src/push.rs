@@ -29,7 +29,7 @@ use bytes::Bytes;
 use rim_bus::OutgoingPush;
 use rim_proto::schema::push_message::Target;
 use rim_proto::schema::{BroadcastTarget, KeyOnNode, KeysTarget, PushMessage, RoomTarget};
-use rim_store::{NodeSnapshot, NodeState, Session};
+use rim_store::{NodeSnapshot, NodeState, Session, TargetKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -57,13 +57,14 @@ pub enum PushTarget {
 }
 
 impl PushTarget {
-    /// The label used for the pushes-by-type metric.
-    fn kind(&self) -> &'static str {
+    /// What kind of target this is: what an API key's allowed kinds are checked against, and the
+    /// label of the pushes-by-type metric.
+    pub fn kind(&self) -> TargetKind {
         match self {
-            PushTarget::Keys(_) => "keys",
-            PushTarget::Mids(_) => "mids",
-            PushTarget::Room(_) => "room",
-            PushTarget::Broadcast { .. } => "broadcast",
+            PushTarget::Keys(_) => TargetKind::Keys,
+            PushTarget::Mids(_) => TargetKind::Mids,
+            PushTarget::Room(_) => TargetKind::Room,
+            PushTarget::Broadcast { .. } => TargetKind::Broadcast,
         }
     }
 }
@@ -173,7 +174,7 @@ pub fn validate_room(room: &str) -> Result<(), ApiError> {
 /// Resolves, publishes and reports one push. Validates first (see [`validate`]).
 pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, ApiError> {
     validate(&request, state.config.control_max_targets)?;
-    let kind = request.target.kind();
+    let kind = request.target.kind().as_str();
     let now = crate::now_ms();
     let message_id = uuid::Uuid::now_v7().to_string();
     let template = PushMessage {

@@ -19,13 +19,13 @@ use crate::state::AppState;
 use crate::{admin, edge_api, goim, health, openapi, v1};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rim_bus::BusProducer;
-use rim_store::Store;
+use rim_store::{Scope, Store};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,12 +97,18 @@ async fn overloaded(api: &'static str, error: BoxError) -> ApiError {
     ApiError::Unavailable(format!("control plane overloaded, retry later: {error}"))
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
+/// `GET /metrics`: the Prometheus text exposition, for callers with the read scope (a Prometheus
+/// scrape job sends the key as its bearer token). It is on the business port, so it is not public:
+/// the metrics name routes, rates and failures an attacker would like to watch.
+async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    state.require(&headers, Scope::Read).await?;
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.prometheus.render(),
-    )
+    ))
 }
 
 /// Periodically removes expired sessions and marks silent nodes dead while this instance holds the

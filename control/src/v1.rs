@@ -158,14 +158,16 @@ async fn push_to<T: DeserializeOwned + Into<PushTarget>>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<PushReport>), ApiError> {
-    state.require(&headers, Scope::Push).await?;
+    let caller = state.caller(&headers, Scope::Push).await?;
     let parsed: PushBody<T> = json_body(&headers, body, MAX_JSON_BODY).await?;
+    let target: PushTarget = parsed.target.into();
+    caller.admit(target.kind())?;
     let request = PushRequest {
         operation: parsed.operation,
         body: parsed
             .payload
             .decode(state.config.control_push_body_limit)?,
-        target: parsed.target.into(),
+        target,
     };
     Ok((StatusCode::ACCEPTED, Json(push(&state, request).await?)))
 }

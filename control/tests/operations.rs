@@ -1,4 +1,4 @@
-//! What operators rely on: Prometheus metrics at `/metrics`, the health check, and the background
+//! What operators rely on: Prometheus metrics at `/metrics` (read-scope key), the health check, and the background
 //! sweeper expiring the sessions of a node that stopped reporting.
 
 mod common;
@@ -59,8 +59,7 @@ async fn metrics_count_requests_pushes_store_and_bus() {
     );
 
     let text = h
-        .http
-        .get(h.url("/metrics"))
+        .with_key(Method::GET, "/metrics", ADMIN_KEY)
         .send()
         .await
         .unwrap()

@@ -230,6 +230,54 @@ impl Scope {
     }
 }
 
+/// What a push is addressed to, as far as an API key's permissions go: a key may be limited to
+/// some kinds (a key for one service's user notifications need not be able to broadcast).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// Every connection of some users.
+    Mids,
+    /// Connections by key.
+    Keys,
+    /// Every connection in a room.
+    Room,
+    /// Every connection.
+    Broadcast,
+}
+
+impl TargetKind {
+    /// The name used in the database and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Mids => "mids",
+            TargetKind::Keys => "keys",
+            TargetKind::Room => "room",
+            TargetKind::Broadcast => "broadcast",
+        }
+    }
+
+    /// Parses [`TargetKind::as_str`] back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "mids" => Some(TargetKind::Mids),
+            "keys" => Some(TargetKind::Keys),
+            "room" => Some(TargetKind::Room),
+            "broadcast" => Some(TargetKind::Broadcast),
+            _ => None,
+        }
+    }
+}
+
+/// How fast one API key may push: a token bucket refilled at `per_second` tokens a second,
+/// holding at most `burst`; each push takes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Sustained pushes per second.
+    pub per_second: u32,
+    /// Pushes that may be made at once after a quiet period.
+    pub burst: u32,
+}
+
 /// A business caller's API key. Only a hash of the secret is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
@@ -245,4 +293,10 @@ pub struct ApiKeyRecord {
     pub created_at: UnixMillis,
     /// Set once the key is revoked; a revoked key authenticates nothing.
     pub revoked_at: Option<UnixMillis>,
+    /// The target kinds the key may push to; `None`: every kind.
+    #[serde(default)]
+    pub target_kinds: Option<Vec<TargetKind>>,
+    /// How fast the key may push (enforced by each control instance on its own); `None`: no limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }

@@ -6,7 +6,7 @@
 
 use super::errors::corrupt;
 use crate::error::StoreError;
-use crate::model::{ApiKeyRecord, Node, NodeState, Region, Scope, Session};
+use crate::model::{ApiKeyRecord, Node, NodeState, RateLimit, Region, Scope, Session, TargetKind};
 
 /// Columns selected for a [`Region`] (a macro, so queries are `concat!`ed into static SQL).
 macro_rules! region_columns {
@@ -36,7 +36,7 @@ pub(super) use session_columns;
 /// Columns selected for an [`ApiKeyRecord`].
 macro_rules! api_key_columns {
     () => {
-        "id, secret_hash, name, scopes, created_at, revoked_at"
+        "id, secret_hash, name, scopes, created_at, revoked_at, target_kinds, rate_per_second, rate_burst"
     };
 }
 pub(super) use api_key_columns;
@@ -150,6 +150,9 @@ pub(super) struct ApiKeyRow {
     scopes: Vec<String>,
     created_at: i64,
     revoked_at: Option<i64>,
+    target_kinds: Option<Vec<String>>,
+    rate_per_second: Option<i32>,
+    rate_burst: Option<i32>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKeyRecord {
@@ -161,6 +164,26 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
             .iter()
             .map(|scope| Scope::parse(scope).ok_or_else(|| corrupt("scope", scope)))
             .collect::<Result<_, _>>()?;
+        let target_kinds = row
+            .target_kinds
+            .map(|kinds| {
+                kinds
+                    .iter()
+                    .map(|kind| TargetKind::parse(kind).ok_or_else(|| corrupt("target kind", kind)))
+                    .collect::<Result<_, _>>()
+            })
+            .transpose()?;
+        let rate_limit = match (row.rate_per_second, row.rate_burst) {
+            (None, None) => None,
+            (Some(per_second), Some(burst)) => Some(RateLimit {
+                per_second: u32::try_from(per_second)
+                    .map_err(|_| corrupt("rate_per_second", per_second))?,
+                burst: u32::try_from(burst).map_err(|_| corrupt("rate_burst", burst))?,
+            }),
+            (per_second, burst) => {
+                return Err(corrupt("rate limit", (per_second, burst)));
+            }
+        };
         Ok(ApiKeyRecord {
             id: row.id,
             secret_hash: row.secret_hash,
@@ -168,6 +191,8 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
             scopes,
             created_at: row.created_at,
             revoked_at: row.revoked_at,
+            target_kinds,
+            rate_limit,
         })
     }
 }
