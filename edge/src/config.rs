@@ -30,6 +30,25 @@ pub struct EdgeConfig {
     /// PEM private key for the TLS listeners.
     #[arg(long, env = "RIM_EDGE_TLS_KEY")]
     pub edge_tls_key: Option<PathBuf>,
+    /// Milliseconds between checks of the TLS certificate and key files for changes: a changed pair
+    /// is served to new connections without a restart (also on SIGHUP); open ones keep theirs.
+    #[arg(long, env = "RIM_EDGE_TLS_RELOAD_MS", default_value_t = 5_000)]
+    pub edge_tls_reload_ms: u64,
+    /// Client listeners that accept a PROXY protocol header (v1 or v2) from `edge_proxy_trusted`
+    /// peers, comma-separated: `tcp`, `ws`, `tls`, `wss`. Put them behind an L4 load balancer that
+    /// sends the header; the client address it names is then the one limited and reported.
+    #[arg(
+        long,
+        env = "RIM_EDGE_PROXY_PROTOCOL",
+        value_enum,
+        value_delimiter = ','
+    )]
+    pub edge_proxy_protocol: Vec<ProxyListener>,
+    /// Networks (CIDRs or addresses, comma-separated) of the load balancers allowed to send PROXY
+    /// headers. A connection from one of them must start with a header; from anywhere else the
+    /// connection is served as a direct client and a PROXY header is just garbage.
+    #[arg(long, env = "RIM_EDGE_PROXY_TRUSTED", value_delimiter = ',')]
+    pub edge_proxy_trusted: Vec<String>,
     /// Address of the internal HTTP endpoint: POST /internal/push (job workers), /metrics, /healthz.
     #[arg(long, env = "RIM_EDGE_INTERNAL_LISTEN", default_value = "0.0.0.0:3109")]
     pub edge_internal_listen: String,
@@ -68,7 +87,8 @@ pub struct EdgeConfig {
     /// Both are counted.
     #[arg(long, env = "RIM_EDGE_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumerPolicy::Close)]
     pub edge_slow_consumer: SlowConsumerPolicy,
-    /// Connections allowed from one IP address (0 = unlimited).
+    /// Connections allowed from one IPv4 address or one IPv6 /64 (a single host usually holds a
+    /// whole /64) (0 = unlimited).
     #[arg(long, env = "RIM_EDGE_MAX_CONNS_PER_IP", default_value_t = 10_000)]
     pub edge_max_conns_per_ip: usize,
     /// Connections allowed on this edge in total (0 = unlimited).
@@ -103,6 +123,9 @@ pub struct EdgeConfig {
     /// Required `iss` claim of client tokens (unchecked when empty).
     #[arg(long, env = "RIM_EDGE_JWT_ISSUER", default_value = "")]
     pub edge_jwt_issuer: String,
+    /// The internal endpoint's TLS and push credentials.
+    #[command(flatten)]
+    pub internal: crate::internal::InternalConfig,
     /// Milliseconds between checks of the JWT key files for changes.
     #[arg(long, env = "RIM_EDGE_JWT_RELOAD_MS", default_value_t = 5_000)]
     pub edge_jwt_reload_ms: u64,
@@ -138,6 +161,19 @@ pub struct EdgeConfig {
         default_value_t = 10_000
     )]
     pub edge_jwt_jwks_min_refetch_ms: u64,
+}
+
+/// A client listener, as named by `edge_proxy_protocol`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyListener {
+    /// goim over plain TCP.
+    Tcp,
+    /// WebSocket.
+    Ws,
+    /// goim over TLS.
+    Tls,
+    /// WebSocket over TLS.
+    Wss,
 }
 
 /// Policy for a push to a connection that is too far behind.

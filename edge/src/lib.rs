@@ -217,6 +217,7 @@ impl Edge {
             internal: internal.local_addr()?,
         };
         let tracker = TaskTracker::new();
+        let proxy = listener::proxy::ProxyPolicy::from_config(&config)?;
         let mut listeners = vec![(tcp, Kind::Tcp), (ws, Kind::Ws)];
         if let Some((tls_listener, wss_listener, acceptor)) = secure {
             listeners.push((tls_listener, Kind::Tls(acceptor.clone())));
@@ -228,6 +229,7 @@ impl Edge {
                 tokio::spawn(listener::accept_loop(
                     listener,
                     kind,
+                    proxy.clone(),
                     shared.clone(),
                     tracker.clone(),
                 ))

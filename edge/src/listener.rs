@@ -3,8 +3,14 @@
 //! Admission (per-IP and total bounds) is decided right at accept, before any TLS or HTTP work. Each
 //! admitted socket gets one task, tracked so that shutdown can wait for it; the TLS handshake, the
 //! WebSocket upgrade and auth together must finish within the handshake timeout.
+//!
+//! On a listener with the PROXY protocol ([`proxy`]) a connection from a trusted load balancer is
+//! admitted once its header has named the client (read within the handshake timeout too), so the
+//! per-IP bound and the session's address are the client's, not the balancer's.
 
-use std::net::IpAddr;
+pub mod proxy;
+
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +19,15 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use crate::config::ProxyListener;
+use crate::limits::Permit;
 use crate::metrics;
 use crate::session;
 use crate::state::Shared;
 use crate::transport::stream::StreamTransport;
 use crate::transport::upgrade;
 use crate::transport::ws::{WsTransport, ws_config};
+use proxy::ProxyPolicy;
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -45,12 +54,24 @@ impl Kind {
             Self::Wss(_) => "wss",
         }
     }
+
+    /// The name `edge_proxy_protocol` gives this listener.
+    fn proxy_name(&self) -> ProxyListener {
+        match self {
+            Self::Tcp => ProxyListener::Tcp,
+            Self::Tls(_) => ProxyListener::Tls,
+            Self::Ws => ProxyListener::Ws,
+            Self::Wss(_) => ProxyListener::Wss,
+        }
+    }
 }
 
-/// Accepts connections until shutdown, spawning one tracked task per admitted socket.
+/// Accepts connections until shutdown, spawning one tracked task per admitted socket; `proxy` says
+/// which peers must start with a PROXY header.
 pub async fn accept_loop(
     listener: TcpListener,
     kind: Kind,
+    proxy: ProxyPolicy,
     shared: Arc<Shared>,
     tracker: TaskTracker,
 ) {
@@ -67,23 +88,68 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let permit = match shared.limiter.admit(peer.ip()) {
-            Ok(permit) => permit,
-            Err(refusal) => {
-                metrics::rejected(refusal.label());
-                tracing::debug!(%peer, reason = refusal.label(), "connection refused");
-                continue;
-            }
-        };
         let _ = stream.set_nodelay(true);
-        metrics::accepted(kind.label());
         let deadline = Instant::now() + shared.settings.handshake_timeout;
         let (kind, shared) = (kind.clone(), shared.clone());
-        tracker.spawn(async move {
-            connection(stream, kind, shared, peer.ip(), deadline).await;
-            drop(permit);
-            metrics::socket_closed();
-        });
+        if proxy.expects_header(kind.proxy_name(), peer.ip()) {
+            tracker.spawn(async move {
+                let mut stream = stream;
+                let Some(ip) = proxied_client(&mut stream, peer, deadline).await else {
+                    return;
+                };
+                if let Some(permit) = admit(&shared, ip, &kind) {
+                    serve(stream, kind, shared, ip, deadline, permit).await;
+                }
+            });
+        } else if let Some(permit) = admit(&shared, peer.ip(), &kind) {
+            tracker.spawn(serve(stream, kind, shared, peer.ip(), deadline, permit));
+        }
+    }
+}
+
+/// Runs an admitted socket, then returns its slot.
+async fn serve(
+    stream: TcpStream,
+    kind: Kind,
+    shared: Arc<Shared>,
+    ip: IpAddr,
+    deadline: Instant,
+    permit: Permit,
+) {
+    connection(stream, kind, shared, ip, deadline).await;
+    drop(permit);
+    metrics::socket_closed();
+}
+
+/// The client a trusted peer's PROXY header names (the peer itself for a header that names none);
+/// `None`, counted and logged, when the header is missing, malformed or not there by `deadline`.
+async fn proxied_client(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<IpAddr> {
+    let error = match tokio::time::timeout_at(deadline, proxy::read_header(stream)).await {
+        Ok(Ok(source)) => return Some(source.map_or(peer.ip(), |s| s.ip()).to_canonical()),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "no PROXY header within the handshake timeout".to_owned(),
+    };
+    metrics::rejected("proxy_header");
+    tracing::debug!(%peer, %error, "connection refused");
+    None
+}
+
+/// Admits a socket from `ip` (counting it), or counts and logs why not.
+fn admit(shared: &Arc<Shared>, ip: IpAddr, kind: &Kind) -> Option<Permit> {
+    match shared.limiter.admit(ip) {
+        Ok(permit) => {
+            metrics::accepted(kind.label());
+            Some(permit)
+        }
+        Err(refusal) => {
+            metrics::rejected(refusal.label());
+            tracing::debug!(%ip, reason = refusal.label(), "connection refused");
+            None
+        }
     }
 }
 
