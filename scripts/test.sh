@@ -3,7 +3,8 @@
 #
 # Needs: PostgreSQL server binaries (initdb, pg_ctl, postgres), OpenSSL headers (rdkafka is built
 # with TLS), Node.js (the JavaScript client's tests), Chromium (the demo page's browser test), the
-# `tansu` Kafka-protocol broker (crates.io, built with --features dynostore) and cargo-nextest. Each
+# `tansu` Kafka-protocol broker (crates.io, built with --features dynostore), cargo-nextest,
+# protoc (the Terraform provider's build) and Terraform (its tests; checked, not installed). Each
 # is installed only when missing.
 # Tests start and stop their own PostgreSQL clusters and brokers on free ports; nothing is left running.
 set -euo pipefail
@@ -28,6 +29,9 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
     apt_packages+=(chromium) # the demo page's browser test (tests/demo_page.rs), headless
 fi
+if ! command -v protoc >/dev/null 2>&1; then
+    apt_packages+=(protobuf-compiler) # the Terraform provider's plugin protocol (tf-provider's build)
+fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
     log "installing ${apt_packages[*]} (apt)"
     as_root apt-get update -q
@@ -35,6 +39,11 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v terraform >/dev/null 2>&1; then
+    echo "terraform not found: install Terraform >= 1.6 (https://developer.hashicorp.com/terraform/install);" \
+        "the provider's tests (terraform/provider/tests) run it against a real control plane" >&2
+    exit 1
+fi
 if [ -z "${RIM_TANSU_BIN:-}" ] && ! command -v tansu >/dev/null 2>&1; then
     log "installing the tansu Kafka-protocol broker (cargo install, takes a while once)"
     cargo install --locked --debug tansu --version 0.6.0 --features dynostore
