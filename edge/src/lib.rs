@@ -54,6 +54,7 @@ pub mod listener;
 pub mod metrics;
 pub mod outbox;
 pub mod ratelog;
+mod reload;
 pub mod session;
 pub mod state;
 pub mod tls;
@@ -167,7 +168,11 @@ impl Edge {
         }
         metrics::describe();
         let tls = match (&config.edge_tls_cert, &config.edge_tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) => Some(tls::reloading_acceptor(
+                cert,
+                key,
+                std::time::Duration::from_millis(config.edge_tls_reload_ms),
+            )?),
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both edge_tls_cert and edge_tls_key"),
         };

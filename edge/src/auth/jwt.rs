@@ -23,7 +23,7 @@
 //! that fails keeps the previous keys (a half-written file must not lock every client out).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -34,6 +34,7 @@ use serde::Deserialize;
 use super::body::find_token;
 use super::jwks::Jwks;
 use super::{AuthError, AuthRequest, Identity, RoomGrant, Verifier};
+use crate::reload::Reload;
 
 /// Shortest HMAC secret accepted, in bytes (the output size of SHA-256, as RFC 7518 §3.2 asks).
 pub const MIN_HMAC_KEY_LEN: usize = 32;
@@ -201,6 +202,20 @@ pub struct JwtVerifier {
     jwks: Option<Arc<Jwks>>,
 }
 
+impl Reload for JwtVerifier {
+    fn reload(&self, forced: bool) -> anyhow::Result<bool> {
+        if forced {
+            JwtVerifier::reload(self).map(|()| true)
+        } else {
+            self.reload_if_changed()
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        "JWT keys"
+    }
+}
+
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
@@ -267,29 +282,7 @@ impl JwtVerifier {
     /// Starts a task that reloads the key files when one changes (checked every `interval`) and on
     /// SIGHUP. It holds only a weak reference and ends when the verifier is dropped.
     pub fn watch(verifier: &Arc<Self>, interval: Duration) {
-        let weak: Weak<Self> = Arc::downgrade(verifier);
-        tokio::spawn(async move {
-            let mut hangup = hangup_signal();
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let forced = tokio::select! {
-                    _ = tick.tick() => false,
-                    Some(()) = recv_hangup(&mut hangup) => true,
-                };
-                let Some(verifier) = weak.upgrade() else {
-                    return;
-                };
-                let result = if forced {
-                    verifier.reload().map(|()| true)
-                } else {
-                    verifier.reload_if_changed()
-                };
-                if let Err(error) = result {
-                    tracing::error!(%error, "JWT key reload failed; keeping the previous keys");
-                }
-            }
-        });
+        crate::reload::watch(verifier, interval);
     }
 
     /// The keys a token with `alg` and `kid` may be checked with.
@@ -419,32 +412,6 @@ fn read_keys(files: &[KeyFile]) -> anyhow::Result<FileKeys> {
         keys.modified.push(modified_at);
     }
     Ok(keys)
-}
-
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = ();
-
-#[cfg(unix)]
-fn hangup_signal() -> Hangup {
-    use tokio::signal::unix::{SignalKind, signal};
-    signal(SignalKind::hangup())
-        .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGHUP; file polling only"))
-        .ok()
-}
-
-#[cfg(not(unix))]
-fn hangup_signal() -> Hangup {}
-
-/// Resolves on SIGHUP; never if SIGHUP cannot be received.
-async fn recv_hangup(hangup: &mut Hangup) -> Option<()> {
-    #[cfg(unix)]
-    if let Some(signal) = hangup {
-        return signal.recv().await;
-    }
-    let _ = hangup;
-    std::future::pending().await
 }
 
 #[cfg(test)]
