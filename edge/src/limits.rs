@@ -1,15 +1,33 @@
-//! Admission bounds: connections per IP and in total.
+//! Admission bounds: connections per client address and in total.
 //!
 //! Checked at accept, before any TLS or WebSocket work, so a flood from one address costs almost
 //! nothing. A [`Permit`] is held for the connection's lifetime and returns its slot when dropped.
+//!
+//! The per-address bound counts IPv4 addresses one by one but IPv6 addresses by their /64
+//! ([`limit_key`]): an ISP or a cloud hands a single host a whole /64, so keyed on the full address one
+//! machine could open the limit's worth of connections from each of 2^64 addresses. IPv4-mapped IPv6
+//! addresses (a dual-stack listener's IPv4 clients) count as the IPv4 address they carry.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-/// Counts open sockets per IP and in total, against configured maxima (0 = unlimited).
+/// The address a connection from `ip` is counted under: an IPv4 address itself, an IPv6 address its
+/// /64 (see the module docs).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+    }
+}
+
+/// Counts open sockets per client address ([`limit_key`]) and in total, against configured maxima
+/// (0 = unlimited).
 #[derive(Debug)]
 pub struct Limiter {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -21,7 +39,7 @@ pub struct Limiter {
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// Too many connections from this IP.
+    /// Too many connections from this IP (IPv6: this /64).
     PerIp,
     /// The edge is full.
     Total,
@@ -58,6 +76,7 @@ impl Limiter {
     /// Admits a socket from `ip` or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
         use std::sync::atomic::Ordering;
+        let ip = limit_key(ip);
         let mut per_ip = self.per_ip.lock();
         if self.max_total != 0 && self.total.load(Ordering::Relaxed) >= self.max_total {
             return Err(Refusal::Total);
@@ -74,7 +93,7 @@ impl Limiter {
         })
     }
 
-    /// Distinct client IPs with an open socket.
+    /// Distinct client addresses (IPv6: /64s) with an open socket.
     pub fn ip_count(&self) -> usize {
         self.per_ip.lock().len()
     }
@@ -97,5 +116,52 @@ impl Drop for Permit {
         self.limiter
             .total
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use super::{Limiter, Refusal, limit_key};
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64_and_mapped_ipv4_as_ipv4() {
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            limit_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(limit_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(limit_key(ip("203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(limit_key(ip("::ffff:203.0.113.7")), ip("203.0.113.7"));
+        assert_eq!(limit_key(ip("::1")), ip("::"));
+    }
+
+    #[test]
+    fn one_64_shares_one_budget() {
+        let limiter = Arc::new(Limiter::new(2, 0));
+        let first = limiter.admit(ip("2001:db8:1:2::a")).unwrap();
+        let _second = limiter.admit(ip("2001:db8:1:2::b")).unwrap();
+        assert_eq!(
+            limiter.admit(ip("2001:db8:1:2:dead:beef::1")).unwrap_err(),
+            Refusal::PerIp
+        );
+        let _other = limiter.admit(ip("2001:db8:1:3::a")).unwrap();
+        assert_eq!(limiter.ip_count(), 2);
+        drop(first);
+        let _again = limiter.admit(ip("2001:db8:1:2::c")).unwrap();
+        let _v4 = limiter.admit(ip("::ffff:198.51.100.1")).unwrap();
+        let _v4_again = limiter.admit(ip("198.51.100.1")).unwrap();
+        assert_eq!(
+            limiter.admit(ip("198.51.100.1")).unwrap_err(),
+            Refusal::PerIp,
+            "mapped and plain IPv4 are one address"
+        );
     }
 }

@@ -203,3 +203,38 @@ async fn proxy_protocol_without_trusted_networks_does_not_start() {
         .expect("must not start");
     assert!(error.to_string().contains("10.0.0.0/33"), "{error}");
 }
+
+/// IPv6 clients are limited per /64: over a listener on `::1`, PROXY headers from the trusted
+/// loopback balancer name distinct addresses of one /64 and of another.
+#[tokio::test]
+async fn ipv6_clients_are_limited_per_64() {
+    let edge = start_with(AuthMode::Jwt, EdgeHooks::default(), |c| {
+        c.edge_tcp_listen = "[::1]:0".into();
+        c.edge_proxy_protocol = vec![ProxyListener::Tcp];
+        c.edge_proxy_trusted = vec!["::1/128".into()];
+        c.edge_max_conns_per_ip = 2;
+    })
+    .await;
+    assert!(edge.tcp().is_ipv6());
+    let _a = proxied(&edge, &v2("2001:db8:1:2::a"), "a").await;
+    let _b = proxied(&edge, &v1("2001:db8:1:2:ffff:ffff:ffff:ffff"), "b").await;
+    // A third address of the same /64 is the same host as far as the limit goes.
+    assert_closed_before_auth(edge.tcp(), &v2("2001:db8:1:2:dead:beef:0:1")).await;
+    let mut other = proxied(&edge, &v2("2001:db8:1:3::a"), "c").await;
+    other.heartbeat().await;
+    assert_eq!(edge.handle.ip_count(), 2);
+}
+
+/// Without PROXY, direct IPv6 clients from `::1` share the budget of `::/64`.
+#[tokio::test]
+async fn direct_ipv6_clients_share_their_64s_budget() {
+    let edge = common::start(|c| {
+        c.edge_tcp_listen = "[::1]:0".into();
+        c.edge_max_conns_per_ip = 1;
+    })
+    .await;
+    let mut first = edge.connect(common::Kind::Tcp).await;
+    first.auth_ok(&tokens::body_for("first", "", &[])).await;
+    assert_closed_before_auth(edge.tcp(), b"").await;
+    first.heartbeat().await;
+}
