@@ -23,23 +23,24 @@
 //!
 //! Results are compared with goim's comet measured on the same machine (`--goim-*`). The machine is
 //! shared and noisy: compare figures from one run, and repeat (`--runs`).
-//! Run with `cargo build --release -p rim-bench && target/release/edge-bench --help`.
+//! Run with `cargo build --release -p rim-bench && target/release/edge-bench --help`. `rim-bench room`
+//! and `rim-bench idle` measure the same and more (worker processes, latency, any goim server);
+//! this program stays for its `request`/`raw` comparison with goim's op-9 batching.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use prost::Message;
-use rim_proto::schema::{EdgePush, EdgePushRequest, EdgePushResponse, edge_push::Target};
-use rim_proto::{HEADER_LEN, Packet, op};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use rim_bench::procfs;
+use rim_bench::wire::ws_binary_frame;
+use rim_proto::schema::{EdgePush, EdgePushRequest, edge_push::Target};
+use rim_proto::{Packet, op};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::process::{Child, ChildStdin, Command};
 use tokio::task::JoinSet;
 
 /// The room every client joins.
@@ -124,252 +125,11 @@ enum Transport {
     Ws,
 }
 
-mod procfs {
-    //! The child's resident memory and CPU time, from `/proc`.
-
-    use anyhow::Context;
-
-    /// CPU ticks per second (`getconf CLK_TCK`; 100 on every Linux this runs on).
-    pub fn clock_ticks() -> f64 {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
-            .unwrap_or(100.0)
-    }
-
-    /// Resident set size in bytes (VmRSS).
-    pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .context("no VmRSS in /proc status")?;
-        Ok(kb * 1024)
-    }
-
-    /// CPU seconds of a whole process (exited threads included), split as the kernel accounts them.
-    #[derive(Debug, Default, Clone, Copy)]
-    pub struct Cpu {
-        /// In the process's own code.
-        pub user: f64,
-        /// In the kernel on its behalf (on loopback this includes the peer's TCP receive path).
-        pub system: f64,
-    }
-
-    impl Cpu {
-        /// User + system.
-        pub fn total(&self) -> f64 {
-            self.user + self.system
-        }
-    }
-
-    impl std::ops::Sub for Cpu {
-        type Output = Self;
-        fn sub(self, before: Self) -> Self {
-            Self {
-                user: self.user - before.user,
-                system: self.system - before.system,
-            }
-        }
-    }
-
-    /// The CPU time `pid` has used so far.
-    pub fn cpu(pid: u32, ticks: f64) -> anyhow::Result<Cpu> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces) start at field 3 (state).
-        let rest = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |n: usize| -> anyhow::Result<f64> {
-            let value = fields.get(n - 3).context("short /proc stat")?;
-            Ok(value.parse::<u64>()? as f64 / ticks)
-        };
-        Ok(Cpu {
-            user: field(14)?,
-            system: field(15)?,
-        })
-    }
-}
-
-mod wire {
-    //! Client-side goim parsing that looks at headers only, and WebSocket framing by hand.
-    //!
-    //! Counting packets must cost the load generator little, or it, not the edge, sets the pace: bytes
-    //! are walked once, bodies skipped, nothing allocated. Op 9 is a container (its body is packets back
-    //! to back), so a batch's packets are counted like any other.
-
-    use super::{HEADER_LEN, PUSH_OP, op};
-
-    /// What one connection has seen so far.
-    #[derive(Debug, Default)]
-    pub struct Tally {
-        /// Op-1000 packets.
-        pub messages: u64,
-        /// An op-8 auth reply arrived.
-        pub authed: bool,
-        /// Packets whose length or body size was not what the benchmark sent.
-        pub malformed: u64,
-    }
-
-    /// Walks a stream of goim packets across reads.
-    #[derive(Debug)]
-    pub struct Packets {
-        head: [u8; HEADER_LEN],
-        have: usize,
-        skip: usize,
-        body: usize,
-    }
-
-    impl Packets {
-        /// Expects pushed messages to carry `body` bytes.
-        pub fn new(body: usize) -> Self {
-            Self {
-                head: [0; HEADER_LEN],
-                have: 0,
-                skip: 0,
-                body,
-            }
-        }
-
-        /// Consumes `data`, counting into `tally`.
-        pub fn feed(&mut self, mut data: &[u8], tally: &mut Tally) {
-            while !data.is_empty() {
-                if self.skip > 0 {
-                    let n = self.skip.min(data.len());
-                    self.skip -= n;
-                    data = &data[n..];
-                    continue;
-                }
-                let n = (HEADER_LEN - self.have).min(data.len());
-                self.head[self.have..self.have + n].copy_from_slice(&data[..n]);
-                self.have += n;
-                data = &data[n..];
-                if self.have < HEADER_LEN {
-                    return;
-                }
-                self.have = 0;
-                let len =
-                    i32::from_be_bytes([self.head[0], self.head[1], self.head[2], self.head[3]]);
-                let code =
-                    i32::from_be_bytes([self.head[8], self.head[9], self.head[10], self.head[11]]);
-                let Some(body) = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| l.checked_sub(HEADER_LEN))
-                else {
-                    tally.malformed += 1;
-                    continue;
-                };
-                match code {
-                    op::RAW => continue, // the inner packets follow
-                    PUSH_OP => {
-                        tally.messages += 1;
-                        tally.malformed += u64::from(body != self.body);
-                    }
-                    op::AUTH_REPLY => tally.authed = true,
-                    _ => {}
-                }
-                self.skip = body;
-            }
-        }
-    }
-
-    /// Strips server-to-client WebSocket framing (unmasked), handing binary payloads to [`Packets`].
-    #[derive(Debug)]
-    pub struct WsFrames {
-        head: [u8; 10],
-        have: usize,
-        payload: usize,
-        binary: bool,
-        /// The server sent a close frame.
-        pub closed: bool,
-    }
-
-    impl WsFrames {
-        /// A deframer at a frame boundary.
-        pub fn new() -> Self {
-            Self {
-                head: [0; 10],
-                have: 0,
-                payload: 0,
-                binary: false,
-                closed: false,
-            }
-        }
-
-        /// Consumes `data`, passing message payloads to `packets`.
-        pub fn feed(&mut self, mut data: &[u8], packets: &mut Packets, tally: &mut Tally) {
-            while !data.is_empty() {
-                if self.payload > 0 {
-                    let n = self.payload.min(data.len());
-                    if self.binary {
-                        packets.feed(&data[..n], tally);
-                    }
-                    self.payload -= n;
-                    data = &data[n..];
-                    continue;
-                }
-                if self.have < 2 {
-                    let n = (2 - self.have).min(data.len());
-                    self.head[self.have..self.have + n].copy_from_slice(&data[..n]);
-                    self.have += n;
-                    data = &data[n..];
-                    continue;
-                }
-                let extended = match self.head[1] & 0x7f {
-                    126 => 2,
-                    127 => 8,
-                    _ => 0,
-                };
-                let need = 2 + extended;
-                let n = (need - self.have).min(data.len());
-                self.head[self.have..self.have + n].copy_from_slice(&data[..n]);
-                self.have += n;
-                data = &data[n..];
-                if self.have < need {
-                    continue;
-                }
-                let opcode = self.head[0] & 0x0f;
-                self.payload = match self.head[1] & 0x7f {
-                    126 => usize::from(u16::from_be_bytes([self.head[2], self.head[3]])),
-                    127 => {
-                        let mut len = [0u8; 8];
-                        len.copy_from_slice(&self.head[2..10]);
-                        usize::try_from(u64::from_be_bytes(len)).unwrap_or(usize::MAX)
-                    }
-                    short => usize::from(short),
-                };
-                self.have = 0;
-                self.binary = matches!(opcode, 0 | 2);
-                self.closed |= opcode == 8;
-            }
-        }
-    }
-
-    /// A masked client binary frame holding `payload` (clients must mask; the key is arbitrary).
-    pub fn ws_binary_frame(payload: &[u8]) -> Vec<u8> {
-        const MASK: [u8; 4] = [0x5a, 0xa5, 0x3c, 0xc3];
-        let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(0x82);
-        match payload.len() {
-            len if len < 126 => frame.push(0x80 | len as u8),
-            len => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&MASK);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-        frame
-    }
-}
-
 mod fleet {
     //! The client connections and their shared counters.
 
     use super::*;
-    use wire::{Packets, Tally, WsFrames};
+    use rim_bench::wire::{Packets, Tally, WsFrames};
 
     /// Counters every client task updates; read by the benchmark while it pushes.
     pub struct Fleet {
@@ -451,8 +211,8 @@ mod fleet {
                 return;
             }
         };
-        let mut packets = Packets::new(target.body);
-        let mut frames = WsFrames::new();
+        let mut packets = Packets::new(PUSH_OP, Some(target.body));
+        let mut frames = WsFrames::default();
         let mut tally = Tally::default();
         let mut buf = vec![0u8; READ_BUF];
         let mut data_len = leftover.len();
@@ -507,35 +267,9 @@ mod fleet {
                 Ok((stream, Vec::new()))
             }
             Transport::Ws => {
-                let upgrade = format!(
-                    "GET /sub HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                    target.addr
-                );
-                stream.write_all(upgrade.as_bytes()).await?;
-                let mut head = Vec::with_capacity(512);
-                let end = loop {
-                    if stream.read_buf(&mut head).await? == 0 {
-                        bail!("closed during the WebSocket upgrade");
-                    }
-                    if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break end + 4;
-                    }
-                    if head.len() > 8192 {
-                        bail!("oversized upgrade response");
-                    }
-                };
-                if !head.starts_with(b"HTTP/1.1 101") {
-                    bail!(
-                        "upgrade refused: {}",
-                        String::from_utf8_lossy(&head[..end])
-                            .lines()
-                            .next()
-                            .unwrap_or("")
-                    );
-                }
-                stream.write_all(&wire::ws_binary_frame(&auth)).await?;
-                Ok((stream, head.split_off(end)))
+                let leftover = rim_bench::client::upgrade(&mut stream, target.addr, "/sub").await?;
+                stream.write_all(&ws_binary_frame(&auth)).await?;
+                Ok((stream, leftover))
             }
         }
     }
@@ -549,167 +283,12 @@ mod fleet {
     }
 }
 
-mod edge {
-    //! The edge child process: start, addresses, `/metrics`, push requests, stop.
-
-    use super::*;
-
-    /// A running `edge-under-test`.
-    pub struct EdgeProcess {
-        child: Child,
-        stdin: Option<ChildStdin>,
-        /// Its process id (for `/proc`).
-        pub pid: u32,
-        /// TCP listener.
-        pub tcp: SocketAddr,
-        /// WebSocket listener.
-        pub ws: SocketAddr,
-        internal: SocketAddr,
-        http: reqwest::Client,
-        secret: String,
-    }
-
-    /// Counters the edge exposes on `/metrics`, summed over labels.
-    #[derive(Debug, Default, Clone, Copy)]
-    pub struct EdgeCounters {
-        /// `rim_edge_deliveries_total`: frames queued to connections.
-        pub deliveries: f64,
-        /// `rim_edge_drops_total`: frames not queued (full queue, closing).
-        pub drops: f64,
-        /// `rim_edge_closes_total`: connections closed, any reason.
-        pub closes: f64,
-        /// Writes made by connection writers.
-        pub writes: f64,
-        /// Frames those writes carried.
-        pub written_frames: f64,
-    }
-
-    impl std::ops::Sub for EdgeCounters {
-        type Output = Self;
-        fn sub(self, before: Self) -> Self {
-            Self {
-                deliveries: self.deliveries - before.deliveries,
-                drops: self.drops - before.drops,
-                closes: self.closes - before.closes,
-                writes: self.writes - before.writes,
-                written_frames: self.written_frames - before.written_frames,
-            }
-        }
-    }
-
-    impl EdgeProcess {
-        /// Starts the binary with limits that fit a benchmark and waits for its address line.
-        pub async fn start(binary: &std::path::Path, args: &Args) -> anyhow::Result<Self> {
-            let secret = format!("bench-{}", std::process::id());
-            let mut child = Command::new(binary)
-                .args([
-                    "--edge-tcp-listen=127.0.0.1:0",
-                    "--edge-ws-listen=127.0.0.1:0",
-                    "--edge-internal-listen=127.0.0.1:0",
-                    "--edge-auth=insecure",
-                    "--edge-max-conns-per-ip=0",
-                    "--edge-max-connections=0",
-                    "--edge-handshake-timeout-ms=60000",
-                ])
-                .arg(format!("--edge-queue-max-bytes={}", args.queue_max_bytes))
-                .env("RIM_BENCH_SECRET", &secret)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting {}", binary.display()))?;
-            let stdout = child.stdout.take().context("no child stdout")?;
-            let mut line = String::new();
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                BufReader::new(stdout).read_line(&mut line),
-            )
-            .await
-            .context("edge-under-test did not print its addresses")??;
-            let addr = |name: &str| -> anyhow::Result<SocketAddr> {
-                line.split_whitespace()
-                    .find_map(|part| part.strip_prefix(name)?.strip_prefix('='))
-                    .with_context(|| format!("no {name}= in {line:?}"))?
-                    .parse()
-                    .with_context(|| format!("bad {name} address"))
-            };
-            Ok(Self {
-                pid: child.id().context("edge exited")?,
-                stdin: child.stdin.take(),
-                tcp: addr("tcp")?,
-                ws: addr("ws")?,
-                internal: addr("internal")?,
-                child,
-                http: reqwest::Client::new(),
-                secret,
-            })
-        }
-
-        /// Sends one push request; returns, per push, the connections it reached.
-        pub async fn push(&self, request: &EdgePushRequest) -> anyhow::Result<Vec<u32>> {
-            let response = self
-                .http
-                .post(format!("http://{}/internal/push", self.internal))
-                .bearer_auth(&self.secret)
-                .body(request.encode_to_vec())
-                .send()
-                .await?;
-            let status = response.status();
-            let body = response.bytes().await?;
-            if !status.is_success() {
-                bail!("push: {status} {}", String::from_utf8_lossy(&body));
-            }
-            Ok(EdgePushResponse::decode(body)?.delivered)
-        }
-
-        /// Reads the counters the edge exposes.
-        pub async fn counters(&self) -> anyhow::Result<EdgeCounters> {
-            let text = self
-                .http
-                .get(format!("http://{}/metrics", self.internal))
-                .send()
-                .await?
-                .text()
-                .await?;
-            let sum = |name: &str| -> f64 {
-                text.lines()
-                    .filter(|line| !line.starts_with('#'))
-                    .filter_map(|line| line.rsplit_once(' '))
-                    .filter(|(key, _)| {
-                        key.strip_prefix(name)
-                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
-                    })
-                    .filter_map(|(_, value)| value.parse::<f64>().ok())
-                    .sum()
-            };
-            Ok(EdgeCounters {
-                deliveries: sum("rim_edge_deliveries_total"),
-                drops: sum("rim_edge_drops_total"),
-                closes: sum("rim_edge_closes_total"),
-                writes: sum("rim_edge_write_batch_frames_count"),
-                written_frames: sum("rim_edge_write_batch_frames_sum"),
-            })
-        }
-
-        /// Closes the child's stdin (it shuts down gracefully) and waits, killing it after a while.
-        pub async fn stop(mut self) {
-            drop(self.stdin.take());
-            if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = self.child.kill().await;
-            }
-        }
-    }
-}
-
 mod phase {
     //! One push mode against the room: flow-controlled pushing, waiting, measuring.
 
     use super::*;
-    use edge::{EdgeCounters, EdgeProcess};
     use fleet::Fleet;
+    use rim_bench::edge::{EdgeCounters, EdgeProcess};
 
     /// What one push mode measured.
     pub struct PhaseReport {
@@ -880,7 +459,8 @@ async fn run(
     run: usize,
     ticks: f64,
 ) -> anyhow::Result<RunReport> {
-    let edge = edge::EdgeProcess::start(binary, args).await?;
+    let extra = [format!("--edge-queue-max-bytes={}", args.queue_max_bytes)];
+    let edge = rim_bench::edge::EdgeProcess::start(binary, &extra).await?;
     let n = args.connections;
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     let rss_before = procfs::rss_bytes(edge.pid)?;
@@ -1064,7 +644,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0, "--connections must be positive");
     let binary = match &args.edge_binary {
         Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("edge-under-test"),
+        None => rim_bench::edge::default_binary()?,
     };
     let ticks = procfs::clock_ticks();
     let mut reports = Vec::new();

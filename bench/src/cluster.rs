@@ -1,0 +1,238 @@
+//! A whole rim deployment on this machine for the scenarios that go through the production path
+//! (REST -> Kafka -> job -> edge): a throwaway PostgreSQL cluster and a tansu broker from
+//! rim-testkit, then `rim control`, one `rim job` and `edges` `rim edge` processes, each the real
+//! `rim` binary (release build next to this program, or `--rim`) in its own process on free
+//! loopback ports, edges with insecure auth so goim auth bodies are trusted. Every process logs to
+//! a file in the cluster's directory (printed at start). Everything is killed when the cluster is
+//! dropped.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rim_testkit::kafka::TestKafka;
+use rim_testkit::ports::free_port;
+use rim_testkit::postgres::TestPostgres;
+
+/// Shared secret of the deployment's processes.
+const CLUSTER_SECRET: &str = "rim-bench-cluster-secret";
+/// Admin API key of `rim control` (pushes).
+pub const ADMIN_KEY: &str = "rim-bench-admin-key";
+/// The region everything runs in.
+const REGION: &str = "bench";
+
+/// One `rim` child process, killed on drop.
+pub struct RimProcess {
+    /// Its name (`control`, `job`, `edge-1`, ...), also its log's name.
+    pub name: String,
+    child: Child,
+}
+
+impl RimProcess {
+    fn start(rim: &Path, dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Self> {
+        let log = File::create(dir.join(format!("{name}.log")))?;
+        let child = Command::new(rim)
+            .args(args)
+            .env("RIM_CLUSTER_SECRET", CLUSTER_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} {name}", rim.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The running deployment.
+pub struct Cluster {
+    /// `http://127.0.0.1:port` of `rim control`.
+    pub control_url: String,
+    /// The goim TCP listeners of the edges.
+    pub edge_tcp: Vec<SocketAddr>,
+    /// The WebSocket listeners of the edges.
+    pub edge_ws: Vec<SocketAddr>,
+    /// control, job, then the edges.
+    pub processes: Vec<RimProcess>,
+    /// Where the logs are.
+    pub dir: PathBuf,
+    _kafka: TestKafka,
+    _postgres: TestPostgres,
+}
+
+/// The `rim` binary next to the running program (both built by `cargo build --release`).
+pub fn default_rim() -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name("rim"))
+}
+
+impl Cluster {
+    /// Starts PostgreSQL, the broker, control, job and `edges` edges; waits until control lists
+    /// every edge as active.
+    pub async fn start(rim: &Path, edges: usize) -> anyhow::Result<Cluster> {
+        anyhow::ensure!(
+            rim.exists(),
+            "{} not found: build it with `cargo build --release -p rim`",
+            rim.display()
+        );
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let postgres = tokio::task::spawn_blocking(TestPostgres::start).await?;
+        let kafka = tokio::task::spawn_blocking(TestKafka::start).await?;
+        let dir = std::env::temp_dir().join(format!("rim-bench-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        eprintln!("cluster logs: {}", dir.display());
+        let database_url = postgres.fresh_database();
+        let port = free_port()?;
+        let control_url = format!("http://127.0.0.1:{port}");
+        let mut processes = vec![RimProcess::start(
+            rim,
+            &dir,
+            "control",
+            &[
+                "control".into(),
+                format!("--control-listen=127.0.0.1:{port}"),
+                format!("--control-database-url={database_url}"),
+                format!("--control-kafka-brokers={}", kafka.bootstrap()),
+                format!("--control-admin-key={ADMIN_KEY}"),
+            ],
+        )?];
+        let http = reqwest::Client::new();
+        wait_for(Duration::from_secs(60), "control to answer", || async {
+            http.get(format!("{control_url}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await?;
+        processes.push(RimProcess::start(
+            rim,
+            &dir,
+            "job",
+            &[
+                "job".into(),
+                format!("--job-region={REGION}"),
+                format!("--job-database-url={database_url}"),
+                format!("--job-kafka-brokers={}", kafka.bootstrap()),
+                format!("--job-listen=127.0.0.1:{}", free_port()?),
+            ],
+        )?);
+        let (mut edge_tcp, mut edge_ws) = (Vec::new(), Vec::new());
+        for n in 1..=edges {
+            let (tcp, ws, internal) = (free_port()?, free_port()?, free_port()?);
+            processes.push(RimProcess::start(
+                rim,
+                &dir,
+                &format!("edge-{n}"),
+                &[
+                    "edge".into(),
+                    format!("--edge-node-id=bench-edge-{n}"),
+                    format!("--edge-region={REGION}"),
+                    format!("--edge-control-url={control_url}"),
+                    format!("--edge-tcp-listen=127.0.0.1:{tcp}"),
+                    format!("--edge-ws-listen=127.0.0.1:{ws}"),
+                    format!("--edge-internal-listen=127.0.0.1:{internal}"),
+                    format!("--edge-push-url=http://127.0.0.1:{internal}"),
+                    "--edge-public-addresses=127.0.0.1".into(),
+                    "--edge-auth=insecure".into(),
+                    "--edge-max-conns-per-ip=0".into(),
+                    "--edge-max-connections=0".into(),
+                    "--edge-handshake-timeout-ms=60000".into(),
+                    "--edge-node-heartbeat-ms=1000".into(),
+                ],
+            )?);
+            edge_tcp.push(SocketAddr::from(([127, 0, 0, 1], tcp)));
+            edge_ws.push(SocketAddr::from(([127, 0, 0, 1], ws)));
+        }
+        let cluster = Cluster {
+            control_url,
+            edge_tcp,
+            edge_ws,
+            processes,
+            dir,
+            _kafka: kafka,
+            _postgres: postgres,
+        };
+        wait_for(
+            Duration::from_secs(60),
+            "every edge to be active",
+            || async { cluster.active_edges(&http).await == edges },
+        )
+        .await?;
+        Ok(cluster)
+    }
+
+    /// (name, pid) of the edges.
+    pub fn edges(&self) -> Vec<(String, u32)> {
+        self.processes
+            .iter()
+            .filter(|p| p.name.starts_with("edge-"))
+            .map(|p| (p.name.clone(), p.pid()))
+            .collect()
+    }
+
+    /// (name, pid) of every rim process.
+    pub fn all(&self) -> Vec<(String, u32)> {
+        self.processes
+            .iter()
+            .map(|p| (p.name.clone(), p.pid()))
+            .collect()
+    }
+
+    async fn active_edges(&self, http: &reqwest::Client) -> usize {
+        let Ok(response) = http
+            .get(format!("{}/v1/nodes", self.control_url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+        else {
+            return 0;
+        };
+        let Ok(text) = response.text().await else {
+            return 0;
+        };
+        let Ok(nodes) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return 0;
+        };
+        nodes
+            .get("nodes")
+            .and_then(|n| n.as_array())
+            .map_or(0, |list| {
+                list.iter()
+                    .filter(|node| node.get("state").and_then(|s| s.as_str()) == Some("active"))
+                    .count()
+            })
+    }
+}
+
+/// Polls `ready` every 100 ms until it holds; fails after `patience`.
+pub async fn wait_for<F, Fut>(patience: Duration, what: &str, ready: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !ready().await {
+        if started.elapsed() > patience {
+            bail!("gave up waiting for {what} after {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
