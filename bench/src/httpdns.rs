@@ -361,7 +361,8 @@ async fn ask(
         stream.write_all(&requests[k % requests.len()]).await?;
         k += 1;
         let (status, body) = read_response(&mut stream, &mut buf).await?;
-        if status == 200 && body.windows(8).any(|w| w == b"\"nodes\":[\"") {
+        const LISTED: &[u8] = b"\"nodes\":[\"";
+        if status == 200 && body.windows(LISTED.len()).any(|w| w == LISTED) {
             answers.fetch_add(1, Ordering::Relaxed);
         } else {
             bad.fetch_add(1, Ordering::Relaxed);
