@@ -1,7 +1,7 @@
 //! Why a bus operation failed.
 
-/// A bus failure.
-#[derive(Debug, thiserror::Error)]
+/// A bus failure. Cloneable, so one failure can answer every publish it stopped.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BusError {
     /// The broker is unreachable or refused the records; nothing may be assumed sent (API answers 503).
     #[error("bus unavailable: {0}")]

@@ -87,13 +87,24 @@ pub trait BusConsumer: Send + 'static {
     /// Cancel-safe: dropping the future before it completes loses no record, so a worker may
     /// `select!` it against other work.
     async fn next_batch(&mut self, max: usize) -> Result<Vec<IncomingPush>, BusError>;
-    /// Marks these pushes done (the edges took them): they will not be delivered again to this group.
+    /// Marks these pushes done (the edges took them): once committed, they will not be delivered
+    /// again to this group. May return before the broker has the commit (the Kafka consumer sends
+    /// commits in the background, in order, so a worker never waits for one): a process that dies
+    /// right after may see some done pushes delivered again (at-least-once);
+    /// [`BusConsumer::flush_commits`] waits for them.
     ///
     /// Batches may be marked done in any order: a partition's committed position never passes a
     /// record that was handed out and not yet marked done. If the commit itself fails, the records
     /// stay done for this consumer and their offsets are committed with the next commit of their
-    /// partition (or delivered again to the next consumer: at-least-once).
+    /// partition (or delivered again to the next consumer: at-least-once); the failure is reported
+    /// by this call or a later one.
     async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError>;
+
+    /// Waits until everything marked done so far is committed (or its commit failed, reported
+    /// here): before a graceful stop, so the next consumer starts where this one ended.
+    async fn flush_commits(&mut self) -> Result<(), BusError> {
+        Ok(())
+    }
 
     /// A probe of this consumer's health (broker reachable, partitions assigned) that other tasks
     /// (the `/healthz` endpoint) can ask while the worker loop owns the consumer.
@@ -110,6 +121,10 @@ impl<C: BusConsumer + ?Sized> BusConsumer for Box<C> {
 
     async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError> {
         (**self).commit(done).await
+    }
+
+    async fn flush_commits(&mut self) -> Result<(), BusError> {
+        (**self).flush_commits().await
     }
 
     fn health_probe(&self) -> Arc<dyn HealthProbe> {

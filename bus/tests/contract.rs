@@ -163,6 +163,7 @@ async fn redelivers_uncommitted_after_restart(bus: &dyn Backend) {
     let received = take(first.as_mut(), 5).await;
     assert_eq!(ids(&received), ["m0", "m1", "m2", "m3", "m4"]);
     first.commit(&received[..2]).await.unwrap();
+    first.flush_commits().await.unwrap();
     drop(first);
 
     let mut second = bus.consumer("sh", "job").await;
@@ -180,6 +181,7 @@ async fn commit_never_passes_an_unfinished_record(bus: &dyn Backend) {
     // Later batches finished first: m0 is still with a slow edge.
     first.commit(&received[2..]).await.unwrap();
     first.commit(&received[1..2]).await.unwrap();
+    first.flush_commits().await.unwrap();
     drop(first);
 
     let mut second = bus.consumer("sh", "job").await;
@@ -187,6 +189,7 @@ async fn commit_never_passes_an_unfinished_record(bus: &dyn Backend) {
     assert_eq!(ids(&again), ["m0", "m1", "m2", "m3"]);
     second.commit(&again[..1]).await.unwrap();
     second.commit(&again[1..]).await.unwrap();
+    second.flush_commits().await.unwrap();
     drop(second);
 
     bus.producer()
@@ -330,6 +333,7 @@ async fn kafka_skips_undecodable_records() {
     let received = take(consumer.as_mut(), 2).await;
     assert_eq!(ids(&received), ["before", "after"]);
     consumer.commit(&received).await.unwrap();
+    consumer.flush_commits().await.unwrap();
     drop(consumer);
 
     bus.producer

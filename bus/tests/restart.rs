@@ -74,6 +74,7 @@ async fn member_process() {
         read.extend(consumer.next_batch(BEFORE).await.unwrap());
     }
     consumer.commit(&read[..COMMITTED]).await.unwrap();
+    consumer.flush_commits().await.unwrap();
     let committed: Vec<&str> = read[..COMMITTED]
         .iter()
         .map(|push| push.message.message_id.as_str())

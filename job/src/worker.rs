@@ -10,6 +10,9 @@
 //! When the bus or the directory fails, the loop pauses with bounded exponential backoff and
 //! retries; a batch it could not route is kept and routed again, never dropped. On shutdown it
 //! stops reading, gives in-flight batches one edge timeout to finish and commits what finished.
+//!
+//! Commits never hold up the loop: the bus records the commit points and sends them in the
+//! background, in order (see [`rim_bus::BusConsumer::commit`]); a graceful stop waits for them.
 
 use crate::directory::{DirectoryError, EdgeDirectory, EdgeTarget};
 use crate::lane::{BatchTicket, Lane, LaneContext, LanePart};
@@ -264,20 +267,30 @@ impl<C: BusConsumer> Worker<C> {
         }
     }
 
-    /// After shutdown: waits up to the grace period for in-flight batches, committing as they finish.
+    /// After shutdown: waits up to the grace period for in-flight batches, committing as they
+    /// finish, then for the commits to reach the bus.
     async fn drain(&mut self, state: &mut LoopState) {
         let deadline = Instant::now() + self.grace;
         loop {
             self.commit_finished(state).await;
             if state.inflight.is_empty() {
-                return;
+                break;
             }
             let finished = state.finished.clone();
             if tokio::time::timeout_at(deadline, finished.notified())
                 .await
                 .is_err()
             {
-                return;
+                break;
+            }
+        }
+        match tokio::time::timeout_at(deadline, self.consumer.flush_commits()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(region = %self.region, %err, "last commits failed; the next worker redelivers them")
+            }
+            Err(_) => {
+                tracing::warn!(region = %self.region, "last commits still under way at the end of the grace period")
             }
         }
     }

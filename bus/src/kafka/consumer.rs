@@ -6,6 +6,12 @@
 //! forgotten (their new owner redelivers them), so a late commit cannot move another member's
 //! offset backwards.
 //!
+//! Commits do not hold up the worker: [`BusConsumer::commit`] records the new commit points and
+//! returns; a committer task sends them, one commit at a time (so they reach the broker in order,
+//! each covering every point recorded before it was sent), and sends what was recorded meanwhile
+//! as soon as the previous one is answered. A failed commit keeps its points for the next one and
+//! is reported by the next call to `commit`.
+//!
 //! An undecodable record (not protobuf, no key, no id or target) cannot be retried into shape: it
 //! is logged, counted as `rim_bus_corrupt_total`, treated as done and skipped, so one bad record
 //! never wedges a partition.
@@ -39,14 +45,31 @@ pub struct KafkaConsumer {
     /// again (see [`KafkaConsumer::recover`]); no commits meanwhile, since the broker may have lost
     /// the log they point into.
     recovering: bool,
-    /// The last offset this consumer committed per partition, to tell a broker that forgot it.
-    committed: HashMap<i32, i64>,
-    /// A commit that timed out is still in librdkafka's hands: it is sent when the broker is back,
-    /// so [`KafkaConsumer::recover`] waits for it before setting the restart points (else it could
-    /// land after them, and a rejoin would read from the old log's offset in the new log).
-    commit_in_flight: Option<tokio::task::JoinHandle<KafkaResult<()>>>,
+    /// Commit points waiting to be sent, and what was committed.
+    commits: Arc<Mutex<CommitState>>,
+    /// The committer task, while it runs. A commit that timed out is still in librdkafka's hands:
+    /// it is sent when the broker is back, so [`KafkaConsumer::recover`] waits for the task before
+    /// setting the restart points (else a commit could land after them, and a rejoin would read
+    /// from the old log's offset in the new log).
+    committer: Option<tokio::task::JoinHandle<()>>,
     group_id: String,
     commit_timeout: Duration,
+}
+
+/// What the consumer and its committer task share.
+#[derive(Default)]
+struct CommitState {
+    /// Commit points recorded and not yet sent (or sent by a commit that failed), per partition.
+    unsent: HashMap<i32, i64>,
+    /// The last offset this consumer committed per partition, to tell a broker that forgot it.
+    committed: HashMap<i32, i64>,
+    /// The committer task is running: it sends `unsent` before it ends.
+    sending: bool,
+    /// The latest commit failure not yet reported by [`BusConsumer::commit`].
+    failure: Option<String>,
+    /// A commit that timed out and is still in librdkafka's hands: the next one waits for it, so
+    /// an older commit never lands after a newer one.
+    timed_out: Option<tokio::task::JoinHandle<KafkaResult<()>>>,
 }
 
 /// Drops the pending records of partitions a rebalance takes away.
@@ -125,8 +148,8 @@ impl KafkaConsumer {
             topics,
             topic,
             recovering: false,
-            committed: HashMap::new(),
-            commit_in_flight: None,
+            commits: Arc::default(),
+            committer: None,
             group_id: group_id.to_owned(),
             commit_timeout: settings.delivery_timeout,
         })
@@ -149,7 +172,7 @@ impl KafkaConsumer {
     /// librdkafka never reset them, and the worker would read again (if at all) only once the new
     /// log passed the old position, skipping what came before. See [`lost_positions`].
     async fn recover(&mut self) -> Result<(), BusError> {
-        if let Some(earlier) = self.commit_in_flight.as_mut() {
+        if let Some(earlier) = self.committer.as_mut() {
             tokio::time::timeout(self.commit_timeout, earlier)
                 .await
                 .map_err(|_| {
@@ -159,11 +182,22 @@ impl KafkaConsumer {
                 })?
                 // Its outcome no longer matters: the restart points set below decide.
                 .ok();
-            self.commit_in_flight = None;
+            self.committer = None;
+        }
+        let timed_out = self.commits.lock().timed_out.take();
+        if let Some(earlier) = timed_out {
+            tokio::time::timeout(self.commit_timeout, earlier)
+                .await
+                .map_err(|_| {
+                    BusError::Unavailable(
+                        "a commit from before the failure is still under way".into(),
+                    )
+                })?
+                .ok();
         }
         let consumer = self.consumer.clone();
         let topic = self.topic.clone();
-        let committed = self.committed.clone();
+        let committed = self.commits.lock().committed.clone();
         let pending = self.pending.clone();
         let moved = tokio::task::spawn_blocking(move || {
             consumer
@@ -205,7 +239,9 @@ impl KafkaConsumer {
                 to = lost.to,
                 "the broker lost this partition's log or the group's offsets; reading it again from there"
             );
-            self.committed.remove(&lost.partition);
+            let mut commits = self.commits.lock();
+            commits.committed.remove(&lost.partition);
+            commits.unsent.remove(&lost.partition);
         }
         self.recovering = false;
         Ok(())
@@ -392,46 +428,47 @@ impl BusConsumer for KafkaConsumer {
     }
 
     async fn commit(&mut self, done: &[IncomingPush]) -> Result<(), BusError> {
-        let commits = self
+        let points = self
             .pending
             .lock()
             .done(done.iter().map(|push| push.position));
-        // While recovering, the pushes stay done and the first commit after the recovery covers
-        // them, unless it found their log lost.
-        if commits.is_empty() || self.recovering {
-            return Ok(());
+        let mut commits = self.commits.lock();
+        // Points only move forward: a later point of a partition replaces an unsent earlier one.
+        commits.unsent.extend(points);
+        let failure = commits.failure.take();
+        // While recovering, the points wait, and the first commit after the recovery sends them,
+        // unless it found their log lost.
+        if !self.recovering && !commits.sending && !commits.unsent.is_empty() {
+            commits.sending = true;
+            self.committer = Some(tokio::spawn(send_commits(
+                self.consumer.clone(),
+                self.commits.clone(),
+                self.topic.clone(),
+                self.commit_timeout,
+            )));
         }
-        let mut offsets = TopicPartitionList::new();
-        for &(partition, offset) in &commits {
-            offsets
-                .add_partition_offset(&self.topic, partition, Offset::Offset(offset))
-                .map_err(|err| BusError::Unavailable(format!("commit list: {err}")))?;
+        match failure {
+            Some(failure) => Err(BusError::Unavailable(failure)),
+            None => Ok(()),
         }
-        if self
-            .commit_in_flight
-            .as_ref()
-            .is_some_and(|earlier| !earlier.is_finished())
-        {
+    }
+
+    async fn flush_commits(&mut self) -> Result<(), BusError> {
+        if let Some(committer) = self.committer.take() {
+            // The task ends once nothing is left to send, or at a failure (noted below).
+            committer
+                .await
+                .map_err(|err| BusError::Unavailable(format!("committer task: {err}")))?;
+        }
+        let mut commits = self.commits.lock();
+        if let Some(failure) = commits.failure.take() {
+            return Err(BusError::Unavailable(failure));
+        }
+        if !commits.unsent.is_empty() {
             return Err(BusError::Unavailable(
-                "an earlier commit is still under way".into(),
+                "commits wait for the consumer to recover from a failed read".into(),
             ));
         }
-        let consumer = self.consumer.clone();
-        let commit = self
-            .commit_in_flight
-            .insert(tokio::task::spawn_blocking(move || {
-                consumer.commit(&offsets, CommitMode::Sync)
-            }));
-        let committed = tokio::time::timeout(self.commit_timeout, commit)
-            .await
-            .map_err(|_| {
-                BusError::Unavailable(format!("commit timed out after {:?}", self.commit_timeout))
-            })?;
-        self.commit_in_flight = None;
-        committed
-            .map_err(|err| BusError::Unavailable(format!("commit task: {err}")))?
-            .map_err(|err| BusError::Unavailable(format!("commit: {err}")))?;
-        self.committed.extend(commits);
         Ok(())
     }
 
@@ -441,6 +478,75 @@ impl BusConsumer for KafkaConsumer {
             topic: self.topic.clone(),
             group_id: self.group_id.clone(),
         })
+    }
+}
+
+/// The committer task: sends the recorded commit points, one commit at a time, until none are left
+/// (then clears `sending` under the same lock, so a point recorded later starts a new task). A
+/// failed commit puts its points back (unless later ones came meanwhile), notes the failure for
+/// the next [`BusConsumer::commit`] to report, and ends the task: the next call sends again.
+async fn send_commits(
+    consumer: Arc<StreamConsumer<OwnershipContext>>,
+    commits: Arc<Mutex<CommitState>>,
+    topic: String,
+    timeout: Duration,
+) {
+    loop {
+        let (points, earlier) = {
+            let mut state = commits.lock();
+            if state.unsent.is_empty() {
+                state.sending = false;
+                return;
+            }
+            let points: Vec<(i32, i64)> = state.unsent.drain().collect();
+            (points, state.timed_out.take())
+        };
+        let outcome = commit_points(&consumer, &topic, &points, earlier, timeout).await;
+        let mut state = commits.lock();
+        match outcome {
+            Ok(()) => state.committed.extend(points.iter().copied()),
+            Err((failure, still_running)) => {
+                for (partition, offset) in points {
+                    state.unsent.entry(partition).or_insert(offset);
+                }
+                state.timed_out = still_running;
+                state.failure = Some(failure);
+                state.sending = false;
+                return;
+            }
+        }
+    }
+}
+
+/// One synchronous commit of `points` on a blocking thread, after the `earlier` one that timed out
+/// (if any) ended, bounded by `timeout`. A commit that times out is given back, still running.
+async fn commit_points(
+    consumer: &Arc<StreamConsumer<OwnershipContext>>,
+    topic: &str,
+    points: &[(i32, i64)],
+    earlier: Option<tokio::task::JoinHandle<KafkaResult<()>>>,
+    timeout: Duration,
+) -> Result<(), (String, Option<tokio::task::JoinHandle<KafkaResult<()>>>)> {
+    if let Some(mut earlier) = earlier {
+        // Its outcome is superseded by this commit; only its end matters.
+        if tokio::time::timeout(timeout, &mut earlier).await.is_err() {
+            return Err(("an earlier commit is still under way".into(), Some(earlier)));
+        }
+    }
+    let mut offsets = TopicPartitionList::new();
+    for &(partition, offset) in points {
+        offsets
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|err| (format!("commit list: {err}"), None))?;
+    }
+    let consumer = consumer.clone();
+    let mut commit =
+        tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync));
+    match tokio::time::timeout(timeout, &mut commit).await {
+        Err(_) => Err((format!("commit timed out after {timeout:?}"), Some(commit))),
+        Ok(Err(err)) => Err((format!("commit task: {err}"), None)),
+        Ok(Ok(Err(err))) => Err((format!("commit: {err}"), None)),
+        Ok(Ok(Ok(()))) => Ok(()),
     }
 }
 
