@@ -10,12 +10,15 @@
 //!
 //!   Every decoder validates every length against the bytes actually present and returns a
 //!   [`DecodeError`] rather than panicking, whatever the input.
+//! - [`durable`]: rim's opt-in extension for durable delivery (message ids and positions on pushes,
+//!   client acks, resume answers); see `docs/rim-protocol-extension.md`.
 //! - [`node_token`]: the signed token that names a node (edge or job worker) on internal links.
 //! - [`limits`]: bounds on the room names and watch sets clients choose.
 //! - [`schema`]: rim's internal protobuf messages (pushes on the bus, edge API calls), compiled from
 //!   `schemas/rim.proto` at build time.
 
 pub mod batch;
+pub mod durable;
 pub mod error;
 pub mod limits;
 pub mod message;
