@@ -38,6 +38,17 @@ fn terraform_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Terraform's diagnostics with line wrapping and box drawing undone (it wraps long messages at
+/// ~78 columns, also when not on a terminal, and starts each line with `│`), so messages can be
+/// looked for whole.
+fn flat(output: &[u8]) -> String {
+    String::from_utf8_lossy(output)
+        .split_whitespace()
+        .filter(|word| !["│", "╷", "╵"].contains(word))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn require_terraform() {
     let found = Command::new("terraform").arg("version").output();
     assert!(
@@ -328,6 +339,17 @@ async fn apply_plan_drift_import_drain_destroy_against_a_real_control_plane() {
     )
     .await;
     std::fs::write(work.join("imported.tf"), IMPORTED).expect("imported.tf");
+    // Creating it instead fails, and says how to take it over.
+    let out = rig.terraform(
+        &work,
+        &["apply", "-auto-approve", "-input=false", "-no-color"],
+    );
+    let stderr = flat(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("region \"usw\" already exists; to manage it with Terraform, import it"),
+        "{stderr}"
+    );
     rig.expect(
         &work,
         &[
@@ -412,7 +434,7 @@ async fn apply_plan_drift_import_drain_destroy_against_a_real_control_plane() {
         &work,
         &["destroy", "-auto-approve", "-input=false", "-no-color"],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = flat(&out.stderr);
     assert!(!out.status.success());
     assert!(
         stderr.contains("rim: deleting region \"bj\" failed")
@@ -467,7 +489,7 @@ resource "rim_api_key" "bad" {
     )
     .expect("main.tf");
     let out = rig.terraform(&work, &["plan", "-input=false", "-no-color"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = flat(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for message in [
         "Error: name must not be empty",
@@ -511,7 +533,7 @@ resource "rim_region" "ok" {
         &work,
         &["apply", "-auto-approve", "-input=false", "-no-color"],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = flat(&out.stderr);
     assert!(!out.status.success());
     assert!(
         stderr.contains("rim: creating region \"ok\" failed") && stderr.contains("HTTP 401"),
