@@ -47,7 +47,11 @@ impl Example {
     /// The lines after the first as one packet, whitespace ignored.
     fn bytes(&self) -> Bytes {
         let hex: String = self.rest.concat().split_whitespace().collect();
-        assert!(hex.len().is_multiple_of(2), "odd hex digit count in {:?}", self.kind);
+        assert!(
+            hex.len().is_multiple_of(2),
+            "odd hex digit count in {:?}",
+            self.kind
+        );
         (0..hex.len())
             .step_by(2)
             .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).expect("hex digits"))
