@@ -278,7 +278,9 @@ async fn flush<T: Transport>(
             return Ok(());
         }
         shared.write_batches.record(pending.len() as f64);
+        // Biased: a write that completes at once never registers for a close or the deadline.
         tokio::select! {
+            biased;
             written = transport.send(&pending) => written.map_err(|_| CloseReason::Io)?,
             reason = channel.outbox.closed() => return Err(reason),
             () = deadline.as_mut() => return Err(CloseReason::HeartbeatTimeout),

@@ -23,8 +23,9 @@ use crate::outbox::Frame;
 
 /// Largest merged op-9 WebSocket message; a longer run of pushes is split into several messages.
 pub const MAX_BATCH: usize = 256 * 1024;
-/// Slices handed to one `writev` (Linux takes up to 1024).
-const MAX_SLICES: usize = 64;
+/// Slices handed to one `writev` (Linux takes up to 1024; the arrays are rebuilt on every poll, so
+/// they stay small: a queue of one frame, the usual case, needs one to three).
+const MAX_SLICES: usize = 16;
 
 /// How frames are laid out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
