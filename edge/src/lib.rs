@@ -7,8 +7,10 @@
 //! | module | idea |
 //! |---|---|
 //! | [`config`] | `EdgeConfig` (clap args / `[edge]` TOML section) |
-//! | [`auth`] | the [`auth::Verifier`] trait; JWT (reloadable keys) and insecure dev verifiers |
-//! | [`session`] | one connection: handshake, heartbeats, ops, close — one task per connection |
+//! | [`auth`] | the [`auth::Verifier`] trait; JWT (pinned algorithms, audience, `kid`, JWKS, reloadable keys), room grants, insecure dev verifier |
+//! | [`listener`] / [`limits`] | accept loops, PROXY protocol from trusted networks, per-address (IPv6 /64) and total bounds |
+//! | [`tls`] | certificates reloaded without a restart, session tickets |
+//! | [`session`] | one connection: handshake, heartbeats, ops (room changes authorized and bounded), close — one task per connection |
 //! | [`transport`] | TCP/TLS byte streams and WebSocket messages behind one trait |
 //! | [`bucket`] / [`channel`] | connections sharded by key; rooms per bucket; key takeover |
 //! | [`outbox`] | the per-connection queue, bounded by bytes and time behind, drained whole into one write |

@@ -98,11 +98,6 @@ impl Jwks {
         self.per_url.lock().iter().any(Option::is_some)
     }
 
-    /// Number of keys in force.
-    pub fn key_count(&self) -> usize {
-        self.keys.load().len()
-    }
-
     /// Fetches every URL now (waiting for a fetch already running), keeping the last good set of
     /// each URL that fails.
     pub async fn refresh(&self) {
