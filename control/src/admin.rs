@@ -215,6 +215,10 @@ struct KeyView {
     scopes: Vec<Scope>,
     created_at: i64,
     revoked_at: Option<i64>,
+    /// Target kinds the key may push to; null: every kind.
+    target_kinds: Option<Vec<rim_store::TargetKind>>,
+    /// The key's push rate limit; null: none.
+    rate_limit: Option<rim_store::RateLimit>,
 }
 
 impl From<ApiKeyRecord> for KeyView {
@@ -225,6 +229,8 @@ impl From<ApiKeyRecord> for KeyView {
             scopes: record.scopes,
             created_at: record.created_at,
             revoked_at: record.revoked_at,
+            target_kinds: record.target_kinds,
+            rate_limit: record.rate_limit,
         }
     }
 }

@@ -85,32 +85,23 @@ fn list(items: Option<&Vec<String>>) -> Value<Vec<Value<String>>> {
 }
 
 impl ApiKeyState {
-    /// The state of `key` as listed, keeping what the listing cannot show (the secret, and the
-    /// limits on control planes that do not list them) from `known`.
+    /// The state of `key` as the control plane lists it, keeping the secret (never listed) from
+    /// `known`, and `known`'s way of saying the default burst (unset or equal to the rate).
     fn from_api(key: ApiKey, known: &ApiKeyState) -> Self {
-        let limited = key.target_kinds.is_some() || key.rate_limit.is_some();
         Self {
             id: Value::Value(key.id),
             name: Value::Value(key.name),
             scopes: list(Some(&key.scopes)),
-            target_kinds: if limited || known.target_kinds.is_null() {
-                list(key.target_kinds.as_ref())
-            } else {
-                known.target_kinds.clone()
-            },
-            rate_per_second: match key.rate_limit {
-                Some(limit) => Value::Value(i64::from(limit.per_second)),
-                None if limited => Value::Null,
-                None => known.rate_per_second,
-            },
-            // The burst is only configured when it differs from the default (the rate).
+            target_kinds: list(key.target_kinds.as_ref()),
+            rate_per_second: key
+                .rate_limit
+                .map(|limit| i64::from(limit.per_second))
+                .into(),
             rate_burst: match key.rate_limit {
                 Some(limit) if known.rate_burst.is_value() || limit.burst != limit.per_second => {
                     Value::Value(i64::from(limit.burst))
                 }
-                Some(_) => Value::Null,
-                None if limited => Value::Null,
-                None => known.rate_burst,
+                _ => Value::Null,
             },
             secret: known.secret.clone(),
         }
