@@ -9,6 +9,12 @@
 //!
 //! Every edge runs with a [`SessionReporter`] (its link to the control plane) as its session observer,
 //! and authenticates clients through control's auth webhook when `edge_auth_webhook` is set.
+//!
+//! Every edge and job worker first enrolls with the control plane ([`NodeCredentials`]: the
+//! cluster secret buys a node token bound to its role, node id and region, renewed with itself),
+//! and presents that token on every internal call; an edge accepts pushes only with a job worker's
+//! token of its region. `rim dev` does the same over loopback, with its random secret, so it needs
+//! no configuration.
 
 use crate::cli::{ControlArgs, DevArgs, EdgeArgs, JobArgs};
 use anyhow::Context;
@@ -16,14 +22,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use rim_bus::kafka::{KafkaProducer, KafkaSettings};
 use rim_bus::memory::MemoryBus;
 use rim_edge::{Edge, EdgeConfig, EdgeHandle, EdgeHooks, Verifier};
-use rim_edgelink::{LinkConfig, SessionReporter, WebhookVerifier};
+use rim_edgelink::{
+    CredentialSettings, LinkConfig, NodeCredentials, SessionReporter, WebhookVerifier,
+};
 use rim_job::StoreDirectory;
+use rim_proto::node_token::NodeRole;
 use rim_store::memory::MemoryStore;
 use rim_store::postgres::PostgresStore;
 use rim_store::{Store, StoreSettings};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Pushes the in-process bus of `rim dev` holds per region before publishing fails with 503.
 const DEV_BUS_CAPACITY: usize = 100_000;
@@ -56,19 +66,31 @@ pub async fn dev(
     if link.edge_public_addresses.is_empty() {
         link.edge_public_addresses = vec!["127.0.0.1".into()];
     }
-    let (edge, reporter) = start_edge(args.edge, link, &secret, prometheus).await?;
+    let job_settings = CredentialSettings {
+        control_url: link.edge_control_url.clone(),
+        ..link.credential_settings()
+    };
+    let edge = start_edge(args.edge, link, &secret, prometheus).await?;
+    let (job_credentials, _job_renewal) = enroll(
+        NodeRole::Job,
+        &args.job.node_id(),
+        &args.job.job_region,
+        &secret,
+        &job_settings,
+    )?;
+    job_credentials.ready().await;
     let consumer = bus.consumer(&args.job.job_region, &args.job.group_id());
     let directory = Arc::new(StoreDirectory::new(store, args.job.directory_cache()));
-    print_banner(edge.addrs(), control.local_addr(), &admin_key);
+    print_banner(edge.handle.addrs(), control.local_addr(), &admin_key);
     rim_job::run(
         &args.job,
-        &secret,
+        job_credentials.token(),
         consumer,
         directory,
         crate::shutdown::signal(),
     )
     .await?;
-    stop_edge(edge, &reporter).await;
+    stop_edge(edge).await;
     control.shutdown().await
 }
 
@@ -106,48 +128,78 @@ pub async fn edge(
     secret: String,
     prometheus: PrometheusHandle,
 ) -> anyhow::Result<()> {
-    let (edge, reporter) = start_edge(args.edge, args.link, &secret, prometheus).await?;
-    tracing::info!(addrs = ?edge.addrs(), node = reporter.node_id(), "edge running");
+    let edge = start_edge(args.edge, args.link, &secret, prometheus).await?;
+    tracing::info!(addrs = ?edge.handle.addrs(), node = edge.reporter.node_id(), "edge running");
     crate::shutdown::signal().await;
-    stop_edge(edge, &reporter).await;
+    stop_edge(edge).await;
     Ok(())
 }
 
+/// A node's credential and its renewal task (stopped when the guard is dropped).
+fn enroll(
+    role: NodeRole,
+    node_id: &str,
+    region: &str,
+    secret: &str,
+    settings: &CredentialSettings,
+) -> anyhow::Result<(Arc<NodeCredentials>, DropGuard)> {
+    let credentials = NodeCredentials::new(role, node_id, region, secret, settings)?;
+    let stop = CancellationToken::new();
+    credentials.spawn(stop.clone());
+    Ok((credentials, stop.drop_guard()))
+}
+
+/// A started edge, its reporter, and the renewal of its node credential.
+struct RunningEdge {
+    handle: EdgeHandle,
+    reporter: Arc<SessionReporter>,
+    _renewal: DropGuard,
+}
+
 /// Starts an edge whose sessions a [`SessionReporter`] reports to the control plane of `link`, and
-/// the reporter once the edge's ports are bound.
+/// the reporter once the edge's ports are bound; both use the node credential the edge enrolls
+/// for, which also decides who may push to it.
 async fn start_edge(
     config: EdgeConfig,
     link: LinkConfig,
     secret: &str,
     prometheus: PrometheusHandle,
-) -> anyhow::Result<(EdgeHandle, Arc<SessionReporter>)> {
+) -> anyhow::Result<RunningEdge> {
     let reporter = SessionReporter::new(link.clone());
+    let (credentials, renewal) = enroll(
+        NodeRole::Edge,
+        reporter.node_id(),
+        &link.edge_region,
+        secret,
+        &link.credential_settings(),
+    )?;
     let verifier: Arc<dyn Verifier> = if link.edge_auth_webhook {
         tracing::info!("clients are authenticated by the control plane's auth webhook");
-        Arc::new(WebhookVerifier::new(
-            &link,
-            reporter.node_id().to_owned(),
-            secret,
-        )?)
+        Arc::new(WebhookVerifier::new(&link, &credentials)?)
     } else {
         rim_edge::auth::from_config(&config)?
     };
     let hooks = EdgeHooks {
         events: reporter.clone(),
         metrics: Some(prometheus),
+        push_authority: Some(credentials.clone()),
         ..EdgeHooks::default()
     };
-    let edge = Edge::start(config, secret.to_owned(), verifier, hooks).await?;
-    reporter.start(secret, edge.addrs())?;
-    Ok((edge, reporter))
+    let handle = Edge::start(config, secret.to_owned(), verifier, hooks).await?;
+    reporter.start(&credentials, handle.addrs())?;
+    Ok(RunningEdge {
+        handle,
+        reporter,
+        _renewal: renewal,
+    })
 }
 
 /// Stops an edge: tells control it drains, closes the clients, then sends their disconnects (each
 /// step bounded in time).
-async fn stop_edge(edge: EdgeHandle, reporter: &SessionReporter) {
-    reporter.drain().await;
-    edge.shutdown().await;
-    if !reporter.shutdown(REPORT_FLUSH_TIMEOUT).await {
+async fn stop_edge(edge: RunningEdge) {
+    edge.reporter.drain().await;
+    edge.handle.shutdown().await;
+    if !edge.reporter.shutdown(REPORT_FLUSH_TIMEOUT).await {
         tracing::warn!("some session changes were not reported; they expire at the control plane");
     }
 }
@@ -200,9 +252,22 @@ pub async fn job(
         Arc::new(store),
         args.job.directory_cache(),
     ));
+    let settings = CredentialSettings {
+        control_url: args.job.job_control_url.clone(),
+        control_ca_file: args.job.job_control_ca_file.clone(),
+        timeout: args.job.edge_timeout(),
+        backoff: args.job.backoff(),
+    };
+    let (credentials, _renewal) = enroll(
+        NodeRole::Job,
+        &args.job.node_id(),
+        &args.job.job_region,
+        &secret,
+        &settings,
+    )?;
     rim_job::run_kafka_worker(
         &args.job,
-        &secret,
+        credentials.token(),
         directory,
         Some(prometheus),
         crate::shutdown::signal(),

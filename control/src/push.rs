@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Smallest operation a business push may use: lower ones are protocol operations (auth,
 /// heartbeat, batch) that clients would misinterpret.
-pub const MIN_BUSINESS_OPERATION: i32 = 1000;
+pub const MIN_BUSINESS_OPERATION: i32 = rim_proto::op::MIN_BUSINESS_PUSH;
 
 /// Longest accepted room id (`type://id`) and connection key, in bytes.
 pub const MAX_NAME_LEN: usize = 256;

@@ -35,8 +35,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Pushing: `POST http://<internal>/internal/push` with `Authorization: Bearer <cluster secret>` and a
-//! protobuf `rim.v1.EdgePushRequest`; or, in-process, [`EdgeHandle::push`]. Both return per push the
+//! Pushing: `POST http://<internal>/internal/push` with `Authorization: Bearer <job node token>` (or
+//! the cluster secret for an edge without [`EdgeHooks::push_authority`]) and a protobuf
+//! `rim.v1.EdgePushRequest`; or, in-process, [`EdgeHandle::push`]. Both return per push the
 //! number of connections reached.
 //!
 //! The process installs the Prometheus recorder; pass its handle in [`EdgeHooks::metrics`] to have it
@@ -99,6 +100,9 @@ pub struct EdgeHooks {
     pub upstream: Arc<dyn UpstreamSink>,
     /// The process's Prometheus handle, rendered at `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// Who may push on `/internal/push` (the edge's node credential); without one, the cluster
+    /// secret (see [`internal`]).
+    pub push_authority: Option<Arc<dyn internal::PushAuthority>>,
 }
 
 impl Default for EdgeHooks {
@@ -107,6 +111,7 @@ impl Default for EdgeHooks {
             events: Arc::new(NoEvents),
             upstream: Arc::new(CountingSink),
             metrics: None,
+            push_authority: None,
         }
     }
 }
@@ -178,6 +183,16 @@ impl Edge {
             (None, None) => None,
             _ => anyhow::bail!("TLS needs both edge_tls_cert and edge_tls_key"),
         };
+        let internal_tls = match (
+            &config.internal.edge_internal_tls_cert,
+            &config.internal.edge_internal_tls_key,
+        ) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "internal TLS needs both edge_internal_tls_cert and edge_internal_tls_key"
+            ),
+        };
         let bind = |addr: String| async move {
             TcpListener::bind(&addr)
                 .await
@@ -242,26 +257,25 @@ impl Edge {
                 ))
             })
             .collect();
-        let router = internal::router(
-            internal::InternalState {
-                fanout,
-                secret: Arc::from(cluster_secret.into_bytes()),
-                metrics: hooks.metrics,
-                shutdown: shutdown.clone(),
-            },
-            config.edge_max_push_body,
-        );
+        let accept_secret =
+            hooks.push_authority.is_none() || config.internal.edge_internal_accept_cluster_secret;
+        let router = internal::router(internal::InternalState {
+            fanout,
+            secret: accept_secret.then(|| Arc::from(cluster_secret.into_bytes())),
+            authority: hooks.push_authority,
+            max_body: config.edge_max_push_body,
+            metrics: hooks.metrics,
+            shutdown: shutdown.clone(),
+        });
         // The internal endpoint outlives the start of shutdown: while connections close it answers
         // pushes 503 and health "draining", and it stops once they are closed.
         let internal_stop = CancellationToken::new();
-        let stop = internal_stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(internal, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "internal endpoint failed");
-            }
-        }));
+        tasks.push(tokio::spawn(internal::serve(
+            internal,
+            router,
+            internal_tls,
+            internal_stop.clone(),
+        )));
         tracing::info!(?addrs, "edge started");
         Ok(EdgeHandle {
             addrs,

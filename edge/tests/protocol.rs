@@ -247,7 +247,7 @@ async fn upstream_ops_are_echoed_and_sunk(kind: Kind) {
     let hooks = EdgeHooks {
         events: recorder.clone(),
         upstream: recorder.clone(),
-        metrics: None,
+        ..EdgeHooks::default()
     };
     let edge = common::start_with(AuthMode::Jwt, hooks, |_| {}).await;
     let mut client = edge.client(kind, "k1", "", &[]).await;

@@ -89,8 +89,12 @@ pub(crate) struct Load {
     pub connections: u64,
     /// Distinct IPs among them.
     pub ips: u64,
-    /// Non-empty reportable rooms with their counts, by room.
+    /// The largest non-empty reportable rooms with their counts, by room.
     pub rooms: Vec<RoomCount>,
+    /// Rooms left out of `rooms` (beyond the heartbeat's bound).
+    pub omitted_rooms: u64,
+    /// Connections in the rooms left out.
+    pub omitted_room_connections: u64,
 }
 
 /// The coalescing session buffer of one edge.
@@ -323,14 +327,28 @@ impl Buffer {
         self.dropped
     }
 
-    /// Current live figures.
-    pub(crate) fn load(&self) -> Load {
-        let mut rooms: Vec<RoomCount> = self
+    /// Current live figures, listing at most `max_rooms` rooms: the largest (ties by name), so a
+    /// heartbeat stays bounded whatever rooms clients choose; the rest are summed.
+    pub(crate) fn load(&self, max_rooms: usize) -> Load {
+        let mut largest: Vec<(&Arc<str>, u64)> = self
             .rooms
             .iter()
+            .map(|(room, count)| (room, *count))
+            .collect();
+        let mut omitted_rooms = 0;
+        let mut omitted_room_connections = 0u64;
+        if largest.len() > max_rooms {
+            largest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            for (_, count) in largest.drain(max_rooms..) {
+                omitted_rooms += 1;
+                omitted_room_connections = omitted_room_connections.saturating_add(count);
+            }
+        }
+        let mut rooms: Vec<RoomCount> = largest
+            .into_iter()
             .map(|(room, count)| RoomCount {
                 room: room.to_string(),
-                count: *count,
+                count,
             })
             .collect();
         rooms.sort_by(|a, b| a.room.cmp(&b.room));
@@ -338,6 +356,8 @@ impl Buffer {
             connections: self.live,
             ips: self.ips.len() as u64,
             rooms,
+            omitted_rooms,
+            omitted_room_connections,
         }
     }
 
@@ -467,7 +487,7 @@ mod tests {
         buffer.connected(&a, 100);
         buffer.disconnected(&a);
         assert!(buffer.take(10).is_empty());
-        assert_eq!(buffer.load(), Load::default());
+        assert_eq!(buffer.load(usize::MAX), Load::default());
     }
 
     #[test]
@@ -482,7 +502,7 @@ mod tests {
         let events = buffer.take(10);
         assert_eq!(kinds(&events), [(Kind::Connect, "k".into(), 2)]);
         assert_eq!(events[0].at_unix_ms, 100);
-        assert_eq!(buffer.load().connections, 1);
+        assert_eq!(buffer.load(usize::MAX).connections, 1);
     }
 
     #[test]
@@ -507,7 +527,10 @@ mod tests {
         buffer.disconnected(&old);
         buffer.connected(&channel(2, "k", ""), 100);
         assert_eq!(kinds(&buffer.take(10)), [(Kind::Connect, "k".into(), 2)]);
-        assert_eq!((buffer.ended(), buffer.load().connections), (0, 1));
+        assert_eq!(
+            (buffer.ended(), buffer.load(usize::MAX).connections),
+            (0, 1)
+        );
     }
 
     #[test]
@@ -522,7 +545,7 @@ mod tests {
         assert_eq!(kinds(&events), [(Kind::Renew, "a".into(), 1)]);
         assert_eq!(events[0].room, "live://2");
         assert_eq!(
-            buffer.load().rooms,
+            buffer.load(usize::MAX).rooms,
             [RoomCount {
                 room: "live://2".into(),
                 count: 1
@@ -533,11 +556,39 @@ mod tests {
     }
 
     #[test]
+    fn a_heartbeat_lists_the_largest_rooms_and_sums_the_rest() {
+        let mut buffer = Buffer::new(10);
+        let mut id = 0;
+        for (room, members) in [
+            ("live://big", 3),
+            ("live://mid", 2),
+            ("live://a", 1),
+            ("live://b", 1),
+        ] {
+            for _ in 0..members {
+                id += 1;
+                buffer.connected(&channel(id, &format!("k{id}"), room), 100);
+            }
+        }
+        let load = buffer.load(2);
+        let listed: Vec<(&str, u64)> = load
+            .rooms
+            .iter()
+            .map(|r| (r.room.as_str(), r.count))
+            .collect();
+        assert_eq!(listed, [("live://big", 3), ("live://mid", 2)]);
+        assert_eq!((load.omitted_rooms, load.omitted_room_connections), (2, 2));
+        assert_eq!(load.connections, 7);
+        let all = buffer.load(usize::MAX);
+        assert_eq!((all.rooms.len(), all.omitted_rooms), (4, 0));
+    }
+
+    #[test]
     fn a_room_that_is_not_type_id_is_reported_as_no_room() {
         let mut buffer = Buffer::new(10);
         buffer.connected(&channel(1, "a", "lobby"), 100);
         assert_eq!(buffer.take(10)[0].room, "");
-        assert!(buffer.load().rooms.is_empty());
+        assert!(buffer.load(usize::MAX).rooms.is_empty());
         assert_eq!(
             buffer.connected(&channel(2, &"k".repeat(300), ""), 100),
             Noted::Unreportable
@@ -565,7 +616,7 @@ mod tests {
                 (Kind::Connect, "k6".into(), 6),
             ]
         );
-        assert_eq!(buffer.load().connections, 2);
+        assert_eq!(buffer.load(usize::MAX).connections, 2);
     }
 
     #[test]

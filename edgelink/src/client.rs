@@ -1,16 +1,23 @@
 //! The HTTP client of the control plane's edge API (`control/src/edge_api.rs`).
 //!
-//! Four protobuf calls with the cluster secret as bearer token. Each answer is reduced to what the
-//! caller must do about it ([`CallError`]): register again (404 unknown node), split (413), give up on
-//! this body (other 4xx: a bug or a configuration error, never fixed by retrying), or retry later
-//! (503, 5xx, timeouts, unreachable). Answers are read up to [`MAX_ANSWER_BYTES`].
+//! Protobuf calls with a bearer token read from a [`TokenCell`] on every request: the node token
+//! for the edge API and renewal, the cluster secret for enrollment only (see [`crate::credential`]).
+//! Each answer is reduced to what the caller must do about it ([`CallError`]): register again (404
+//! unknown node), renew the token (401), split (413), give up on this body (other 4xx: a bug or a
+//! configuration error, never fixed by retrying), or retry later (503, 5xx, timeouts,
+//! unreachable). Answers are read up to [`MAX_ANSWER_BYTES`]. An `https` control URL is verified
+//! against the system's roots plus an optional CA file.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
 use reqwest::StatusCode;
-use rim_proto::schema::{AuthRequest, AuthResponse, NodeHeartbeat, NodeRegistration, SessionBatch};
+use rim_proto::node_token::TokenCell;
+use rim_proto::schema::{
+    AuthRequest, AuthResponse, NodeCredential, NodeEnrollment, NodeHeartbeat, NodeKeys,
+    NodeRegistration, SessionBatch,
+};
 use rim_store::SessionApplyReport;
 
 /// Largest answer read from the control plane; longer ones are a failure of the call.
@@ -29,6 +36,10 @@ pub enum CallError {
     /// 413: the body is too large; split it.
     #[error("request too large for the control plane: {0}")]
     TooLarge(String),
+    /// 401: the credential was refused (expired, replaced keys, wrong secret): renew or enroll,
+    /// then retry.
+    #[error("the control plane refused the credential: {0}")]
+    Unauthorized(String),
     /// Another 4xx (malformed body, wrong cluster secret, no webhook): retrying the same request
     /// cannot help.
     #[error("the control plane refused the request ({status}): {message}")]
@@ -48,14 +59,19 @@ pub enum CallError {
 pub struct ControlClient {
     http: reqwest::Client,
     base: String,
-    secret: String,
+    bearer: TokenCell,
 }
 
 impl ControlClient {
-    /// A client for the control plane at `base_url`, calls bounded by `timeout`. Fails on a URL that
-    /// is not http(s) or an empty secret.
-    pub fn new(base_url: &str, secret: &str, timeout: Duration) -> anyhow::Result<Self> {
-        anyhow::ensure!(!secret.is_empty(), "the cluster secret must not be empty");
+    /// A client for the control plane at `base_url` presenting `bearer`, calls bounded by
+    /// `timeout`, trusting the CAs of `ca_file` too. Fails on a URL that is not http(s) or an
+    /// unreadable CA file.
+    pub fn new(
+        base_url: &str,
+        bearer: impl Into<TokenCell>,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let url = reqwest::Url::parse(base_url)
             .map_err(|e| anyhow::anyhow!("edge_control_url {base_url:?}: {e}"))?;
         anyhow::ensure!(
@@ -65,12 +81,40 @@ impl ControlClient {
         // reqwest is built without a bundled TLS crypto provider: make the workspace's (ring) the
         // process default. An error only means one is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder().timeout(timeout).build()?;
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(path) = ca_file {
+            builder = builder.tls_certs_merge(crate::credential::ca_certificates(path)?);
+        }
         Ok(Self {
-            http,
+            http: builder.build()?,
             base: base_url.trim_end_matches('/').to_owned(),
-            secret: secret.to_owned(),
+            bearer: bearer.into(),
         })
+    }
+
+    /// `POST /edge/v1/enroll` (the bearer is the cluster secret).
+    pub async fn enroll(&self, request: &NodeEnrollment) -> Result<NodeCredential, CallError> {
+        let (status, answer) = self.call("/edge/v1/enroll", request, None).await?;
+        decoded(status, answer)
+    }
+
+    /// `POST /edge/v1/renew` (the bearer is the token to renew).
+    pub async fn renew(&self) -> Result<NodeCredential, CallError> {
+        let (status, answer) = self.call("/edge/v1/renew", &(), None).await?;
+        decoded(status, answer)
+    }
+
+    /// `GET /edge/v1/keys`: the public keys node tokens are verified with.
+    pub async fn keys(&self) -> Result<NodeKeys, CallError> {
+        let unavailable = |e: reqwest::Error| CallError::Unavailable(e.to_string());
+        let response = self
+            .http
+            .get(format!("{}/edge/v1/keys", self.base))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let (status, answer) = read_answer("/edge/v1/keys", response).await?;
+        decoded(status, answer)
     }
 
     /// `POST /edge/v1/register`.
@@ -137,25 +181,45 @@ impl ControlClient {
         let mut request = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.secret)
+            .bearer_auth(self.bearer.get())
             .header(reqwest::header::CONTENT_TYPE, PROTOBUF)
             .body(message.encode_to_vec());
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        let mut response = request.send().await.map_err(unavailable)?;
-        let status = response.status();
-        let mut answer = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
-            if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(CallError::Unavailable(format!(
-                    "answer to {path} longer than {MAX_ANSWER_BYTES} bytes"
-                )));
-            }
-            answer.extend_from_slice(&chunk);
+        let response = request.send().await.map_err(unavailable)?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            self.bearer.refused();
         }
-        Ok((status, Bytes::from(answer)))
+        read_answer(path, response).await
     }
+}
+
+/// Reads an answer of at most [`MAX_ANSWER_BYTES`].
+async fn read_answer(
+    path: &str,
+    mut response: reqwest::Response,
+) -> Result<(StatusCode, Bytes), CallError> {
+    let unavailable = |e: reqwest::Error| CallError::Unavailable(e.to_string());
+    let status = response.status();
+    let mut answer = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+        if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(CallError::Unavailable(format!(
+                "answer to {path} longer than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        answer.extend_from_slice(&chunk);
+    }
+    Ok((status, Bytes::from(answer)))
+}
+
+/// A successful answer decoded as `M`, or the error of its status.
+fn decoded<M: Message + Default>(status: StatusCode, answer: Bytes) -> Result<M, CallError> {
+    if !status.is_success() {
+        return Err(failure(status, &answer));
+    }
+    M::decode(answer).map_err(|e| CallError::Unavailable(format!("unreadable answer: {e}")))
 }
 
 /// The error of an unsuccessful status, with the control plane's message when it sent one.
@@ -166,6 +230,7 @@ fn failure(status: StatusCode, answer: &[u8]) -> CallError {
         .unwrap_or_else(|| String::from_utf8_lossy(&answer[..answer.len().min(256)]).into_owned());
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => CallError::TooLarge(message),
+        StatusCode::UNAUTHORIZED => CallError::Unauthorized(message),
         s if s.is_client_error() => CallError::Refused {
             status: s.as_u16(),
             message,
@@ -189,6 +254,10 @@ mod tests {
             }
         );
         assert!(matches!(
+            failure(StatusCode::UNAUTHORIZED, b"expired"),
+            CallError::Unauthorized(m) if m == "expired"
+        ));
+        assert!(matches!(
             failure(StatusCode::PAYLOAD_TOO_LARGE, b"too big"),
             CallError::TooLarge(m) if m == "too big"
         ));
@@ -203,11 +272,12 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_and_a_secret_make_a_client() {
+    fn only_http_urls_and_readable_ca_files_make_a_client() {
         let timeout = Duration::from_secs(1);
-        assert!(ControlClient::new("http://127.0.0.1:3111/", "s", timeout).is_ok());
-        assert!(ControlClient::new("ftp://127.0.0.1", "s", timeout).is_err());
-        assert!(ControlClient::new("not a url", "s", timeout).is_err());
-        assert!(ControlClient::new("http://127.0.0.1:3111", "", timeout).is_err());
+        assert!(ControlClient::new("http://127.0.0.1:3111/", "s", timeout, None).is_ok());
+        assert!(ControlClient::new("ftp://127.0.0.1", "s", timeout, None).is_err());
+        assert!(ControlClient::new("not a url", "s", timeout, None).is_err());
+        let missing = std::path::Path::new("/nonexistent/ca.pem");
+        assert!(ControlClient::new("https://127.0.0.1", "s", timeout, Some(missing)).is_err());
     }
 }

@@ -3,8 +3,8 @@
 //! A flat `clap::Args` struct, flattened next to `EdgeConfig` by `rim edge` and `rim dev`, so the
 //! fields are keys of the same `[edge]` TOML section: every name starts with `edge_` and none repeats
 //! an `EdgeConfig` field (the node heartbeat is `edge_node_heartbeat_ms`, not the clients'
-//! `edge_heartbeat_interval_ms`). The cluster secret is not here: [`crate::SessionReporter::start`]
-//! and [`crate::WebhookVerifier::new`] take it as a parameter.
+//! `edge_heartbeat_interval_ms`). The cluster secret is not here: [`crate::NodeCredentials::new`]
+//! takes it as a parameter (it is the enrollment credential only).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -24,6 +24,9 @@ pub struct LinkConfig {
         default_value = "http://127.0.0.1:3111"
     )]
     pub edge_control_url: String,
+    /// PEM CA certificate(s) to trust for an `https` control URL, besides the system's roots.
+    #[arg(long, env = "RIM_EDGE_CONTROL_CA_FILE")]
+    pub edge_control_ca_file: Option<std::path::PathBuf>,
     /// This edge's node id, unique in the cluster and stable across restarts. Default: the host
     /// name (set it when several edges share a host).
     #[arg(long, env = "RIM_EDGE_NODE_ID")]
@@ -65,6 +68,11 @@ pub struct LinkConfig {
     /// control plane's `control_node_timeout_ms`.
     #[arg(long, env = "RIM_EDGE_NODE_HEARTBEAT_MS", default_value_t = 10_000)]
     pub edge_node_heartbeat_ms: u64,
+    /// Most rooms listed in a node heartbeat: the largest ones; the rest are summed in the
+    /// heartbeat's `omitted_*` figures, so the heartbeat's size does not grow with the room names
+    /// clients choose (capped at the control plane's `rim_proto::MAX_HEARTBEAT_ROOMS`).
+    #[arg(long, env = "RIM_EDGE_HEARTBEAT_MAX_ROOMS", default_value_t = 1_000)]
+    pub edge_heartbeat_max_rooms: usize,
     /// Milliseconds between renewals of every live session; keep it well under the store's session
     /// TTL (10 minutes).
     #[arg(long, env = "RIM_EDGE_SESSION_RENEW_MS", default_value_t = 180_000)]
@@ -172,6 +180,16 @@ impl LinkConfig {
         let initial = Duration::from_millis(self.edge_link_retry_initial_ms.max(1));
         let max = Duration::from_millis(self.edge_link_retry_max_ms).max(initial);
         Backoff::new(initial, max)
+    }
+
+    /// How this edge enrolls with the control plane (see [`crate::credential`]).
+    pub fn credential_settings(&self) -> crate::credential::CredentialSettings {
+        crate::credential::CredentialSettings {
+            control_url: self.edge_control_url.clone(),
+            control_ca_file: self.edge_control_ca_file.clone(),
+            timeout: self.control_timeout(),
+            backoff: self.backoff(),
+        }
     }
 
     /// The request timeout of calls to the control plane.

@@ -29,6 +29,7 @@ pub(crate) fn call(call: &'static str, result: Result<(), &CallError>) {
         Ok(()) => "ok",
         Err(CallError::UnknownNode) => "unknown_node",
         Err(CallError::TooLarge(_)) => "too_large",
+        Err(CallError::Unauthorized(_)) => "unauthorized",
         Err(CallError::Refused { .. }) => "refused",
         Err(CallError::Unavailable(_)) => "unavailable",
     };

@@ -4,6 +4,9 @@
 //! the coalescing [`Buffer`] and wake the background task, so a connection never waits for the
 //! control plane. The task (started with [`SessionReporter::start`] once the edge is bound):
 //!
+//! 0. waits for the node's credential ([`NodeCredentials`]: enrolled with the cluster secret), whose
+//!    token every call presents; a call refused with 401 makes it renew (see
+//!    [`crate::credential`]) and is retried;
 //! 1. registers the node with this process's boot id (random, new at every start: control ends the
 //!    sessions of the node's previous life when it changes), retrying with bounded backoff until
 //!    control answers;
@@ -16,8 +19,11 @@
 //!    dead and removed its sessions) registers again, queues every live connection's connect again,
 //!    and resends;
 //! 4. queues a renewal of every live session every `edge_session_renew_ms`, so none expires;
-//! 5. sends a node heartbeat every `edge_node_heartbeat_ms` (connections, IPs, room counts — as
-//!    reported to control, i.e. authenticated connections — and the draining flag); the last one,
+//! 5. sends a node heartbeat every `edge_node_heartbeat_ms` (connections, IPs, the
+//!    `edge_heartbeat_max_rooms` largest rooms with the rest summed — as reported to control, i.e.
+//!    authenticated connections — and the draining flag). Liveness never depends on the room
+//!    statistics: a heartbeat control refuses as too large or malformed is sent again without
+//!    rooms. The last one,
 //!    sent by [`SessionReporter::shutdown`] once the edge's connections are closed and their
 //!    disconnects sent, says `stopped`, so control marks the node dead at once instead of waiting
 //!    for its heartbeat timeout.
@@ -47,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::{Buffer, Noted};
 use crate::client::{CallError, ControlClient};
 use crate::config::LinkConfig;
+use crate::credential::NodeCredentials;
 use crate::metrics;
 use rim_retry::Backoff;
 
@@ -124,19 +131,37 @@ impl SessionReporter {
     }
 
     /// Starts registering and reporting for the edge bound at `addrs` (ports and push URL come from
-    /// there). Fails if the control URL or secret is unusable or the reporter already runs.
-    pub fn start(&self, cluster_secret: &str, addrs: &EdgeAddrs) -> anyhow::Result<()> {
+    /// there), presenting the token of `credentials` (which must be this node's and running).
+    /// Fails if the control URL is unusable, the credential is another node's, or the reporter
+    /// already runs.
+    pub fn start(
+        &self,
+        credentials: &Arc<NodeCredentials>,
+        addrs: &EdgeAddrs,
+    ) -> anyhow::Result<()> {
         let mut running = self.running.lock();
         anyhow::ensure!(running.is_none(), "the session reporter is already running");
+        anyhow::ensure!(
+            credentials.node_id() == self.node_id,
+            "the credential is node {:?}'s, this edge is {:?}",
+            credentials.node_id(),
+            self.node_id
+        );
         let client = ControlClient::new(
             &self.config.edge_control_url,
-            cluster_secret,
+            credentials.token(),
             self.config.control_timeout(),
+            self.config.edge_control_ca_file.as_deref(),
         )?;
         let stop = CancellationToken::new();
         let link = Arc::new(Link {
             shared: self.shared.clone(),
             client,
+            credentials: credentials.clone(),
+            max_rooms: self
+                .config
+                .edge_heartbeat_max_rooms
+                .min(rim_proto::MAX_HEARTBEAT_ROOMS),
             registration: self
                 .config
                 .registration(&self.node_id, &self.boot_id, addrs),
@@ -261,6 +286,10 @@ impl EdgeEvents for SessionReporter {
 struct Link {
     shared: Arc<Shared>,
     client: ControlClient,
+    /// Whose token the calls present; waited for before registering.
+    credentials: Arc<NodeCredentials>,
+    /// Most rooms listed in a heartbeat.
+    max_rooms: usize,
     registration: NodeRegistration,
     /// Successful registrations so far; a call that got 404 registers again only if nobody did since
     /// it was sent.
@@ -274,8 +303,12 @@ struct Link {
 }
 
 impl Link {
-    /// Registers, then sends sessions and heartbeats until stopped.
+    /// Waits for the credential, registers, then sends sessions and heartbeats until stopped.
     async fn run(self: Arc<Self>) {
+        tokio::select! {
+            () = self.stop.cancelled() => return,
+            () = self.credentials.ready() => {}
+        }
         if !self.register(0).await {
             return;
         }
@@ -419,7 +452,7 @@ impl Link {
                         metrics::dropped("refused", batch.events.len() as u64);
                         break;
                     }
-                    Err(error @ CallError::Unavailable(_)) => {
+                    Err(error @ (CallError::Unavailable(_) | CallError::Unauthorized(_))) => {
                         tracing::warn!(%error, events = batch.events.len(), "session batch not delivered; retrying");
                         if !self.pause(&mut backoff).await {
                             return false;
@@ -443,19 +476,38 @@ impl Link {
         }
     }
 
-    /// Sends one heartbeat; on 404 registers again and sends it once more.
+    /// Sends one heartbeat; on 404 registers again and sends it once more; refused for its room
+    /// statistics (too large, malformed), sends it once more without them.
     async fn heartbeat(&self) {
-        for _ in 0..2 {
+        let mut with_rooms = true;
+        for _ in 0..3 {
             let generation = *self.generation.lock().await;
             let report = {
-                let load = self.shared.buffer.lock().load();
+                let load = self.shared.buffer.lock().load(self.max_rooms);
+                let (rooms, omitted_rooms, omitted_room_connections) = if with_rooms {
+                    (
+                        load.rooms,
+                        load.omitted_rooms,
+                        load.omitted_room_connections,
+                    )
+                } else {
+                    let listed = load.rooms.len() as u64;
+                    let in_listed = load.rooms.iter().map(|room| room.count).sum::<u64>();
+                    (
+                        Vec::new(),
+                        load.omitted_rooms + listed,
+                        load.omitted_room_connections.saturating_add(in_listed),
+                    )
+                };
                 NodeHeartbeat {
                     node_id: self.registration.node_id.clone(),
                     connection_count: load.connections,
                     ip_count: load.ips,
-                    rooms: load.rooms,
+                    rooms,
                     draining: self.shared.draining.load(Ordering::Relaxed),
                     stopped: self.shared.stopped.load(Ordering::Relaxed),
+                    omitted_rooms,
+                    omitted_room_connections,
                 }
             };
             let result = self.client.heartbeat(&report).await;
@@ -466,6 +518,13 @@ impl Link {
                     if !self.register(generation).await {
                         return;
                     }
+                }
+                Err(error @ (CallError::TooLarge(_) | CallError::Refused { status: 400, .. }))
+                    if with_rooms && !report.rooms.is_empty() =>
+                {
+                    tracing::warn!(%error, rooms = report.rooms.len(),
+                        "control refused the heartbeat's room statistics; sending it without them");
+                    with_rooms = false;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "node heartbeat failed");

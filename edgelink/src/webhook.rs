@@ -9,7 +9,7 @@
 //! |---|---|
 //! | accepted | the identity the webhook chose (never the client's own claims) |
 //! | refused | `Rejected` with the webhook's reason |
-//! | no webhook configured, wrong cluster secret | `Unavailable` with control's explanation |
+//! | no webhook configured, node token refused | `Unavailable` with control's explanation (a refused token is renewed) |
 //! | webhook failed (502), control unreachable or slow | `Unavailable`, "auth unavailable: ..." |
 
 use std::time::Duration;
@@ -21,25 +21,33 @@ use rim_edge::auth::RoomGrant;
 use rim_edge::{AuthError, Identity, Verifier};
 use rim_proto::schema;
 
+use std::sync::Arc;
+
 use crate::client::{CallError, ControlClient};
 use crate::config::LinkConfig;
+use crate::credential::NodeCredentials;
 
 /// A [`Verifier`] asking the control plane's auth webhook; see the module docs.
 pub struct WebhookVerifier {
     client: ControlClient,
-    node_id: String,
+    credentials: Arc<NodeCredentials>,
     timeout: Duration,
 }
 
 impl WebhookVerifier {
-    /// A verifier for the control plane of `config`, reporting as `node_id` (use the reporter's,
-    /// [`crate::SessionReporter::node_id`]). Fails on an unusable control URL or an empty secret.
-    pub fn new(config: &LinkConfig, node_id: String, cluster_secret: &str) -> anyhow::Result<Self> {
+    /// A verifier for the control plane of `config`, asking as the node of `credentials` (the
+    /// edge's). Fails on an unusable control URL or CA file.
+    pub fn new(config: &LinkConfig, credentials: &Arc<NodeCredentials>) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(config.edge_auth_webhook_timeout_ms.max(1));
-        let client = ControlClient::new(&config.edge_control_url, cluster_secret, timeout)?;
+        let client = ControlClient::new(
+            &config.edge_control_url,
+            credentials.token(),
+            timeout,
+            config.edge_control_ca_file.as_deref(),
+        )?;
         Ok(Self {
             client,
-            node_id,
+            credentials: credentials.clone(),
             timeout,
         })
     }
@@ -49,7 +57,7 @@ impl WebhookVerifier {
 impl Verifier for WebhookVerifier {
     async fn verify(&self, request: AuthRequest<'_>) -> Result<Identity, AuthError> {
         let ask = schema::AuthRequest {
-            node_id: self.node_id.clone(),
+            node_id: self.credentials.node_id().to_owned(),
             body: Bytes::copy_from_slice(request.body),
             client_ip: request.client_ip.to_string(),
         };
@@ -67,6 +75,12 @@ impl Verifier for WebhookVerifier {
             }
             Ok(answer) => Err(AuthError::Rejected(answer.reason)),
             Err(CallError::Refused { message, .. }) => Err(AuthError::Unavailable(message)),
+            Err(CallError::Unauthorized(message)) => {
+                // The client already told the credential to renew.
+                Err(AuthError::Unavailable(format!(
+                    "the control plane refused this edge's token (renewing): {message}"
+                )))
+            }
             Err(error) => Err(AuthError::Unavailable(format!(
                 "the control plane could not decide: {error}"
             ))),

@@ -25,7 +25,7 @@ async fn a_push_right_after_the_auth_reply_is_delivered_every_time() {
         |c| c.edge_auth_report_timeout_ms = common::PATIENCE.as_millis() as u64,
     )
     .await;
-    let job = TestJob::start(store.clone(), &bus);
+    let job = TestJob::start(control.local_addr(), store.clone(), &bus);
     let business = Business::new(control.local_addr());
 
     for i in 0..ITERATIONS {

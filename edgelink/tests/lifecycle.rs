@@ -46,6 +46,16 @@ async fn heartbeat(State(heard): State<Arc<Heard>>, body: Bytes) -> StatusCode {
     StatusCode::OK
 }
 
+/// Enrollment: a token this fake control plane accepts (it checks none).
+async fn enroll() -> Response {
+    let credential = rim_proto::schema::NodeCredential {
+        token: "fake-token".into(),
+        expires_at_unix_ms: i64::MAX / 2,
+        keys: Vec::new(),
+    };
+    credential.encode_to_vec().into_response()
+}
+
 async fn sessions() -> Response {
     let report = rim_store::SessionApplyReport::default();
     axum::Json(report).into_response()
@@ -57,6 +67,7 @@ async fn fake_control() -> (SocketAddr, Arc<Heard>) {
         .route("/edge/v1/register", post(register))
         .route("/edge/v1/heartbeat", post(heartbeat))
         .route("/edge/v1/sessions", post(sessions))
+        .route("/edge/v1/enroll", post(enroll))
         .with_state(heard.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -78,8 +89,11 @@ fn addrs() -> EdgeAddrs {
 #[tokio::test]
 async fn every_life_registers_with_its_own_boot_id() {
     let (control, heard) = fake_control().await;
-    let first = SessionReporter::new(link_config(control, "edge-boot"));
-    first.start(common::SECRET, &addrs()).unwrap();
+    let link = link_config(control, "edge-boot");
+    let first = SessionReporter::new(link.clone());
+    first
+        .start(&common::edge_credentials(&link), &addrs())
+        .unwrap();
     common::eventually("the first registration", || async {
         (heard.registrations.lock().len() == 1).then_some(())
     })
@@ -92,8 +106,10 @@ async fn every_life_registers_with_its_own_boot_id() {
     .await;
     first.shutdown(common::PATIENCE).await;
 
-    let second = SessionReporter::new(link_config(control, "edge-boot"));
-    second.start(common::SECRET, &addrs()).unwrap();
+    let second = SessionReporter::new(link.clone());
+    second
+        .start(&common::edge_credentials(&link), &addrs())
+        .unwrap();
     common::eventually("the next life's registration", || async {
         (heard.registrations.lock().len() == 3).then_some(())
     })
@@ -116,8 +132,11 @@ async fn every_life_registers_with_its_own_boot_id() {
 #[tokio::test]
 async fn the_last_heartbeat_of_a_stopping_edge_says_stopped() {
     let (control, heard) = fake_control().await;
-    let reporter = SessionReporter::new(link_config(control, "edge-stop"));
-    reporter.start(common::SECRET, &addrs()).unwrap();
+    let link = link_config(control, "edge-stop");
+    let reporter = SessionReporter::new(link.clone());
+    reporter
+        .start(&common::edge_credentials(&link), &addrs())
+        .unwrap();
     common::eventually("a heartbeat", || async {
         (!heard.heartbeats.lock().is_empty()).then_some(())
     })

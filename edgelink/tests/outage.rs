@@ -30,7 +30,7 @@ async fn the_edge_works_without_control_and_reports_everything_once_control_is_u
     let store = memory_store();
     let bus = Arc::new(MemoryBus::new(1_000));
     let control = start_control(control_addr, store.clone(), bus.clone(), None).await;
-    let job = TestJob::start(store.clone(), &bus);
+    let job = TestJob::start(control.local_addr(), store.clone(), &bus);
     let stored = session_appears(&store, "stays").await;
     assert_eq!((stored.mid, stored.room.as_str()), (321, "live://9"));
     assert!(session(&store, "leaves").await.is_none());

@@ -24,7 +24,8 @@ async fn twenty_thousand_connects_and_disconnects_reach_the_store() {
         None,
     )
     .await;
-    let reporter = SessionReporter::new(link_config(control.local_addr(), "edge-throughput"));
+    let link = link_config(control.local_addr(), "edge-throughput");
+    let reporter = SessionReporter::new(link.clone());
     let loopback = "127.0.0.1:9".parse().unwrap();
     let addrs = EdgeAddrs {
         tcp: loopback,
@@ -33,7 +34,9 @@ async fn twenty_thousand_connects_and_disconnects_reach_the_store() {
         wss: None,
         internal: loopback,
     };
-    reporter.start(common::SECRET, &addrs).unwrap();
+    reporter
+        .start(&common::edge_credentials(&link), &addrs)
+        .unwrap();
 
     let channels: Vec<Channel> = (1..=CONNECTIONS)
         .map(|id| {

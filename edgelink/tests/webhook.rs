@@ -54,8 +54,9 @@ async fn clients_are_accepted_or_refused_by_the_business_webhook() {
     )
     .await;
     let link = link_config(control.local_addr(), "edge-webhook");
-    let verifier =
-        Arc::new(WebhookVerifier::new(&link, "edge-webhook".into(), common::SECRET).unwrap());
+    let credentials = common::edge_credentials(&link);
+    credentials.ready().await;
+    let verifier = Arc::new(WebhookVerifier::new(&link, &credentials).unwrap());
     let edge = TestEdge::start(link, Some(verifier)).await;
 
     // Accepted: the identity is the webhook's, not the client's claims.
@@ -98,7 +99,9 @@ async fn without_a_webhook_or_without_control_the_client_is_refused_with_a_clear
     )
     .await;
     let link = link_config(control.local_addr(), "edge-no-webhook");
-    let verifier = WebhookVerifier::new(&link, "edge-no-webhook".into(), common::SECRET).unwrap();
+    let credentials = common::edge_credentials(&link);
+    credentials.ready().await;
+    let verifier = WebhookVerifier::new(&link, &credentials).unwrap();
     match verifier.verify(request(b"{\"token\":\"good\"}")).await {
         Err(AuthError::Unavailable(reason)) => {
             assert!(reason.contains("no auth webhook"), "{reason}")
@@ -106,8 +109,17 @@ async fn without_a_webhook_or_without_control_the_client_is_refused_with_a_clear
         other => panic!("expected unavailable, got {other:?}"),
     }
 
-    let wrong_secret =
-        WebhookVerifier::new(&link, "edge-no-webhook".into(), "not-the-secret").unwrap();
+    // A node that could not enroll (wrong secret) has no token control accepts.
+    let unenrolled = rim_edgelink::NodeCredentials::new(
+        rim_proto::node_token::NodeRole::Edge,
+        "edge-no-webhook",
+        common::REGION,
+        "not-the-secret",
+        &link.credential_settings(),
+    )
+    .unwrap();
+    unenrolled.spawn(tokio_util::sync::CancellationToken::new());
+    let wrong_secret = WebhookVerifier::new(&link, &unenrolled).unwrap();
     assert!(matches!(
         wrong_secret.verify(request(b"{}")).await,
         Err(AuthError::Unavailable(_))
@@ -115,7 +127,7 @@ async fn without_a_webhook_or_without_control_the_client_is_refused_with_a_clear
     control.shutdown().await.unwrap();
 
     let down = link_config(unused_addr(), "edge-no-control");
-    let verifier = WebhookVerifier::new(&down, "edge-no-control".into(), common::SECRET).unwrap();
+    let verifier = WebhookVerifier::new(&down, &common::edge_credentials(&down)).unwrap();
     match verifier.verify(request(b"{\"token\":\"good\"}")).await {
         Err(AuthError::Unavailable(reason)) => {
             assert!(

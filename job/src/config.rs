@@ -2,8 +2,9 @@
 //!
 //! Field names are the TOML keys of the `[job]` section and must stay unique across the edge,
 //! control and job configs (the all-in-one `rim dev` flattens them), hence the `job_` prefix on
-//! all of them. The cluster secret is deliberately absent: it is a parameter of [`crate::run`], so
-//! it never ends up in a config dump.
+//! all of them. The cluster secret is deliberately absent: `rim job` trades it for a node token at
+//! enrollment (`job_control_url`) and [`crate::run`] takes the token, so neither ends up in a
+//! config dump.
 
 use rim_bus::kafka::{DEFAULT_TOPIC_PREFIX, KafkaOptions, KafkaSettings};
 use std::net::SocketAddr;
@@ -56,6 +57,29 @@ pub struct JobConfig {
     /// port: its control plane serves both.
     #[arg(long, env = "RIM_JOB_LISTEN", default_value = "127.0.0.1:3121")]
     pub job_listen: SocketAddr,
+
+    /// Base URL of the control plane, where `rim job` enrolls (with the cluster secret) for the node
+    /// token it presents to edges, and renews it.
+    #[arg(
+        long,
+        env = "RIM_JOB_CONTROL_URL",
+        default_value = "http://127.0.0.1:3111"
+    )]
+    pub job_control_url: String,
+
+    /// PEM CA certificate(s) to trust for an `https` `job_control_url`, besides the system's.
+    #[arg(long, env = "RIM_JOB_CONTROL_CA_FILE")]
+    pub job_control_ca_file: Option<std::path::PathBuf>,
+
+    /// PEM CA certificate(s) to trust for edges' `https` push URLs (edges serving their internal
+    /// endpoint over TLS), besides the system's.
+    #[arg(long, env = "RIM_JOB_EDGE_CA_FILE")]
+    pub job_edge_ca_file: Option<std::path::PathBuf>,
+
+    /// This worker's node id, the subject of its node token. Default: its static group member id
+    /// (`rim-job-<region>-<hostname>`), else `rim-job-<region>`.
+    #[arg(long, env = "RIM_JOB_NODE_ID")]
+    pub job_node_id: Option<String>,
 
     /// Most pushes taken from the bus in one batch. A batch is whatever is queued, up to this;
     /// the worker never waits to fill it.
@@ -110,6 +134,10 @@ impl Default for JobConfig {
             job_group_instance_id: None,
             job_kafka_option: Vec::new(),
             job_listen: SocketAddr::from(([127, 0, 0, 1], 3121)),
+            job_control_url: "http://127.0.0.1:3111".into(),
+            job_control_ca_file: None,
+            job_edge_ca_file: None,
+            job_node_id: None,
             job_batch_size: 256,
             job_max_inflight_batches: 64,
             job_max_request_bytes: 512 * 1024,
@@ -139,6 +167,16 @@ impl JobConfig {
         }
     }
 
+    /// The node id this worker enrolls as: configured, else its static group member id, else
+    /// `rim-job-<region>`.
+    pub fn node_id(&self) -> String {
+        self.job_node_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .or_else(|| self.group_instance_id())
+            .unwrap_or_else(|| format!("rim-job-{}", self.job_region))
+    }
+
     /// Kafka settings for this worker's consumer.
     pub fn kafka_settings(&self) -> KafkaSettings {
         let mut settings = KafkaSettings::new(self.job_kafka_brokers.clone());
@@ -163,8 +201,8 @@ impl JobConfig {
         Duration::from_millis(self.job_directory_cache_ms)
     }
 
-    /// The retry policy for failed edge requests and bus reads.
-    pub(crate) fn backoff(&self) -> rim_retry::Backoff {
+    /// The retry policy for failed edge requests, bus reads and enrollment.
+    pub fn backoff(&self) -> rim_retry::Backoff {
         rim_retry::Backoff::new(
             Duration::from_millis(self.job_retry_initial_ms.max(1)),
             Duration::from_millis(self.job_retry_max_ms.max(self.job_retry_initial_ms).max(1)),

@@ -1,18 +1,22 @@
 //! One HTTP call: posting an [`EdgePushRequest`] to an edge's internal push endpoint.
 //!
-//! `POST <push_url>/internal/push`, body protobuf, `Authorization: Bearer <cluster secret>`, answer
-//! an [`EdgePushResponse`]. The outcome is classified for the lane's retry loop: a 2xx means the
+//! `POST <push_url>/internal/push`, body protobuf, `Authorization: Bearer <token>` (the worker's
+//! node token, read from its [`TokenCell`] per request so renewals apply at once; the cluster
+//! secret only for edges that still accept it), answer an [`EdgePushResponse`]. `https` push URLs
+//! are verified against the system's roots plus `job_edge_ca_file`. The outcome is classified for the lane's retry loop: a 2xx means the
 //! edge took the pushes; 413 means the request is over the edge's body limit (the lane splits it);
 //! 400 and 422 mean the edge will never take it (retrying would wedge the region), so that part is
-//! dropped and counted; 401/403 mean the edge does not accept this job's cluster secret (a
-//! configuration error, reported loudly); a refused connection and 503 are told apart from other
+//! dropped and counted; 401/403 mean the edge does not accept this job's credential (an expired
+//! token, keys the edge has yet to fetch, a configuration error: reported loudly, retried); a refused connection and 503 are told apart from other
 //! failures, because from a draining edge they mean "stopping" and are final; anything else
 //! (timeout, other 5xx) is worth retrying while the lane's deadline allows.
 
 use prost::Message;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use rim_proto::node_token::TokenCell;
 use rim_proto::schema::{EdgePushRequest, EdgePushResponse};
+use std::path::Path;
 use std::time::Duration;
 
 /// Path of the edge's push endpoint, appended to its `push_url`.
@@ -36,7 +40,7 @@ pub(crate) enum EdgeFailure {
     /// The edge answered 503: overloaded, or shutting down and refusing new pushes.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The edge refused the cluster secret (401/403): the job and the edge disagree on it.
+    /// The edge refused the credential (401/403).
     #[error("unauthorized: {0}")]
     Unauthorized(String),
     /// The request is larger than the edge accepts; smaller requests may pass.
@@ -61,30 +65,47 @@ impl EdgeFailure {
     }
 }
 
-/// Posts push requests to edges with the cluster secret.
+/// Posts push requests to edges with the worker's credential.
 pub(crate) struct EdgeClient {
     http: reqwest::Client,
-    authorization: HeaderValue,
+    bearer: TokenCell,
 }
 
 impl EdgeClient {
-    /// A client whose requests time out after `timeout`.
-    pub(crate) fn new(cluster_secret: &str, timeout: Duration) -> Result<Self, String> {
+    /// A client presenting `bearer` whose requests time out after `timeout`, trusting the CAs of
+    /// `ca_file` too.
+    pub(crate) fn new(
+        bearer: TokenCell,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
         // reqwest is built without a bundled crypto provider; the workspace uses ring. Another
         // component may have installed it already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout)
+            .connect_timeout(timeout);
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|err| format!("reading job_edge_ca_file {}: {err}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|err| format!("parsing job_edge_ca_file {}: {err}", path.display()))?;
+            builder = builder.tls_certs_merge(roots);
+        }
+        let http = builder
             .build()
             .map_err(|err| format!("http client: {err}"))?;
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {cluster_secret}"))
-            .map_err(|_| "the cluster secret is not a valid header value".to_owned())?;
-        authorization.set_sensitive(true);
-        Ok(Self {
-            http,
-            authorization,
-        })
+        Ok(Self { http, bearer })
+    }
+
+    /// The `Authorization` header for the current token.
+    fn authorization(&self) -> Result<HeaderValue, EdgeFailure> {
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", self.bearer.get())).map_err(|_| {
+                EdgeFailure::Unauthorized("the token is not a valid header value".into())
+            })?;
+        value.set_sensitive(true);
+        Ok(value)
     }
 
     /// Posts one request; `Ok` once the edge took it, with what it answered.
@@ -97,7 +118,7 @@ impl EdgeClient {
         let mut response = self
             .http
             .post(&url)
-            .header(AUTHORIZATION, self.authorization.clone())
+            .header(AUTHORIZATION, self.authorization()?)
             .header(CONTENT_TYPE, PROTOBUF)
             .body(request.encode_to_vec())
             .send()
@@ -118,6 +139,8 @@ impl EdgeClient {
                     EdgeFailure::Rejected(reason)
                 }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    // Whoever renews the token renews it now.
+                    self.bearer.refused();
                     EdgeFailure::Unauthorized(reason)
                 }
                 StatusCode::SERVICE_UNAVAILABLE => EdgeFailure::Unavailable(reason),

@@ -342,7 +342,7 @@ impl LaneRequest<'_> {
                     tracing::error!(
                         node_id,
                         %reason,
-                        "edge refuses this job's cluster secret: RIM_CLUSTER_SECRET must be the same on every edge, control plane and job"
+                        "edge refuses this job's credential (a token of another region or role, keys the edge has yet to fetch, or an edge that wants the cluster secret); retrying"
                     );
                     metrics::counter!("rim_job_edge_auth_failures_total", "region" => region.clone())
                         .increment(1);

@@ -5,7 +5,7 @@
 //! - sends room and broadcast pushes to every live edge of the region (`speed` passes through: the
 //!   edge applies the rate cap);
 //! - posts protobuf [`rim_proto::schema::EdgePushRequest`]s to `<push_url>/internal/push` with the
-//!   cluster secret, one request at a time per edge and in log order, retrying with backoff until
+//!   worker's node token, one request at a time per edge and in log order, retrying with backoff until
 //!   the edge takes it, leaves the directory, or the part's delivery deadline passes (so one dead
 //!   or stopping edge never holds up the others: see `lane`);
 //! - commits the batch only after every edge it targets took or settled its part (at-least-once;
@@ -43,6 +43,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use observe::Observed;
 use rim_bus::BusConsumer;
 use rim_bus::kafka::KafkaConsumer;
+use rim_proto::node_token::TokenCell;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -59,17 +60,23 @@ pub enum JobError {
 
 /// Runs a worker for `config.job_region` on `consumer` until `shutdown` completes.
 ///
-/// `cluster_secret` is presented to edges as `Authorization: Bearer <secret>`. `directory` lists the
+/// `bearer` is presented to edges as `Authorization: Bearer <token>`, read per request: the
+/// worker's node token (kept fresh by whoever renews it, `rim_edgelink::NodeCredentials` in the
+/// `rim` binary), or the cluster secret for edges without node identity. `directory` lists the
 /// region's edges (a [`StoreDirectory`] over the store in both `rim dev` and `rim job`).
 pub async fn run<C: BusConsumer>(
     config: &JobConfig,
-    cluster_secret: &str,
+    bearer: impl Into<TokenCell>,
     consumer: C,
     directory: Arc<dyn EdgeDirectory>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), JobError> {
-    let client = edge_client::EdgeClient::new(cluster_secret, config.edge_timeout())
-        .map_err(JobError::Setup)?;
+    let client = edge_client::EdgeClient::new(
+        bearer.into(),
+        config.edge_timeout(),
+        config.job_edge_ca_file.as_deref(),
+    )
+    .map_err(JobError::Setup)?;
     let worker = Worker {
         consumer,
         region: config.job_region.clone(),
@@ -99,11 +106,12 @@ pub async fn run<C: BusConsumer>(
 /// cannot be bound: those need an operator, not a retry.
 pub async fn run_kafka_worker(
     config: &JobConfig,
-    cluster_secret: &str,
+    bearer: impl Into<TokenCell>,
     directory: Arc<dyn EdgeDirectory>,
     prometheus: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), JobError> {
+    let bearer = bearer.into();
     let settings = config.kafka_settings();
     settings.check().map_err(JobError::Setup)?;
     let listener = TcpListener::bind(config.job_listen)
@@ -140,7 +148,7 @@ pub async fn run_kafka_worker(
         Some(consumer) => {
             tracing::info!(%group, instance_id = ?instance_id, "joined the region's consumer group");
             observed.joined(consumer.health_probe());
-            run(config, cluster_secret, consumer, directory, shutdown).await
+            run(config, bearer, consumer, directory, shutdown).await
         }
         None => Ok(()),
     };

@@ -187,9 +187,19 @@ impl KeySet {
 }
 
 /// The bearer token a node currently presents, shared between whoever renews it and the clients
-/// that send it. Cheap to clone (one `Arc`); reading never waits for a renewal.
+/// that send it. Cheap to clone (one `Arc`); reading never waits for a renewal. A client whose
+/// peer refused the token says so ([`TokenCell::refused`]), which calls the renewer's hook.
 #[derive(Clone, Default)]
-pub struct TokenCell(Arc<RwLock<Arc<str>>>);
+pub struct TokenCell(Arc<CellInner>);
+
+/// The hook a renewer installs to hear that the token was refused.
+type RefusedHook = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct CellInner {
+    token: RwLock<Arc<str>>,
+    on_refused: RwLock<Option<RefusedHook>>,
+}
 
 impl std::fmt::Debug for TokenCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -200,12 +210,14 @@ impl std::fmt::Debug for TokenCell {
 impl TokenCell {
     /// A cell holding `token` (empty: nothing to present yet).
     pub fn new(token: &str) -> Self {
-        Self(Arc::new(RwLock::new(Arc::from(token))))
+        let cell = Self::default();
+        cell.set(token);
+        cell
     }
 
     /// The current token (empty until the node enrolled).
     pub fn get(&self) -> Arc<str> {
-        match self.0.read() {
+        match self.0.token.read() {
             Ok(token) => token.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
@@ -214,9 +226,29 @@ impl TokenCell {
     /// Replaces the token (after an enrollment or renewal).
     pub fn set(&self, token: &str) {
         let token = Arc::from(token);
-        match self.0.write() {
+        match self.0.token.write() {
             Ok(mut current) => *current = token,
             Err(poisoned) => *poisoned.into_inner() = token,
+        }
+    }
+
+    /// Installs the hook [`TokenCell::refused`] calls (the renewer's "renew now").
+    pub fn on_refused(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let hook: RefusedHook = Arc::new(hook);
+        match self.0.on_refused.write() {
+            Ok(mut current) => *current = Some(hook),
+            Err(poisoned) => *poisoned.into_inner() = Some(hook),
+        }
+    }
+
+    /// A peer refused the token (401/403): tells the renewer, if one is installed.
+    pub fn refused(&self) {
+        let hook = match self.0.on_refused.read() {
+            Ok(hook) => hook.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if let Some(hook) = hook {
+            hook();
         }
     }
 }

@@ -29,6 +29,11 @@ pub const UNSUB: i32 = 16;
 /// Server confirms a watch-set unsubscription, echoing the body.
 pub const UNSUB_REPLY: i32 = 17;
 
+/// Smallest operation a push to clients may use: lower ones are protocol operations (auth and
+/// heartbeat replies, batches, room changes) that clients would misread. The control plane refuses
+/// business pushes below it and edges refuse such pushes again on their internal endpoint.
+pub const MIN_BUSINESS_PUSH: i32 = 1000;
+
 /// Reserved by goim and never sent on the wire; a client sending one is treated as an upstream message.
 pub const RESERVED: [i32; 6] = [0, 1, 5, 6, 10, 11];
 

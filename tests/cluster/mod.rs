@@ -140,6 +140,7 @@ impl Cluster {
             format!("--job-region={region}"),
             format!("--job-database-url={}", self.database_url),
             format!("--job-kafka-brokers={}", self.kafka.bootstrap()),
+            format!("--job-control-url={}", self.control_url),
             format!("--job-listen=127.0.0.1:{}", free_port().expect("free port")),
         ];
         match self.jobs.get_mut(region) {

@@ -100,6 +100,14 @@ impl BenchEdge {
         config.edge_max_conns_per_ip = 0;
         config.edge_max_connections = 0;
         config.edge_auth_report_timeout_ms = wait_ms;
+        let credentials = rim_edgelink::NodeCredentials::new(
+            rim_proto::node_token::NodeRole::Edge,
+            node_id,
+            &link.edge_region,
+            SECRET,
+            &link.credential_settings(),
+        )?;
+        credentials.spawn(rim_edgelink::credential::CancellationToken::new());
         let reporter = SessionReporter::new(link);
         let verifier = rim_edge::auth::from_config(&config)?;
         let hooks = EdgeHooks {
@@ -107,7 +115,7 @@ impl BenchEdge {
             ..EdgeHooks::default()
         };
         let handle = Edge::start(config, SECRET.into(), verifier, hooks).await?;
-        reporter.start(SECRET, handle.addrs())?;
+        reporter.start(&credentials, handle.addrs())?;
         Ok(Self { handle, reporter })
     }
 

@@ -14,8 +14,9 @@ use rim_control::{ControlConfig, RunningControl};
 use rim_edge::auth::Verifier;
 use rim_edge::config::AuthMode;
 use rim_edge::{Edge, EdgeConfig, EdgeHandle, EdgeHooks};
-use rim_edgelink::{LinkConfig, SessionReporter};
+use rim_edgelink::{CredentialSettings, LinkConfig, NodeCredentials, SessionReporter};
 use rim_job::{JobConfig, StoreDirectory};
+use rim_proto::node_token::NodeRole;
 use rim_proto::{Packet, op};
 use rim_store::memory::MemoryStore;
 use rim_store::{Session, Store, StoreSettings};
@@ -77,10 +78,30 @@ pub fn link_config(control: SocketAddr, node_id: &str) -> LinkConfig {
     }
 }
 
+/// An enrolling (in the background) credential of `role` for `node_id` in [`REGION`], at the
+/// control plane of `settings`.
+pub fn credentials(
+    role: NodeRole,
+    node_id: &str,
+    settings: &CredentialSettings,
+) -> Arc<NodeCredentials> {
+    let credentials = NodeCredentials::new(role, node_id, REGION, SECRET, settings).unwrap();
+    credentials.spawn(tokio_util::sync::CancellationToken::new());
+    credentials
+}
+
+/// The edge credential of the node `link` configures.
+pub fn edge_credentials(link: &LinkConfig) -> Arc<NodeCredentials> {
+    let node_id = link.node_id();
+    credentials(NodeRole::Edge, &node_id, &link.credential_settings())
+}
+
 /// A running edge whose sessions a reporter sends to control.
 pub struct TestEdge {
     pub handle: EdgeHandle,
     pub reporter: Arc<SessionReporter>,
+    /// Its node credential: what it reports with, and who may push to it.
+    pub credentials: Arc<NodeCredentials>,
 }
 
 impl TestEdge {
@@ -103,16 +124,22 @@ impl TestEdge {
             Some(verifier) => verifier,
             None => rim_edge::auth::from_config(&config).unwrap(),
         };
+        let credentials = edge_credentials(&link);
         let reporter = SessionReporter::new(link);
         let hooks = EdgeHooks {
             events: reporter.clone(),
+            push_authority: Some(credentials.clone()),
             ..EdgeHooks::default()
         };
         let handle = Edge::start(config, SECRET.into(), verifier, hooks)
             .await
             .unwrap();
-        reporter.start(SECRET, handle.addrs()).unwrap();
-        Self { handle, reporter }
+        reporter.start(&credentials, handle.addrs()).unwrap();
+        Self {
+            handle,
+            reporter,
+            credentials,
+        }
     }
 
     /// Goim client connected to this edge's TCP listener.
@@ -135,8 +162,9 @@ pub struct TestJob {
 }
 
 impl TestJob {
-    /// Starts a worker consuming `bus`, finding edges in `store`.
-    pub fn start(store: Arc<dyn Store>, bus: &MemoryBus) -> Self {
+    /// Starts a worker consuming `bus`, finding edges in `store`, pushing with the job token it
+    /// enrolls for at `control`.
+    pub fn start(control: SocketAddr, store: Arc<dyn Store>, bus: &MemoryBus) -> Self {
         let config = JobConfig {
             job_region: REGION.into(),
             job_directory_cache_ms: 20,
@@ -146,12 +174,14 @@ impl TestJob {
         };
         let consumer = bus.consumer(REGION, &config.group_id());
         let directory = Arc::new(StoreDirectory::new(store, config.directory_cache()));
+        let settings = link_config(control, "unused").credential_settings();
+        let credentials = credentials(NodeRole::Job, &config.node_id(), &settings);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            rim_job::run(&config, SECRET, consumer, directory, shutdown)
+            rim_job::run(&config, credentials.token(), consumer, directory, shutdown)
                 .await
                 .unwrap();
         });
@@ -189,7 +219,7 @@ impl Cluster {
         let bus = Arc::new(MemoryBus::new(1_000));
         let control = start_control(unused_addr(), store.clone(), bus.clone(), None).await;
         let edge = TestEdge::start(link(control.local_addr(), node_id), None).await;
-        let job = TestJob::start(store.clone(), &bus);
+        let job = TestJob::start(control.local_addr(), store.clone(), &bus);
         let business = Business::new(control.local_addr());
         Self {
             store,
