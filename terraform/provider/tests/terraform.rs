@@ -225,6 +225,15 @@ resource "rim_region" "usw" {
 }
 "#;
 
+const IMPORTED_KEY: &str = r#"
+resource "rim_api_key" "ops" {
+  name            = "ops"
+  scopes          = ["read"]
+  target_kinds    = ["room"]
+  rate_per_second = 5
+}
+"#;
+
 const DRAIN: &str = r#"
 resource "rim_node_drain" "edge1" {
   node_id = "bj-edge-1"
@@ -358,6 +367,33 @@ async fn apply_plan_drift_import_drain_destroy_against_a_real_control_plane() {
             "-no-color",
             "rim_region.usw",
             "usw",
+        ],
+        0,
+    );
+    rig.expect(
+        &work,
+        &["plan", "-detailed-exitcode", "-input=false", "-no-color"],
+        0,
+    );
+
+    // So is a key with limits (its secret stays unknown to Terraform: it is shown only at creation).
+    let created = rig
+        .admin(
+            reqwest::Method::POST,
+            "/v1/admin/api-keys",
+            Some(json!({"name": "ops", "scopes": ["read"], "target_kinds": ["room"], "rate_per_second": 5})),
+        )
+        .await;
+    let ops_id = created["id"].as_str().expect("key id").to_owned();
+    std::fs::write(work.join("imported_key.tf"), IMPORTED_KEY).expect("imported_key.tf");
+    rig.expect(
+        &work,
+        &[
+            "import",
+            "-input=false",
+            "-no-color",
+            "rim_api_key.ops",
+            &ops_id,
         ],
         0,
     );
