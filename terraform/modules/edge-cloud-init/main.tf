@@ -24,7 +24,7 @@ locals {
     RIM_LOG_FORMAT        = "json"
   }, var.extra_job_environment)
 
-  # systemd EnvironmentFile lines; the secrets live in a separate root-only file.
+  # systemd EnvironmentFile lines; the secrets live in a separate file only root can read.
   edge_env_file = join("", [for key in sort(keys(local.edge_environment)) : "${key}=${local.edge_environment[key]}\n"])
   job_env_file  = join("", [for key in sort(keys(local.job_environment)) : "${key}=${local.job_environment[key]}\n"])
   secret_env_file = join("", concat(
@@ -83,7 +83,7 @@ locals {
 
   files = concat(
     [
-      { path = "/etc/rim/secrets.env", permissions = "0600", owner = "rim:rim", content = local.secret_env_file },
+      { path = "/etc/rim/secrets.env", permissions = "0600", owner = "root:root", content = local.secret_env_file },
       { path = "/usr/local/lib/rim/host-env.sh", permissions = "0755", owner = "root:root", content = "${local.host_env_script}\n" },
     ],
     local.run_edge ? [{ path = "/etc/rim/edge.env", permissions = "0644", owner = "root:root", content = local.edge_env_file }] : [],
@@ -93,8 +93,9 @@ locals {
 
   cloud_config = {
     users = [{ name = "rim", system = true, shell = "/usr/sbin/nologin", homedir = "/var/lib/rim" }]
-    # write_files runs before users exist unless deferred; the owner rim:rim needs the user.
-    write_files = [for file in local.files : merge(file, { defer = true })]
+    # Every file is root's: systemd reads the environment files before it drops to the rim user,
+    # so the processes never need to read the secrets themselves.
+    write_files = local.files
     runcmd = concat(
       [
         ["sh", "-c", "curl -fsSL --retry 5 -o /tmp/rim '${var.rim_url}' && echo '${var.rim_sha256}  /tmp/rim' | sha256sum -c - && install -m 0755 /tmp/rim /usr/local/bin/rim"],

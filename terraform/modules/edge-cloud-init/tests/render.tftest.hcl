@@ -73,6 +73,13 @@ run "edge_and_job" {
   }
 
   assert {
+    condition = [for file in yamldecode(trimprefix(output.user_data, "#cloud-config\n")).write_files : "${file.owner} ${file.permissions}" if file.path == "/etc/rim/secrets.env"] == [
+      "root:root 0600"
+    ]
+    error_message = "only root can read the secrets"
+  }
+
+  assert {
     condition = [for file in yamldecode(trimprefix(output.user_data, "#cloud-config\n")).write_files : file.content if file.path == "/etc/rim/edge.env"] == [
       "RIM_EDGE_CONTROL_URL=https://rim-control.internal:3111\nRIM_EDGE_LATITUDE=50.1109\nRIM_EDGE_LONGITUDE=8.6821\nRIM_EDGE_PUBLIC_HOSTNAME=fra-edge.example.com\nRIM_EDGE_REGION=fra\nRIM_LOG_FORMAT=json\n"
     ]
