@@ -130,6 +130,7 @@ impl Cluster {
                 format!("--job-region={REGION}"),
                 format!("--job-database-url={database_url}"),
                 format!("--job-kafka-brokers={}", kafka.bootstrap()),
+                format!("--job-control-url={control_url}"),
                 format!("--job-listen=127.0.0.1:{}", free_port()?),
             ],
         )?);
