@@ -26,11 +26,12 @@
 //! A frame that would go past either bound is refused with the bound it hit ([`Behind`]); the
 //! fan-out then applies the slow-consumer policy.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::close::CloseReason;
@@ -194,7 +195,10 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Outbox {
     state: Mutex<State>,
-    ready: Notify,
+    /// Set by a wake-up, taken by [`Outbox::ready`].
+    woken: AtomicBool,
+    /// The writer's task, woken lock-free (one writer per outbox, so one waker is enough).
+    writer: AtomicWaker,
 }
 
 impl Outbox {
@@ -234,7 +238,8 @@ impl Outbox {
 
     /// Wakes the writer to send what is queued (owed after an [`Offer::QueuedAsleep`]).
     pub fn wake(&self) {
-        self.ready.notify_one();
+        self.woken.store(true, Ordering::Release);
+        self.writer.wake();
     }
 
     /// Asks the writer to close the connection for `reason`; the first reason wins. Never blocks.
@@ -243,7 +248,7 @@ impl Outbox {
         if state.closed.is_none() {
             state.closed = Some(reason);
             drop(state);
-            self.ready.notify_one();
+            self.wake();
         }
     }
 
@@ -281,7 +286,18 @@ impl Outbox {
     ///
     /// A wake-up may be spurious: callers drain until empty after every write.
     pub async fn ready(&self) {
-        self.ready.notified().await;
+        std::future::poll_fn(|cx| {
+            if self.woken.swap(false, Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            self.writer.register(cx.waker());
+            // A wake between the first look and the registration would otherwise be lost.
+            match self.woken.swap(false, Ordering::Acquire) {
+                true => std::task::Poll::Ready(()),
+                false => std::task::Poll::Pending,
+            }
+        })
+        .await;
     }
 
     /// Resolves with the close reason once a close is requested.
@@ -290,7 +306,7 @@ impl Outbox {
             if let Some(reason) = self.close_reason() {
                 return reason;
             }
-            self.ready.notified().await;
+            self.ready().await;
         }
     }
 }
