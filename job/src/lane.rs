@@ -1,9 +1,13 @@
-//! One lane per edge: that edge's pushes, sent one request at a time, in batch order, until taken
-//! or settled by policy.
+//! One lane per edge: that edge's pushes, in batch order, until taken or settled by policy, with
+//! several parts in flight at once.
 //!
-//! Order per target means a later batch never reaches an edge before an earlier one did, so each
-//! edge has a single task that sends its requests strictly in sequence and only moves on once the
-//! current one is taken (or dropped).
+//! Order per target means a later push to a target never reaches the edge before an earlier one
+//! did. Each edge has a single task that keeps up to [`PIPELINE_DEPTH`] parts (batches' shares) in
+//! flight: the next part (strictly in arrival order) starts as soon as it shares no target with a
+//! part in flight, so the edge works on one request while the next ones travel, and a part whose
+//! targets an earlier part still holds waits for it (as do the parts behind it). Targets are a
+//! push's connection keys, its room, or "everyone" for a broadcast: two pushes the bus orders (one
+//! partition key) always share one, so the bus order of every target is kept.
 //!
 //! Isolation: one edge must never hold up the region. Every part has a **delivery deadline**
 //! (`job_edge_deadline_ms`, counted from when the worker handed the part to the lane, so parts
@@ -33,11 +37,15 @@
 
 use crate::directory::EdgeDirectory;
 use crate::edge_client::{EdgeClient, EdgeFailure};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use prost::Message;
+use rim_proto::schema::edge_push::Target as EdgeTargetKind;
 use rim_proto::schema::{EdgePush, EdgePushRequest};
 use rim_retry::Backoff;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -159,7 +167,11 @@ enum Outcome {
     TooLarge,
 }
 
-/// What a lane knows about its edge between requests.
+/// Most parts one lane has in flight to its edge at once (while the edge is healthy).
+pub(crate) const PIPELINE_DEPTH: usize = 4;
+
+/// What a lane knows about its edge between requests; shared by the parts in flight (each locks it
+/// briefly, never across an await).
 struct EdgeHealth {
     /// Backoff between retries of one request.
     backoff: Backoff,
@@ -167,11 +179,51 @@ struct EdgeHealth {
     suspect: bool,
 }
 
-/// The lane task: sends each part, request by request, then marks it done.
+/// The targets of a part, hashed: what two parts in flight at once must not share. A hash
+/// collision only orders two parts that needed no order.
+struct Targets(HashSet<u64>);
+
+impl Targets {
+    /// The targets of these pushes (see the module docs).
+    fn of(pushes: &[EdgePush], hasher: &RandomState) -> Self {
+        let mut targets = HashSet::new();
+        for push in pushes {
+            match &push.target {
+                Some(EdgeTargetKind::Keys(keys)) => {
+                    targets.extend(keys.keys.iter().map(|key| hasher.hash_one(("key", key))));
+                }
+                Some(EdgeTargetKind::Superseded(session)) => {
+                    targets.insert(hasher.hash_one(("key", &session.key)));
+                }
+                Some(EdgeTargetKind::Room(room)) => {
+                    targets.insert(hasher.hash_one(("room", room)));
+                }
+                Some(EdgeTargetKind::Broadcast(_)) | None => {
+                    targets.insert(hasher.hash_one("everyone"));
+                }
+            }
+        }
+        Self(targets)
+    }
+
+    /// Whether the two share a target (then the later waits for the earlier).
+    fn overlap(&self, other: &Targets) -> bool {
+        let (small, large) = if self.0.len() <= other.0.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        small.0.iter().any(|target| large.0.contains(target))
+    }
+}
+
+/// The lane task: keeps up to [`PIPELINE_DEPTH`] parts in flight, starting each in arrival order
+/// once it shares no target with one in flight (see the module docs); each part is sent request by
+/// request, then marked done.
 ///
-/// While the edge is suspect, the part being sent is its probe: parts arriving meanwhile are
-/// settled at once as unreachable instead of queueing behind it, so an edge that swallows requests
-/// without answering holds at most one part (and one in-flight batch) at a time.
+/// While the edge is suspect, one part at a time is its probe: parts waiting or arriving meanwhile
+/// are settled at once as unreachable instead of queueing behind it, so an edge that swallows
+/// requests without answering holds at most one part (and one in-flight batch) at a time.
 async fn run(
     context: Arc<LaneContext>,
     node_id: String,
@@ -185,42 +237,70 @@ async fn run(
         push_url: &push_url,
         outstanding: &outstanding,
     };
-    let mut health = EdgeHealth {
+    let health = Mutex::new(EdgeHealth {
         backoff: context.backoff.clone(),
         suspect: false,
-    };
-    while let Some(part) = queue.recv().await {
-        if !health.suspect {
-            lane.deliver_part(&mut health, part).await;
-            continue;
-        }
-        let probe = lane.deliver_part(&mut health, part);
-        tokio::pin!(probe);
-        let (mut parts, mut pushes) = (0_u64, 0_u64);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut probe => break,
-                next = queue.recv() => match next {
-                    Some(part) => {
-                        parts += 1;
-                        pushes += part.pushes.len() as u64;
-                        lane.settle_unreachable(part);
-                    }
-                    None => {
-                        probe.await;
-                        break;
-                    }
-                },
+    });
+    let hasher = RandomState::new();
+    let mut waiting: VecDeque<(LanePart, Targets)> = VecDeque::new();
+    let mut in_flight = FuturesUnordered::new();
+    // The targets of the parts in flight, by the id their future answers.
+    let mut held: Vec<(u64, Targets)> = Vec::new();
+    let mut next_id = 0_u64;
+    let mut open = true;
+    let (mut settled_parts, mut settled_pushes) = (0_u64, 0_u64);
+    loop {
+        let suspect = health.lock().suspect;
+        if suspect && !held.is_empty() {
+            // A probe is out: what waits behind it is settled now.
+            for (part, _) in waiting.drain(..) {
+                settled_parts += 1;
+                settled_pushes += part.pushes.len() as u64;
+                lane.settle_unreachable(part);
             }
         }
-        if parts > 0 {
+        let depth = if suspect { 1 } else { PIPELINE_DEPTH };
+        while held.len() < depth
+            && waiting
+                .front()
+                .is_some_and(|(_, targets)| !held.iter().any(|(_, busy)| busy.overlap(targets)))
+        {
+            let Some((part, targets)) = waiting.pop_front() else {
+                break;
+            };
+            let id = next_id;
+            next_id += 1;
+            held.push((id, targets));
+            let (health, lane) = (&health, &lane);
+            in_flight.push(async move {
+                lane.deliver_part(health, part).await;
+                id
+            });
+        }
+        if held.is_empty() && settled_parts > 0 {
             tracing::warn!(
                 node_id,
-                parts,
-                pushes,
+                parts = settled_parts,
+                pushes = settled_pushes,
                 "edge is suspect: dropped the pushes that arrived while its probe request was out"
             );
+            (settled_parts, settled_pushes) = (0, 0);
+        }
+        if !open && held.is_empty() && waiting.is_empty() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            Some(id) = in_flight.next(), if !held.is_empty() => {
+                held.retain(|(busy, _)| *busy != id);
+            }
+            next = queue.recv(), if open => match next {
+                Some(part) => {
+                    let targets = Targets::of(&part.pushes, &hasher);
+                    waiting.push_back((part, targets));
+                }
+                None => open = false,
+            },
         }
     }
 }
@@ -235,7 +315,7 @@ struct LaneTask<'a> {
 
 impl LaneTask<'_> {
     /// Sends a part request by request (halving what is too large), then marks it done.
-    async fn deliver_part(&self, health: &mut EdgeHealth, part: LanePart) {
+    async fn deliver_part(&self, health: &Mutex<EdgeHealth>, part: LanePart) {
         let mut requests = split_by_size(part.pushes, self.context.max_request_bytes);
         let attempt = LaneRequest {
             context: self.context,
@@ -304,11 +384,11 @@ struct LaneRequest<'a> {
 impl LaneRequest<'_> {
     /// Sends the request until the edge takes it, or settles it by policy (see the module docs).
     /// Returns [`Outcome::TooLarge`] for a request of several pushes the edge finds too big.
-    async fn deliver(&self, health: &mut EdgeHealth, request: &EdgePushRequest) -> Outcome {
+    async fn deliver(&self, health: &Mutex<EdgeHealth>, request: &EdgePushRequest) -> Outcome {
         let (node_id, region) = (self.node_id, &self.context.region);
         let pushes = request.pushes.len() as u64;
         // An edge that failed before gets one attempt, not a retry loop, until it succeeds again.
-        let single_attempt = health.suspect;
+        let single_attempt = health.lock().suspect;
         loop {
             if Instant::now() >= self.deadline {
                 return self.unreachable(pushes, "its delivery deadline passed");
@@ -318,6 +398,7 @@ impl LaneRequest<'_> {
                 tokio::time::timeout_at(self.deadline, self.context.client.push(&url, request));
             let failure = match attempt.await {
                 Ok(Ok(response)) => {
+                    let mut health = health.lock();
                     health.backoff.reset();
                     if health.suspect {
                         tracing::info!(node_id, "edge takes pushes again");
@@ -370,8 +451,11 @@ impl LaneRequest<'_> {
             if single_attempt {
                 return self.unreachable(pushes, "a single attempt (the edge is suspect) failed");
             }
-            health.suspect = true;
-            let pause = health.backoff.next_pause();
+            let pause = {
+                let mut health = health.lock();
+                health.suspect = true;
+                health.backoff.next_pause()
+            };
             tracing::warn!(node_id, %failure, ?pause, "edge did not take pushes; retrying until the deadline");
             tokio::time::sleep_until(self.deadline.min(Instant::now() + pause)).await;
         }
@@ -448,6 +532,46 @@ mod tests {
             record: 0,
             target: None,
         }
+    }
+
+    fn targeted(target: EdgeTargetKind) -> EdgePush {
+        EdgePush {
+            target: Some(target),
+            ..push(1)
+        }
+    }
+
+    fn keys(keys: &[&str]) -> EdgeTargetKind {
+        EdgeTargetKind::Keys(rim_proto::schema::EdgeKeys {
+            keys: keys.iter().map(|key| (*key).to_owned()).collect(),
+        })
+    }
+
+    #[test]
+    fn parts_sharing_a_key_room_or_broadcast_are_ordered_others_may_overlap_in_time() {
+        let hasher = RandomState::new();
+        let targets = |pushes: &[EdgePush]| Targets::of(pushes, &hasher);
+        let ab = targets(&[targeted(keys(&["a", "b"]))]);
+        let b = targets(&[targeted(keys(&["c"])), targeted(keys(&["b"]))]);
+        let c = targets(&[targeted(keys(&["c"]))]);
+        let room = targets(&[targeted(EdgeTargetKind::Room("live://1".into()))]);
+        let other_room = targets(&[targeted(EdgeTargetKind::Room("live://2".into()))]);
+        let everyone = targets(&[targeted(EdgeTargetKind::Broadcast(Default::default()))]);
+        let superseded_a = targets(&[targeted(EdgeTargetKind::Superseded(
+            rim_proto::schema::EdgeSuperseded {
+                key: "a".into(),
+                connection_id: 1,
+            },
+        ))]);
+        assert!(ab.overlap(&b) && b.overlap(&ab));
+        assert!(!ab.overlap(&c));
+        assert!(
+            ab.overlap(&superseded_a),
+            "closing a key waits for its pushes"
+        );
+        assert!(!room.overlap(&other_room) && room.overlap(&room));
+        assert!(everyone.overlap(&everyone));
+        assert!(!room.overlap(&ab));
     }
 
     #[test]
