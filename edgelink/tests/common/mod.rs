@@ -53,11 +53,27 @@ pub async fn start_control(
 ) -> RunningControl {
     let config = ControlConfig {
         control_listen: addr,
+        control_auth_webhook_url: auth_webhook_url,
+        ..control_config()
+    };
+    start_control_with(config, store, bus).await
+}
+
+/// The control settings of the tests: open goim routes, fast caches, a free loopback port.
+pub fn control_config() -> ControlConfig {
+    ControlConfig {
         goim_routes_open: true,
         control_node_cache_ms: 20,
-        control_auth_webhook_url: auth_webhook_url,
         ..ControlConfig::default()
-    };
+    }
+}
+
+/// Starts control with `config`.
+pub async fn start_control_with(
+    config: ControlConfig,
+    store: Arc<dyn Store>,
+    bus: Arc<MemoryBus>,
+) -> RunningControl {
     let prometheus = PrometheusBuilder::new().build_recorder().handle();
     rim_control::start(config, SECRET, store, bus, prometheus)
         .await
@@ -165,13 +181,24 @@ impl TestJob {
     /// Starts a worker consuming `bus`, finding edges in `store`, pushing with the job token it
     /// enrolls for at `control`.
     pub fn start(control: SocketAddr, store: Arc<dyn Store>, bus: &MemoryBus) -> Self {
-        let config = JobConfig {
+        Self::start_with(control, store, bus, |_| {})
+    }
+
+    /// [`TestJob::start`] after letting `tweak` adjust the worker's config.
+    pub fn start_with(
+        control: SocketAddr,
+        store: Arc<dyn Store>,
+        bus: &MemoryBus,
+        tweak: impl FnOnce(&mut JobConfig),
+    ) -> Self {
+        let mut config = JobConfig {
             job_region: REGION.into(),
             job_directory_cache_ms: 20,
             job_retry_initial_ms: 20,
             job_retry_max_ms: 200,
             ..JobConfig::default()
         };
+        tweak(&mut config);
         let consumer = bus.consumer(REGION, &config.group_id());
         let directory = Arc::new(StoreDirectory::new(store, config.directory_cache()));
         let settings = link_config(control, "unused").credential_settings();
