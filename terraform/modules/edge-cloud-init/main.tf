@@ -18,6 +18,7 @@ locals {
 
   job_environment = merge({
     RIM_JOB_REGION        = var.region.region
+    RIM_JOB_CONTROL_URL   = var.region.control_url
     RIM_JOB_KAFKA_BROKERS = var.kafka_brokers
     RIM_JOB_TOPIC_PREFIX  = var.topic_prefix
     RIM_JOB_LISTEN        = "0.0.0.0:3121"

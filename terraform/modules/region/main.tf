@@ -30,6 +30,7 @@ locals {
 
   job_environment = tomap({
     RIM_JOB_REGION        = rim_region.this.name
+    RIM_JOB_CONTROL_URL   = var.control_url
     RIM_JOB_KAFKA_BROKERS = var.kafka_brokers
     RIM_JOB_TOPIC_PREFIX  = var.topic_prefix
   })

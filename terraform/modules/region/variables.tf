@@ -29,7 +29,7 @@ variable "longitude" {
 }
 
 variable "control_url" {
-  description = "Base URL at which the region's edges reach rim control's edge API (RIM_EDGE_CONTROL_URL), e.g. \"https://rim-control.internal:3111\"."
+  description = "Base URL at which the region's edges and job workers reach rim control (RIM_EDGE_CONTROL_URL, RIM_JOB_CONTROL_URL: the edge API, and enrollment for node tokens), e.g. \"https://rim-control.internal:3111\"."
   type        = string
 
   validation {

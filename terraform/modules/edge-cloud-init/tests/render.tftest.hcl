@@ -39,7 +39,7 @@ run "edge_and_job" {
   }
 
   assert {
-    condition     = output.job_environment["RIM_JOB_REGION"] == "fra" && output.job_environment["RIM_JOB_KAFKA_BROKERS"] == "kafka-1:9092,kafka-2:9092"
+    condition     = output.job_environment["RIM_JOB_REGION"] == "fra" && output.job_environment["RIM_JOB_KAFKA_BROKERS"] == "kafka-1:9092,kafka-2:9092" && output.job_environment["RIM_JOB_CONTROL_URL"] == "https://rim-control.internal:3111"
     error_message = "unexpected job environment"
   }
 

@@ -54,7 +54,7 @@ run "creates_the_region_its_keys_and_settings" {
   }
 
   assert {
-    condition     = output.job_environment["RIM_JOB_REGION"] == "tftest-bj"
+    condition     = output.job_environment["RIM_JOB_REGION"] == "tftest-bj" && output.job_environment["RIM_JOB_CONTROL_URL"] == "https://rim-control.example.com:3111"
     error_message = "unexpected job environment"
   }
 }
