@@ -143,3 +143,95 @@ pub enum LogFormat {
     /// One JSON object per line, for log pipelines.
     Json,
 }
+
+/// Every on/off flag of `command` and its subcommands made switchable both ways: clap's `bool`
+/// fields are `SetTrue` flags that only switch on, so `--goim-routes-open=false` would be refused
+/// and only the environment variable could switch such an option off. Here `--flag` still switches
+/// it on, `--flag=false` (or `=no`, `=off`, `=0`) off, and the environment variable takes the same
+/// words. The value needs the `=`, so `--flag` never swallows the argument after it. Applied to the
+/// whole tree in one place, so a flag added later gets it too.
+pub fn switchable_flags(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                arg.action(clap::ArgAction::Set)
+                    .num_args(0..=1)
+                    .require_equals(true)
+                    .default_missing_value("true")
+                    .value_parser(clap::builder::BoolishValueParser::new())
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(switchable_flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    /// Parses `argv` as `main` does (flags switchable).
+    fn parse(argv: &[&str]) -> Result<Cli, clap::Error> {
+        let matches = switchable_flags(Cli::command()).try_get_matches_from(argv)?;
+        Cli::from_arg_matches(&matches)
+    }
+
+    fn control(argv: &[&str]) -> ControlConfig {
+        match parse(argv).unwrap().role {
+            Some(Role::Control(args)) => args.control,
+            other => panic!("not a control role: {other:?}"),
+        }
+    }
+
+    const CONTROL: [&str; 4] = ["rim", "control", "--control-database-url", "postgres://x"];
+
+    #[test]
+    fn bool_flags_switch_on_and_off_on_the_command_line() {
+        let with = |extra: &[&str]| {
+            let argv: Vec<&str> = CONTROL.iter().chain(extra).copied().collect();
+            control(&argv).goim_routes_open
+        };
+        assert!(!with(&[]));
+        assert!(with(&["--goim-routes-open"]));
+        assert!(with(&["--goim-routes-open=true"]));
+        assert!(!with(&["--goim-routes-open=false"]));
+        assert!(!with(&["--goim-routes-open=no"]));
+        assert!(
+            parse(&[CONTROL.as_slice(), &["--goim-routes-open=maybe"]].concat()).is_err(),
+            "a word that is not a yes or no is refused"
+        );
+        // The flag does not take the next argument as its value.
+        let Some(Role::Dev(dev)) = parse(&[
+            "rim",
+            "dev",
+            "--edge-auth-webhook",
+            "--goim-routes-open=false",
+        ])
+        .unwrap()
+        .role
+        else {
+            panic!("not dev");
+        };
+        assert!(dev.link.edge_auth_webhook);
+        assert!(!dev.control.goim_routes_open);
+    }
+
+    #[test]
+    fn no_flag_in_the_tree_is_left_switch_on_only() {
+        fn check(command: &clap::Command) {
+            for arg in command.get_arguments() {
+                assert!(
+                    !matches!(arg.get_action(), clap::ArgAction::SetTrue),
+                    "`{}` of `{}` can only be switched on",
+                    arg.get_id(),
+                    command.get_name()
+                );
+            }
+            command.get_subcommands().for_each(check);
+        }
+        let mut command = switchable_flags(Cli::command());
+        command.build();
+        check(&command);
+    }
+}

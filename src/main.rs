@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
 
 /// Parses the command line over the configuration file; no subcommand means `dev`.
 fn parse_command_line(mut args: Vec<OsString>) -> anyhow::Result<(Cli, ArgMatches)> {
-    let mut command = Cli::command();
+    let mut command = cli::switchable_flags(Cli::command());
     if let Some(path) = config::config_path(&args) {
         command = config::apply_file(command, &path)?;
     }
