@@ -43,6 +43,15 @@ pub fn routes() -> Router<AppState> {
         .route("/goim/nodes/instances", get(nodes_instances))
 }
 
+/// goim's success envelope around a typed answer, encoded without building a `Value` first (the
+/// HTTPDNS answer is the hottest route: issue 8).
+#[derive(Serialize)]
+struct Envelope<T> {
+    code: i32,
+    message: &'static str,
+    data: T,
+}
+
 /// goim's success envelope.
 fn ok(data: impl Serialize) -> Json<Value> {
     Json(json!({"code": 0, "message": "", "data": data}))
@@ -219,13 +228,17 @@ async fn nodes_weighted(
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     params: Params,
-) -> Result<Json<Value>, GoimError> {
+) -> Result<Json<Envelope<rim_balancer::GoimAnswer>>, GoimError> {
     let asker = dns::Asker {
         params: &params,
         headers: &headers,
         peer: peer.map(|Extension(ConnectInfo(addr))| addr),
     };
-    Ok(ok(dns::answer(&state, &asker).await?))
+    Ok(Json(Envelope {
+        code: 0,
+        message: "",
+        data: dns::answer(&state, &asker).await?,
+    }))
 }
 
 /// `GET /goim/nodes/instances`: every node not dead, with its metadata.
