@@ -37,6 +37,7 @@
 
 pub mod directory;
 pub mod error;
+pub mod inbox;
 pub mod memory;
 pub mod model;
 mod node_input;

@@ -5,7 +5,10 @@
 //! exactly what edges and admins report, so its size is bounded by the cluster it serves, like the
 //! database's. Nothing survives a restart: edges re-register and re-report their sessions.
 
+mod inbox;
 mod sessions;
+
+pub use inbox::MemoryInbox;
 
 use crate::error::StoreError;
 use crate::model::{

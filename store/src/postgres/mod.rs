@@ -13,9 +13,12 @@
 //! only dates sessions. Instances with skewed clocks therefore agree on which nodes are alive.
 
 mod errors;
+mod inbox;
 mod node_keys;
 mod rows;
 mod sessions;
+
+pub use inbox::PostgresInbox;
 
 use crate::error::StoreError;
 use crate::model::{
