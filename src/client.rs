@@ -128,5 +128,11 @@ fn describe(event: SessionEvent) -> Value {
         SessionEvent::Disconnected { error } => {
             json!({"event": "disconnected", "error": error.to_string()})
         }
+        SessionEvent::RoomRefused(refused) => json!({
+            "event": "room_refused",
+            "room": refused.room,
+            "reason": refused.reason.label(),
+            "error": refused.message,
+        }),
     }
 }

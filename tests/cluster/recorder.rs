@@ -67,6 +67,7 @@ impl Recorder {
                         }
                         SessionEvent::Push(_)
                         | SessionEvent::Resolved { .. }
+                        | SessionEvent::RoomRefused(_)
                         | SessionEvent::Disconnected { .. } => {}
                     }
                 }

@@ -8,8 +8,13 @@
 //! `recv` on the [`AdaptiveHeartbeat`]'s period, so a connection stays alive as long as its owner
 //! keeps reading, the way goim's clients do it; a heartbeat still unanswered when the next one is
 //! due ends the connection (and teaches the heartbeat a shorter period).
+//!
+//! Room changes are matched to their replies in order (the server answers op 12s in the order it
+//! gets them). An op-13 reply that echoes the room asked for is a confirmation and is passed on as
+//! a [`Push`]; any other body is rim's refusal (the connection stays in its old room), and `recv`
+//! returns it as [`ClientError::RoomRefused`] without ending the connection.
 
-use crate::error::ClientError;
+use crate::error::{ClientError, RoomRefused};
 use crate::heartbeat::AdaptiveHeartbeat;
 use bytes::{Bytes, BytesMut};
 use rim_proto::message::Packets;
@@ -51,7 +56,8 @@ pub struct Push {
 pub struct Connection {
     socket: TcpStream,
     read_buf: BytesMut,
-    pending: VecDeque<Push>,
+    /// Received and not yet returned by `recv`: pushes and refused room changes, in arrival order.
+    pending: VecDeque<Result<Push, RoomRefused>>,
     heartbeat: AdaptiveHeartbeat,
     /// When the next heartbeat is due.
     next_beat: Pin<Box<Sleep>>,
@@ -59,6 +65,8 @@ pub struct Connection {
     unanswered: bool,
     seq: i32,
     online: Option<i32>,
+    /// Rooms asked for (op 12) whose op-13 reply has not arrived yet, oldest first.
+    unanswered_rooms: VecDeque<String>,
 }
 
 impl Connection {
@@ -81,6 +89,7 @@ impl Connection {
             unanswered: false,
             seq: 0,
             online: None,
+            unanswered_rooms: VecDeque::new(),
         };
         connection
             .send(op::AUTH, Bytes::copy_from_slice(auth_body))
@@ -108,10 +117,12 @@ impl Connection {
     }
 
     /// The next push or reply from the server; sends heartbeats while waiting.
+    /// [`ClientError::RoomRefused`] reports a refused room change and leaves the connection open
+    /// (keep reading); every other error means the connection is over.
     pub async fn recv(&mut self) -> Result<Push, ClientError> {
         loop {
-            if let Some(push) = self.pending.pop_front() {
-                return Ok(push);
+            if let Some(received) = self.pending.pop_front() {
+                return received.map_err(ClientError::from);
             }
             // Reading is cancel-safe: bytes read stay in `read_buf` when the heartbeat wins.
             tokio::select! {
@@ -137,11 +148,20 @@ impl Connection {
         self.online
     }
 
-    /// Asks to move to `room` (`type://id`; empty leaves the room). The server's confirmation
-    /// arrives through [`Connection::recv`] as op 13.
+    /// Asks to move to `room` (`type://id`; empty leaves the room). The server's answer arrives
+    /// through [`Connection::recv`]: op 13 echoing `room` when it moved the connection, or
+    /// [`ClientError::RoomRefused`] when it refused (the connection stays in its old room).
     pub async fn change_room(&mut self, room: &str) -> Result<(), ClientError> {
         self.send(op::CHANGE_ROOM, Bytes::copy_from_slice(room.as_bytes()))
-            .await
+            .await?;
+        self.unanswered_rooms.push_back(room.to_owned());
+        Ok(())
+    }
+
+    /// Rooms asked for whose answer has not arrived, oldest first (a session asks for them again
+    /// on its next connection when this one ends).
+    pub fn unanswered_rooms(&self) -> impl Iterator<Item = &str> {
+        self.unanswered_rooms.iter().map(String::as_str)
     }
 
     /// Adds operations to the watch set (confirmed as op 15).
@@ -176,10 +196,23 @@ impl Connection {
                     self.online = Some(i32::from_be_bytes(count));
                 }
             }
-            operation => self.pending.push_back(Push {
+            op::CHANGE_ROOM_REPLY => {
+                // An op 13 nobody asked for (goim sends none) is passed on as it came.
+                let received = match self.unanswered_rooms.pop_front() {
+                    Some(room) if packet.body != room.as_bytes() => {
+                        Err(RoomRefused::parse(&room, &packet.body))
+                    }
+                    _ => Ok(Push {
+                        op: op::CHANGE_ROOM_REPLY,
+                        body: packet.body,
+                    }),
+                };
+                self.pending.push_back(received);
+            }
+            operation => self.pending.push_back(Ok(Push {
                 op: operation,
                 body: packet.body,
-            }),
+            })),
         }
         Ok(())
     }

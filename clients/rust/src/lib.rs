@@ -1,7 +1,7 @@
 //! rim's Rust client library: what a program needs to hold a connection to a rim (or goim) edge.
 //!
-//! - [`connection`]: one goim v2 connection over TCP: auth, heartbeats, room change, op subscribe,
-//!   and incoming pushes with op-9 batches unpacked.
+//! - [`connection`]: one goim v2 connection over TCP: auth, heartbeats, room change (a refusal is
+//!   a typed [`RoomRefused`]), op subscribe, and incoming pushes with op-9 batches unpacked.
 //! - [`heartbeat`]: the seed's adaptive heartbeat (60-300 s, step 30 s, backs off on failure).
 //! - [`httpdns`]: asking rim's HTTPDNS (`/v1/dns` or goim's `/goim/nodes/weighted`) where to connect.
 //! - [`session`]: a connection that comes back by itself: it reconnects through the HTTPDNS
@@ -17,6 +17,6 @@ pub mod httpdns;
 pub mod session;
 
 pub use connection::{AuthReply, Connection, Push};
-pub use error::ClientError;
+pub use error::{ClientError, RoomRefusalReason, RoomRefused};
 pub use heartbeat::AdaptiveHeartbeat;
 pub use session::{Session, SessionConfig, SessionEvent};

@@ -8,11 +8,16 @@
 //! the session is dropped. What the adaptive heartbeat learnt carries over to the next connection.
 //! A refused auth is retried too (the token may be refreshed by `auth_body` on the next attempt),
 //! but reported.
+//!
+//! The room a session re-joins after a reconnect is the last one the server confirmed: a refused
+//! change ([`SessionEvent::RoomRefused`]) leaves it where it was, and a change still unanswered when
+//! a connection ended is asked for again on the next one.
 
 use crate::connection::{Connection, Push};
-use crate::error::ClientError;
+use crate::error::{ClientError, RoomRefused};
 use crate::heartbeat::AdaptiveHeartbeat;
 use bytes::Bytes;
+use rim_proto::op;
 use rim_retry::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +51,10 @@ pub enum SessionEvent {
         /// The address that accepted.
         address: String,
     },
-    /// A push or reply from the server.
+    /// A push or reply from the server (a confirmed room change is an op-13 push echoing the room).
     Push(Push),
+    /// The server refused a room change; the session stays in (and re-joins) its old room.
+    RoomRefused(RoomRefused),
     /// HTTPDNS answered these addresses.
     Resolved {
         /// `host:port`, best first.
@@ -65,7 +72,7 @@ pub enum SessionEvent {
 enum Command {
     /// An upstream message (op 4 or a business op).
     Send { operation: i32, body: Bytes },
-    /// Move to a room (kept for later connections too).
+    /// Move to a room (kept for later connections too once the server confirms it).
     ChangeRoom(String),
 }
 
@@ -97,8 +104,9 @@ impl Session {
         let _ = self.commands.send(Command::Send { operation, body });
     }
 
-    /// Moves to `room` now and on every later connection (its confirmation, op 13, arrives as a
-    /// [`SessionEvent::Push`]).
+    /// Moves to `room` now and, once the server confirmed (op 13, arriving as a
+    /// [`SessionEvent::Push`]), on every later connection. A refusal arrives as
+    /// [`SessionEvent::RoomRefused`] and keeps the session in its old room.
     pub fn change_room(&self, room: &str) {
         let _ = self.commands.send(Command::ChangeRoom(room.to_owned()));
     }
@@ -132,8 +140,10 @@ async fn run(
     let mut next_address = 0;
     // Attempts that failed in a row; a whole round of them sends the session back to HTTPDNS.
     let mut failures = 0;
-    // The room asked for last: joined again after every reconnect.
+    // The room the server confirmed last: joined again after every reconnect.
     let mut room: Option<String> = None;
+    // Room changes a connection ended before answering: asked for again on the next one.
+    let mut unanswered: Vec<String> = Vec::new();
     loop {
         if let Some((url, http)) = &httpdns
             && (failures == 0 && next_address == 0 || failures >= addresses.len().max(1))
@@ -173,8 +183,20 @@ async fn run(
                 {
                     return;
                 }
-                let ended = serve(&mut connection, &events, &mut commands, &mut room).await;
+                let ended = serve(
+                    &mut connection,
+                    &events,
+                    &mut commands,
+                    &mut room,
+                    &unanswered,
+                )
+                .await;
                 heartbeat = connection.heartbeat().clone();
+                unanswered = connection
+                    .unanswered_rooms()
+                    .filter(|asked| room.as_deref() != Some(*asked))
+                    .map(str::to_owned)
+                    .collect();
                 match ended {
                     Some(error) => error,
                     None => return,
@@ -199,35 +221,40 @@ async fn run(
     }
 }
 
-/// Runs one authenticated connection: forwards what arrives, carries out commands. Returns why the
-/// connection ended, or `None` when the owner is gone.
+/// Runs one authenticated connection: re-joins `room` and asks again for the `unanswered` rooms,
+/// forwards what arrives (tracking confirmed room changes in `room`), carries out commands.
+/// Returns why the connection ended, or `None` when the owner is gone.
 async fn serve(
     connection: &mut Connection,
     events: &mpsc::Sender<SessionEvent>,
     commands: &mut mpsc::UnboundedReceiver<Command>,
     room: &mut Option<String>,
+    unanswered: &[String],
 ) -> Option<ClientError> {
-    if let Some(room) = room.as_deref()
-        && let Err(error) = connection.change_room(room).await
-    {
-        return Some(error);
+    for asked in room.iter().chain(unanswered) {
+        if let Err(error) = connection.change_room(asked).await {
+            return Some(error);
+        }
     }
     loop {
         let sent = tokio::select! {
-            received = connection.recv() => match received {
-                Ok(push) => {
-                    events.send(SessionEvent::Push(push)).await.ok()?;
-                    Ok(())
-                }
-                Err(error) => Err(error),
-            },
+            received = connection.recv() => {
+                let event = match received {
+                    Ok(push) => {
+                        if push.op == op::CHANGE_ROOM_REPLY {
+                            *room = Some(String::from_utf8_lossy(&push.body).into_owned());
+                        }
+                        SessionEvent::Push(push)
+                    }
+                    Err(ClientError::RoomRefused(refused)) => SessionEvent::RoomRefused(refused),
+                    Err(error) => return Some(error),
+                };
+                events.send(event).await.ok()?;
+                Ok(())
+            }
             command = commands.recv() => match command? {
                 Command::Send { operation, body } => connection.send_message(operation, body).await,
-                Command::ChangeRoom(new_room) => {
-                    let changed = connection.change_room(&new_room).await;
-                    *room = Some(new_room);
-                    changed
-                }
+                Command::ChangeRoom(new_room) => connection.change_room(&new_room).await,
             },
         };
         if let Err(error) = sent {

@@ -124,7 +124,9 @@ async fn a_session_reconnects_to_the_next_address() {
         {
             SessionEvent::Connected { address } => connected.push(address),
             SessionEvent::Push(push) => pushes.push(push.body),
-            SessionEvent::Disconnected { .. } | SessionEvent::Resolved { .. } => {}
+            SessionEvent::Disconnected { .. }
+            | SessionEvent::Resolved { .. }
+            | SessionEvent::RoomRefused(_) => {}
         }
     }
     assert_eq!(pushes, vec![Bytes::from("push 0"), Bytes::from("push 1")]);
@@ -254,6 +256,7 @@ async fn a_session_connects_where_httpdns_says() {
                 break;
             }
             SessionEvent::Disconnected { error } => panic!("{error} after {seen:?}"),
+            SessionEvent::RoomRefused(refused) => panic!("{refused} after {seen:?}"),
         }
     }
     let addr = format!("127.0.0.1:{edge_port}");
