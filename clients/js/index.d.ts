@@ -1,4 +1,4 @@
-export { RimClient, RimError, RimMessage, State, CloseCode, CLIENT_DEFAULTS } from './src/client.js';
+export { RimClient, RimError, RoomRefusedError, RimMessage, State, CloseCode, CLIENT_DEFAULTS } from './src/client.js';
 export type {
   RimClientOptions,
   RimClientEvents,

@@ -38,15 +38,30 @@ export type RimErrorCode =
   | 'not_open'
   | 'request_timeout'
   | 'replay'
+  | 'room_refused'
   | 'closed'
   | 'internal';
 
 export declare class RimError extends Error {
   constructor(code: RimErrorCode | string, message: string, details?: Record<string, unknown>);
-  readonly name: 'RimError';
+  readonly name: 'RimError' | 'RoomRefusedError';
   readonly code: RimErrorCode;
   /** For 'auth_refused': `{reason, body}` (the server's JSON); for socket errors: `{url, code, reason}`. */
   readonly details: Record<string, any>;
+}
+
+/**
+ * A refused room change (code 'room_refused'): rim answered op 12 with a JSON error instead of the
+ * room, and the connection stayed in its old room.
+ */
+export declare class RoomRefusedError extends RimError {
+  constructor(room: string, body: string);
+  readonly name: 'RoomRefusedError';
+  readonly code: 'room_refused';
+  /** The server's reason: 'room_forbidden', 'room_too_long', or 'room_refused' when it gave none. */
+  readonly reason: 'room_forbidden' | 'room_too_long' | 'room_refused' | (string & {});
+  /** The room asked for. */
+  readonly room: string;
 }
 
 /** A push (or any unmatched packet) from the server. */
@@ -229,7 +244,7 @@ export declare class RimClient extends Emitter<RimClientEvents> {
   readonly online: number | null;
   readonly heartbeat: AdaptiveHeartbeat;
   readonly backoff: Backoff;
-  /** The room set through changeRoom (undefined if never called). */
+  /** The room the server confirmed last through changeRoom (undefined if none yet). */
   readonly room: string | undefined;
   /** Candidate URLs (fixed list or last HTTPDNS answer). */
   readonly candidates: string[];
@@ -239,7 +254,10 @@ export declare class RimClient extends Emitter<RimClientEvents> {
   close(reason?: string): this;
   /** Skips the current backoff pause. */
   reconnectNow(): this;
-  /** Moves to a room ('' leaves); remembered across reconnects; resolves on op 13. */
+  /**
+   * Moves to a room ('' leaves); resolves when op 13 echoes the room (then remembered across
+   * reconnects); rejects with a RoomRefusedError when the server refuses (the old room is kept).
+   */
   changeRoom(room: string): Promise<void>;
   /** Adds ops to the watch set (op 14); remembered across reconnects. */
   subscribe(ops: Iterable<number>): Promise<void>;

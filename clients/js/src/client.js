@@ -17,7 +17,10 @@
 // reply (within `heartbeatTimeout`) shrinks it and drops the connection, which is then reconnected.
 //
 // The room and the ops subscribed or unsubscribed through the client are remembered and applied
-// again after each reconnect. Nothing here touches the network or the clock except through the
+// again after each reconnect. A room change counts only once the server echoes the room in its op-13
+// reply; rim answers a refused change with a JSON error instead (reason `room_forbidden` or
+// `room_too_long`) and keeps the connection in its old room, so the promise rejects with a
+// RoomRefusedError and the client keeps (and re-joins after a reconnect) the room it had. Nothing here touches the network or the clock except through the
 // injected WebSocket, fetch and timer functions.
 
 import { Emitter } from './emitter.js';
@@ -69,6 +72,43 @@ export class RimError extends Error {
     this.details = details;
     if (details.cause !== undefined) this.cause = details.cause;
   }
+}
+
+/**
+ * A room change the server refused: rim answered op 12 with a JSON error instead of echoing the room,
+ * and the connection stayed in its old room. `reason` is the server's code (`room_forbidden`,
+ * `room_too_long`, or `room_refused` if it gave none); `room` is the room asked for.
+ */
+export class RoomRefusedError extends RimError {
+  /**
+   * @param {string} room
+   * @param {string} body the op-13 reply body
+   */
+  constructor(room, body) {
+    const { reason, why, detail } = parseRefusal(body, 'room_refused');
+    super('room_refused', `room change to ${JSON.stringify(room)} refused (${reason}): ${why}`, { reason, room, body: detail });
+    this.name = 'RoomRefusedError';
+    this.reason = reason;
+    this.room = room;
+  }
+}
+
+/**
+ * Reads a server's refusal body: rim's JSON `{error, reason}`, or any text (then `reason` is `fallback`).
+ * @param {string} text
+ * @param {string} fallback
+ */
+function parseRefusal(text, fallback) {
+  let detail;
+  try {
+    detail = JSON.parse(text);
+  } catch {
+    detail = { error: text };
+  }
+  if (!detail || typeof detail !== 'object') detail = { error: String(detail) };
+  const reason = typeof detail.reason === 'string' ? detail.reason : fallback;
+  const why = typeof detail.error === 'string' ? detail.error : text;
+  return { reason, why, detail };
 }
 
 /** A packet from the server, as given to 'message' listeners. */
@@ -172,8 +212,13 @@ export class RimClient extends Emitter {
     this._dns = null;
     this._failedRounds = 0;
     this._online = null;
-    /** Desired room: undefined until changeRoom is called. */
+    /** The room the server confirmed last (re-joined after a reconnect); undefined until one is. */
     this._room = undefined;
+    /** A room asked for while not open, applied by the next connection (its waiters are _roomWaiters). */
+    this._roomWanted = undefined;
+    /** Room changes are numbered so that only the newest confirmed one sets _room. */
+    this._roomAsked = 0;
+    this._roomConfirmed = 0;
     /** op -> true (subscribed) / false (unsubscribed) through this client. */
     this._watch = new Map();
     this._roomWaiters = [];
@@ -205,7 +250,7 @@ export class RimClient extends Emitter {
     return this._backoff;
   }
 
-  /** The room set through changeRoom (undefined if never called). */
+  /** The room the server confirmed last through changeRoom (undefined if none yet). */
   get room() {
     return this._room;
   }
@@ -247,15 +292,17 @@ export class RimClient extends Emitter {
   }
 
   /**
-   * Moves to another room (`''` leaves the room); resolves when the server confirms (op 13). The room
-   * is remembered and applied again after every reconnect; if the client is not open, the promise
-   * resolves when the next connection applies it.
+   * Moves to another room (`''` leaves the room); resolves when the server confirms (op 13 echoing
+   * the room), rejects with a RoomRefusedError (code 'room_refused', with `reason` and `room`) when it
+   * refuses, and the client then stays in its old room. A confirmed room is remembered and applied
+   * again after every reconnect; if the client is not open, the promise settles when the next
+   * connection applies the room (the last one asked for, when several were).
    * @param {string} room
    */
   changeRoom(room) {
     if (typeof room !== 'string') return Promise.reject(new TypeError('a room is a string such as "live://1000"'));
-    this._room = room;
-    if (this._isOpen()) return this._request(Op.CHANGE_ROOM, Op.CHANGE_ROOM_REPLY, room).then(() => undefined);
+    if (this._isOpen()) return this._moveTo(room);
+    this._roomWanted = room;
     return this._waitFor(this._roomWaiters);
   }
 
@@ -310,6 +357,19 @@ export class RimClient extends Emitter {
     return this._waitFor(this._watchWaiters);
   }
 
+  /** Sends op 12 for `room`: resolves once the server echoes it, rejects with a RoomRefusedError otherwise. */
+  _moveTo(room) {
+    const order = ++this._roomAsked;
+    return this._request(Op.CHANGE_ROOM, Op.CHANGE_ROOM_REPLY, room).then((packet) => {
+      const body = bytesToText(packet.body);
+      if (body !== room) throw new RoomRefusedError(room, body);
+      if (order > this._roomConfirmed) {
+        this._roomConfirmed = order;
+        this._room = room;
+      }
+    });
+  }
+
   _waitFor(waiters) {
     return new Promise((resolve, reject) => {
       waiters.push({ resolve, reject });
@@ -331,6 +391,7 @@ export class RimClient extends Emitter {
     this._gen += 1;
     if (this._wake) this._wake();
     if (this._conn) this._end(this._conn, { error }, CloseCode.NORMAL, 'client closed');
+    this._roomWanted = undefined;
     for (const w of this._roomWaiters.splice(0)) w.reject(error);
     for (const w of this._watchWaiters.splice(0)) w.reject(error);
     this._setState(State.CLOSED, { reason: error.message, error });
@@ -653,16 +714,7 @@ export class RimClient extends Emitter {
   }
 
   _refused(conn, body) {
-    const text = bytesToText(body);
-    let detail;
-    try {
-      detail = JSON.parse(text);
-    } catch {
-      detail = { error: text };
-    }
-    if (!detail || typeof detail !== 'object') detail = { error: String(detail) };
-    const reason = typeof detail.reason === 'string' ? detail.reason : 'auth_failed';
-    const why = typeof detail.error === 'string' ? detail.error : text;
+    const { reason, why, detail } = parseRefusal(bytesToText(body), 'auth_failed');
     this._fail(conn, 'auth_refused', `auth refused by ${conn.url}: ${why}`, {
       fatal: !this._opts.retryAuthRefused,
       details: { reason, body: detail },
@@ -745,25 +797,45 @@ export class RimClient extends Emitter {
     });
   }
 
-  /** Applies the remembered room and watch changes on a new connection. */
+  /**
+   * Applies the remembered room and watch changes on a new connection: the confirmed room first (so a
+   * refused new room leaves the connection there), then a room asked for while not open.
+   */
   _replay(conn) {
-    const settle = (promise, waiters, what) => {
+    const report = (what, error) => {
+      if (!conn.done) this._emitError(new RimError('replay', `could not apply the ${what}: ${error && error.message}`, { cause: error }));
+    };
+    const settle = (promise, waiters, what, retry = () => {}) => {
       const taken = waiters.splice(0);
       promise.then(
         () => {
           for (const w of taken) w.resolve();
         },
         (error) => {
+          if (error instanceof RoomRefusedError) {
+            for (const w of taken) w.reject(error); // refused: asking again would not help
+            return;
+          }
           waiters.unshift(...taken); // applied again on the next connection
-          if (!conn.done) this._emitError(new RimError('replay', `could not apply the ${what}: ${error && error.message}`, { cause: error }));
+          retry();
+          report(what, error);
         },
       );
     };
-    if (this._room !== undefined) {
-      settle(this._request(Op.CHANGE_ROOM, Op.CHANGE_ROOM_REPLY, this._room), this._roomWaiters, 'room');
-    } else {
-      // Nothing to apply (cannot happen with waiters, kept for clarity).
-      for (const w of this._roomWaiters.splice(0)) w.resolve();
+    const wanted = this._roomWanted;
+    this._roomWanted = undefined;
+    const confirmed = this._room;
+    if (confirmed !== undefined && confirmed !== wanted) {
+      this._moveTo(confirmed).catch((error) => {
+        // The server no longer grants it (a new token, say): the connection is in the token's room.
+        if (error instanceof RoomRefusedError && this._room === confirmed) this._room = undefined;
+        report('room', error);
+      });
+    }
+    if (wanted !== undefined) {
+      settle(this._moveTo(wanted), this._roomWaiters, 'room', () => {
+        this._roomWanted ??= wanted;
+      });
     }
     const add = [];
     const remove = [];

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { RimClient, RimMessage, State, CloseCode } from '../src/client.js';
+import { RimClient, RimError, RimMessage, RoomRefusedError, State, CloseCode } from '../src/client.js';
 import { AdaptiveHeartbeat } from '../src/heartbeat.js';
 import { Op, bytesToText, encode } from '../src/protocol.js';
 import { FakeClock, dnsResponse, fakeFetch, fakeWebSocketClass, flush } from '../test-support/fakes.js';
@@ -460,6 +460,73 @@ test('the room and the watch set are applied again after a reconnect', async () 
   second.replyTo(Op.CHANGE_ROOM, Op.CHANGE_ROOM_REPLY);
   await later;
   assert.equal(applied, true);
+});
+
+/** Answers the client's last op 12 the way rim refuses a room change. */
+function refuseRoom(ws, reason) {
+  const p = ws.lastSent(Op.CHANGE_ROOM);
+  const room = bytesToText(p.body);
+  const body = { error: `room ${JSON.stringify(room)} is not granted to this connection`, reason };
+  if (reason === 'room_forbidden') body.room = room;
+  ws.receivePacket({ op: Op.CHANGE_ROOM_REPLY, seq: p.seq, ver: p.ver, body: JSON.stringify(body) });
+}
+
+test('a refused room change rejects with its reason and room; the old room is kept and re-joined', async () => {
+  const { client, WS, clock, of } = await connected({ urls: ['ws://a/sub'] });
+  const first = WS.last;
+  const moved = client.changeRoom('live://2000');
+  first.replyTo(Op.CHANGE_ROOM, Op.CHANGE_ROOM_REPLY);
+  await moved;
+  assert.equal(client.room, 'live://2000');
+
+  const refused = client.changeRoom('live://2');
+  refuseRoom(first, 'room_forbidden');
+  await assert.rejects(refused, (e) => {
+    assert.ok(e instanceof RoomRefusedError && e instanceof RimError);
+    assert.equal(e.code, 'room_refused');
+    assert.equal(e.reason, 'room_forbidden');
+    assert.equal(e.room, 'live://2');
+    assert.match(e.message, /not granted/);
+    return true;
+  });
+  const tooLong = client.changeRoom('live://' + 'x'.repeat(300));
+  refuseRoom(first, 'room_too_long');
+  await assert.rejects(tooLong, (e) => e.reason === 'room_too_long' && e.room.length === 307);
+  // not JSON (not rim): still a refusal, the body is the message
+  const odd = client.changeRoom('live://3');
+  const p = first.lastSent(Op.CHANGE_ROOM);
+  first.receivePacket({ op: Op.CHANGE_ROOM_REPLY, seq: p.seq, body: 'no' });
+  await assert.rejects(odd, (e) => e.reason === 'room_refused' && /: no$/.test(e.message));
+  assert.equal(client.room, 'live://2000');
+  assert.equal(client.state, State.OPEN);
+
+  // after a reconnect the confirmed room is joined again, not a refused one
+  first.serverClose(1001, 'server shutting down');
+  await flush();
+  await clock.advance(3 * S);
+  const second = WS.last;
+  second.open();
+  second.acceptAuth();
+  const rejoined = second.packets().filter((x) => x.op === Op.CHANGE_ROOM).map((x) => bytesToText(x.body));
+  assert.deepEqual(rejoined, ['live://2000']);
+  second.replyTo(Op.CHANGE_ROOM, Op.CHANGE_ROOM_REPLY);
+  await flush();
+
+  // asked while away and refused by the next connection: rejected, after the old room was re-joined
+  second.serverClose(1001, 'again');
+  await flush();
+  const away = client.changeRoom('live://4');
+  await clock.advance(3 * S);
+  const third = WS.last;
+  third.open();
+  third.acceptAuth();
+  const sent = third.packets().filter((x) => x.op === Op.CHANGE_ROOM);
+  assert.deepEqual(sent.map((x) => bytesToText(x.body)), ['live://2000', 'live://4']);
+  third.receivePacket({ op: Op.CHANGE_ROOM_REPLY, seq: sent[0].seq, body: 'live://2000' });
+  refuseRoom(third, 'room_forbidden');
+  await assert.rejects(away, (e) => e.reason === 'room_forbidden' && e.room === 'live://4');
+  assert.equal(client.room, 'live://2000');
+  assert.equal(of('error').length, 0);
 });
 
 test('pending requests reject when the connection drops', async () => {
