@@ -278,7 +278,7 @@ fn check_event(event: &SessionEvent) -> Result<(), ApiError> {
     }
     if event.platform.len() > MAX_ID_LEN
         || event.ip.len() > MAX_ID_LEN
-        || event.accepts.len() > 1024
+        || event.accepts.len() > rim_proto::limits::MAX_WATCH_OPS
     {
         return Err(ApiError::BadRequest(format!(
             "session event for key {:?} has oversized fields",

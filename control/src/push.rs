@@ -27,6 +27,7 @@ use crate::observe::{timed_publish, timed_store};
 use crate::state::AppState;
 use bytes::Bytes;
 use rim_bus::OutgoingPush;
+use rim_proto::limits::MAX_ROOM_LEN;
 use rim_proto::schema::push_message::Target;
 use rim_proto::schema::{BroadcastTarget, KeyOnNode, KeysTarget, PushMessage, RoomTarget};
 use rim_store::{NodeSnapshot, NodeState, Session, TargetKind};
@@ -37,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// heartbeat, batch) that clients would misinterpret.
 pub const MIN_BUSINESS_OPERATION: i32 = rim_proto::op::MIN_BUSINESS_PUSH;
 
-/// Longest accepted room id (`type://id`) and connection key, in bytes.
+/// Longest accepted connection key, in bytes (room ids are bounded by [`MAX_ROOM_LEN`]).
 pub const MAX_NAME_LEN: usize = 256;
 
 /// Whom a push is for.
@@ -162,11 +163,11 @@ pub fn validate(request: &PushRequest, max_targets: usize) -> Result<(), ApiErro
 /// A room id must be `type://id` with both parts non-empty and bounded.
 pub fn validate_room(room: &str) -> Result<(), ApiError> {
     match room.split_once("://") {
-        Some((kind, id)) if !kind.is_empty() && !id.is_empty() && room.len() <= MAX_NAME_LEN => {
+        Some((kind, id)) if !kind.is_empty() && !id.is_empty() && room.len() <= MAX_ROOM_LEN => {
             Ok(())
         }
         _ => Err(ApiError::BadRequest(format!(
-            "room must be `type://id` (both non-empty, at most {MAX_NAME_LEN} bytes), got {room:?}"
+            "room must be `type://id` (both non-empty, at most {MAX_ROOM_LEN} bytes), got {room:?}"
         ))),
     }
 }

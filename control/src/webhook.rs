@@ -19,15 +19,13 @@
 
 use crate::error::ApiError;
 use crate::push::{MAX_NAME_LEN, validate_room};
+use rim_proto::limits::{MAX_ROOM_LEN, MAX_WATCH_OPS};
 use rim_proto::schema::AuthResponse;
 use serde::Deserialize;
 use std::time::Duration;
 
 /// Largest webhook answer read; anything longer is a webhook failure.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// Most operations a client's watch set may hold.
-const MAX_ACCEPTS: usize = 1024;
 
 /// Most rooms or room patterns one identity may be granted.
 const MAX_ROOM_GRANTS: usize = 64;
@@ -151,15 +149,15 @@ fn check_identity(identity: &Identity) -> Result<(), ApiError> {
         )));
     }
     if identity.rooms.len() > MAX_ROOM_GRANTS
-        || identity.rooms.iter().any(|room| room.len() > MAX_NAME_LEN)
+        || identity.rooms.iter().any(|room| room.len() > MAX_ROOM_LEN)
     {
         return Err(ApiError::BadRequest(format!(
-            "rooms: at most {MAX_ROOM_GRANTS} entries of at most {MAX_NAME_LEN} bytes"
+            "rooms: at most {MAX_ROOM_GRANTS} entries of at most {MAX_ROOM_LEN} bytes"
         )));
     }
-    if identity.accepts.len() > MAX_ACCEPTS {
+    if identity.accepts.len() > MAX_WATCH_OPS {
         return Err(ApiError::BadRequest(format!(
-            "more than {MAX_ACCEPTS} accepted operations"
+            "more than {MAX_WATCH_OPS} accepted operations"
         )));
     }
     Ok(())
