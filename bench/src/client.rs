@@ -46,7 +46,7 @@ pub struct ClientSpec {
     pub ws_path: String,
     /// First source address; connection `i` binds to this + `i / per_source`.
     pub source_base: Ipv4Addr,
-    /// Connections per source address (each has ~28,000 ephemeral ports).
+    /// Connections per source address (~14,000 ports each per destination).
     pub per_source: usize,
     /// Auth body template: `{mid}`, `{key}` and `{room}` are replaced per connection.
     pub auth: String,
@@ -415,6 +415,7 @@ pub async fn open(index: usize, spec: &ClientSpec) -> anyhow::Result<(TcpStream,
         .context("no target address")?;
     let socket = TcpSocket::new_v4()?;
     let source = spec.source(index)?;
+    port_at_connect(&socket)?;
     socket
         .bind(SocketAddr::new(source, 0))
         .with_context(|| format!("binding {source}"))?;
@@ -431,6 +432,30 @@ pub async fn open(index: usize, spec: &ClientSpec) -> anyhow::Result<(TcpStream,
             stream.write_all(&ws_binary_frame(&auth)).await?;
             Ok((stream, leftover))
         }
+    }
+}
+
+/// Lets the kernel choose the source port at connect time, per destination
+/// (`IP_BIND_ADDRESS_NO_PORT`): a port picked at bind time must be unused on that address for any
+/// destination, and collides with ports other programs hold.
+fn port_at_connect(socket: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: the descriptor is the socket's own and open; the option value is a c_int of the
+    // size passed, read by the kernel only during the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -43,8 +43,9 @@ pub struct LoadArgs {
     /// Connections per worker process at most (20,000 open files per process here).
     #[arg(long, default_value_t = 9_000)]
     pub per_worker: usize,
-    /// Connections per source address (each has ~28,000 ephemeral ports).
-    #[arg(long, default_value_t = 25_000)]
+    /// Connections per source address (the kernel hands connect() about half of the 28,000-port
+    /// ephemeral range: ~14,000 per source address and destination).
+    #[arg(long, default_value_t = 14_000)]
     pub per_source: usize,
     /// First source address; more are taken after it (127.0.0.3, ...).
     #[arg(long, default_value = "127.0.0.2")]

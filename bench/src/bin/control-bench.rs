@@ -65,6 +65,8 @@ struct Instance {
     control: rim_control::RunningControl,
     base: String,
     http: reqwest::Client,
+    /// Node tokens by node id, from `/edge/v1/enroll` (the edge API takes no cluster secret).
+    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Instance {
@@ -92,15 +94,50 @@ impl Instance {
             control,
             base,
             http,
+            tokens: std::sync::Mutex::default(),
         })
     }
 
-    /// POSTs a protobuf message to the edge API; fails unless 2xx.
-    async fn edge(&self, path: &str, message: &impl Message) -> anyhow::Result<()> {
+    /// The node token of `node_id` (enrolled with the cluster secret on first use).
+    async fn token(&self, node_id: &str) -> anyhow::Result<String> {
+        if let Some(token) = self
+            .tokens
+            .lock()
+            .ok()
+            .and_then(|t| t.get(node_id).cloned())
+        {
+            return Ok(token);
+        }
+        let enrollment = rim_proto::schema::NodeEnrollment {
+            role: "edge".into(),
+            node_id: node_id.into(),
+            region: "sh".into(),
+        };
+        let response = self
+            .http
+            .post(format!("{}/edge/v1/enroll", self.base))
+            .bearer_auth(SECRET)
+            .body(enrollment.encode_to_vec())
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "enroll: {}",
+            response.status()
+        );
+        let token = rim_proto::schema::NodeCredential::decode(response.bytes().await?)?.token;
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.insert(node_id.to_owned(), token.clone());
+        }
+        Ok(token)
+    }
+
+    /// POSTs a protobuf message to the edge API as `node_id`; fails unless 2xx.
+    async fn edge(&self, node_id: &str, path: &str, message: &impl Message) -> anyhow::Result<()> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
-            .bearer_auth(SECRET)
+            .bearer_auth(self.token(node_id).await?)
             .body(message.encode_to_vec())
             .send()
             .await?;
@@ -127,7 +164,7 @@ impl Instance {
             weight: 10,
             ..NodeRegistration::default()
         };
-        self.edge("/edge/v1/register", &registration).await
+        self.edge(node_id, "/edge/v1/register", &registration).await
     }
 }
 
@@ -234,7 +271,7 @@ async fn push_rate(args: &Args, bus: Arc<dyn BusProducer>) -> anyhow::Result<Mea
             node_id: "edge-1".into(),
             events: connects(&format!("u{chunk_start}"), chunk_start as i64, count),
         };
-        instance.edge("/edge/v1/sessions", &batch).await?;
+        instance.edge("edge-1", "/edge/v1/sessions", &batch).await?;
     }
     let users = args.users;
     let target = instance.clone();
@@ -305,9 +342,10 @@ async fn ingest_rate(args: &Args) -> anyhow::Result<Measured> {
             let events = connects(&format!("{node}-b{i}"), i as i64 * batch as i64, batch);
             instance
                 .edge(
+                    &node,
                     "/edge/v1/sessions",
                     &SessionBatch {
-                        node_id: node,
+                        node_id: node.clone(),
                         events,
                     },
                 )
