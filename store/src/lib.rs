@@ -81,14 +81,14 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_region(&self, region: &Region) -> Result<(), StoreError>;
     /// All regions, by name.
     async fn regions(&self) -> Result<Vec<Region>, StoreError>;
-
-    /// Registers an edge node (or re-registers it after a restart): stores its metadata, marks it
     /// Creates a region only if no region has its name: `false` (and nothing changed) if one does.
     /// The admin API's create, so a second creator learns the name is taken instead of moving it.
     async fn insert_region(&self, region: &Region) -> Result<bool, StoreError>;
     /// Removes a region that no live node serves, together with its dead nodes' records; refuses
     /// ([`RegionRemoval::HasLiveNodes`]) while an active or draining node is in it.
     async fn delete_region(&self, name: &str) -> Result<RegionRemoval, StoreError>;
+
+    /// Registers an edge node (or re-registers it after a restart): stores its metadata, marks it
     /// active (draining if an admin drained it) and seen now (see the node rules for whose clock).
     /// Creates its region (at the node's location) if unknown. A new boot id ends the sessions of
     /// the previous life; otherwise load figures and room counts stay as last reported until the

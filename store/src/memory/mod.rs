@@ -113,9 +113,6 @@ impl Store for MemoryStore {
         Ok(self.state.read().regions.values().cloned().collect())
     }
 
-    async fn register_node(
-        &self,
-        reg: &NodeRegistration,
     async fn insert_region(&self, region: &Region) -> Result<bool, StoreError> {
         check_region(region)?;
         let mut state = self.state.write();
@@ -144,6 +141,9 @@ impl Store for MemoryStore {
         Ok(RegionRemoval::Removed)
     }
 
+    async fn register_node(
+        &self,
+        reg: &NodeRegistration,
         now: UnixMillis,
     ) -> Result<RegistrationReport, StoreError> {
         let mut node = node_from_registration(reg, now)?;

@@ -159,8 +159,6 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(Region::from).collect())
     }
 
-    async fn register_node(
-        &self,
     async fn insert_region(&self, region: &Region) -> Result<bool, StoreError> {
         check_region(region)?;
         let inserted = sqlx::query(
@@ -213,6 +211,8 @@ impl Store for PostgresStore {
         Ok(RegionRemoval::Removed)
     }
 
+    async fn register_node(
+        &self,
         reg: &NodeRegistration,
         _now: UnixMillis,
     ) -> Result<RegistrationReport, StoreError> {
