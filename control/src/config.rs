@@ -7,6 +7,7 @@
 
 use rim_balancer::BalancerConfig;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Everything a control-plane instance needs besides its store, bus and the cluster secret.
 #[derive(clap::Args, Clone, Debug)]
@@ -14,6 +15,16 @@ pub struct ControlConfig {
     /// Address the business, edge and admin HTTP APIs listen on (port 0 picks a free port).
     #[arg(long, env = "RIM_CONTROL_LISTEN", default_value = "0.0.0.0:3111")]
     pub control_listen: SocketAddr,
+
+    /// PEM certificate chain of the listener: with `control_tls_key`, it speaks HTTPS only
+    /// (HTTP/1.1 and HTTP/2 by ALPN); reloaded when its files change or on SIGHUP. Nodes trust its
+    /// CA with `edge_control_ca_file` / `job_control_ca_file`.
+    #[arg(long, env = "RIM_CONTROL_TLS_CERT")]
+    pub control_tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `control_tls_cert`.
+    #[arg(long, env = "RIM_CONTROL_TLS_KEY")]
+    pub control_tls_key: Option<PathBuf>,
 
     /// Bootstrap admin API key: a caller presenting it has every scope. Used to create the other
     /// keys; leave unset once real keys exist.
@@ -131,6 +142,8 @@ impl Default for ControlConfig {
     fn default() -> Self {
         Self {
             control_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control_tls_cert: None,
+            control_tls_key: None,
             control_admin_key: None,
             goim_routes_open: false,
             control_push_body_limit: 64 * 1024,

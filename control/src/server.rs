@@ -11,6 +11,14 @@
 //! address; [`serve`] is the same for a process that simply runs until a shutdown signal. The
 //! listener speaks HTTP/1.1 and cleartext HTTP/2 (h2c, prior knowledge) on the same port: busy
 //! business backends and edges can multiplex many requests over one connection.
+//!
+//! With `control_tls_cert` and `control_tls_key` the listener speaks HTTPS only (HTTP/1.1 and h2,
+//! chosen by ALPN), so enrollment, the edge API and the business API run over TLS; nodes trust a
+//! private CA with `edge_control_ca_file` / `job_control_ca_file`. The certificate machinery is
+//! the edge's ([`rim_edge::tls`]: the pair is reloaded when its files change or on SIGHUP, session
+//! tickets) and so is the listener ([`rim_edge::internal::TlsListener`]: handshakes run
+//! concurrently, each bounded in time, so a silent peer holds up nobody). Without them (the
+//! default, and `rim dev` on loopback) it is plain HTTP.
 
 use crate::config::ControlConfig;
 use crate::error::ApiError;
@@ -18,23 +26,28 @@ use crate::observe::{timed_store, track_requests};
 use crate::state::AppState;
 use crate::{admin, edge_api, goim, health, openapi, v1};
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::serve::IncomingStream;
+use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rim_bus::BusProducer;
+use rim_edge::internal::TlsListener;
 use rim_store::{Scope, Store};
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
-use tower::{BoxError, ServiceBuilder};
+use tower::{BoxError, Layer, ServiceBuilder};
 use tower_http::trace::TraceLayer;
 
 /// Every route of the control plane, with request metrics, tracing, and bounds on requests in
@@ -240,6 +253,7 @@ pub async fn start_with_routes(
             "goim_routes_open: /goim/* routes accept pushes and reads WITHOUT an API key"
         );
     }
+    let tls = tls_acceptor(&config)?;
     let listener = tokio::net::TcpListener::bind(config.control_listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.control_listen))?;
@@ -247,25 +261,68 @@ pub async fn start_with_routes(
     let state = AppState::new(config, cluster_secret, store, bus, prometheus)?;
     let (stop, stopped) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(state.clone(), stopped.clone()));
-    let mut until_stop = stopped;
-    let server = tokio::spawn(
-        axum::serve(
-            listener,
-            build_router_with(state, extra).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+    let router = build_router_with(state, extra);
+    // Cancelled once graceful shutdown begins: the TLS listener then stops accepting.
+    let accepting = CancellationToken::new();
+    let until_stop = {
+        let accepting = accepting.clone();
+        let mut stopped = stopped;
+        async move {
             // An error means the sender is gone: stop as well.
-            let _ = until_stop.wait_for(|stop| *stop).await;
-        })
-        .into_future(),
-    );
-    tracing::info!(%addr, "control plane listening");
+            let _ = stopped.wait_for(|stop| *stop).await;
+            accepting.cancel();
+        }
+    };
+    let secure = tls.is_some();
+    let server = match tls {
+        None => tokio::spawn(
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(until_stop)
+            .into_future(),
+        ),
+        Some(acceptor) => {
+            // What `into_make_service_with_connect_info` does for a plain TCP listener: each
+            // connection's router knows its peer (the push routes log it).
+            let per_connection =
+                tower::service_fn(move |incoming: IncomingStream<'_, TlsListener>| {
+                    let peer = ConnectInfo(*incoming.remote_addr());
+                    std::future::ready(Ok::<_, Infallible>(Extension(peer).layer(router.clone())))
+                });
+            tokio::spawn(
+                axum::serve(
+                    TlsListener::spawn(listener, acceptor, accepting),
+                    per_connection,
+                )
+                .with_graceful_shutdown(until_stop)
+                .into_future(),
+            )
+        }
+    };
+    tracing::info!(%addr, tls = secure, "control plane listening");
     Ok(RunningControl {
         addr,
         stop,
         server,
         sweeper,
     })
+}
+
+/// The listener's TLS acceptor when `control_tls_cert` and `control_tls_key` are set (both or
+/// neither), offering h2 and HTTP/1.1 by ALPN.
+fn tls_acceptor(config: &ControlConfig) -> anyhow::Result<Option<TlsAcceptor>> {
+    let (cert, key) = match (&config.control_tls_cert, &config.control_tls_key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => anyhow::bail!("TLS needs both control_tls_cert and control_tls_key"),
+    };
+    let reloading = rim_edge::tls::acceptor(cert, key)?;
+    // The copy shares the reloading certificate resolver and the ticketer with the original.
+    let mut server_config = rustls::ServerConfig::clone(reloading.config());
+    server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(server_config))))
 }
 
 /// Runs an instance until `shutdown` completes, then stops it gracefully.

@@ -141,15 +141,17 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections whose handshake completed, waiting for the server to take them.
 const HANDSHAKEN_BACKLOG: usize = 64;
 
-/// A listener yielding TLS streams: a background task accepts TCP connections and runs each
-/// handshake in its own task.
-struct TlsListener {
+/// A listener yielding TLS streams for `axum::serve`: a background task accepts TCP connections
+/// and runs each handshake in its own task, bounded in time. Public so the control plane's HTTPS
+/// listener is the same.
+pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
     local: std::net::SocketAddr,
 }
 
 impl TlsListener {
-    fn spawn(listener: TcpListener, acceptor: TlsAcceptor, stop: CancellationToken) -> Self {
+    /// Starts accepting on `listener`, handshaking with `acceptor`, until `stop` is cancelled.
+    pub fn spawn(listener: TcpListener, acceptor: TlsAcceptor, stop: CancellationToken) -> Self {
         let (sender, ready) = mpsc::channel(HANDSHAKEN_BACKLOG);
         let local = listener
             .local_addr()
@@ -163,7 +165,7 @@ impl TlsListener {
                 let (tcp, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        tracing::warn!(%error, "internal endpoint accept failed");
+                        tracing::warn!(%error, "TLS listener accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -177,9 +179,9 @@ impl TlsListener {
                             let _ = sender.send((stream, peer)).await;
                         }
                         Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "internal TLS handshake failed");
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
                         }
-                        Err(_) => tracing::debug!(%peer, "internal TLS handshake timed out"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 });
             }
