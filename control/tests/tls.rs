@@ -1,6 +1,7 @@
 //! The control plane's listener over TLS (`control_tls_cert` / `control_tls_key`), on real sockets
-//! with a test CA: nodes enroll and heartbeat over HTTPS (h2 by ALPN, and HTTP/1.1), the business
-//! API answers there too, while plain HTTP to the port, a client that does not trust the CA, and a
+//! with a test CA: nodes enroll and heartbeat over HTTPS (h2 by ALPN, and HTTP/1.1), the edge's
+//! own control client does with its CA file (`edge_control_ca_file`), the business API answers
+//! there too, while plain HTTP to the port, a client that does not trust the CA, and a
 //! half-configured listener all fail.
 
 mod common;
@@ -8,12 +9,16 @@ mod common;
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rim_bus::memory::MemoryBus;
+use rim_edgelink::{CallError, ControlClient};
+use rim_proto::schema::{NodeEnrollment, NodeHeartbeat};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A CA's certificate (PEM), and a certificate for `localhost` signed by it, written as files.
 struct TestPki {
     ca_pem: String,
+    ca_file: PathBuf,
     cert: PathBuf,
     key: PathBuf,
     _dir: tempfile::TempDir,
@@ -39,8 +44,11 @@ fn test_pki() -> TestPki {
     );
     std::fs::write(&cert, leaf.pem()).unwrap();
     std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
     TestPki {
         ca_pem: ca.pem(),
+        ca_file,
         cert,
         key,
         _dir: dir,
@@ -106,6 +114,45 @@ async fn an_http1_only_client_is_served_over_https_too() {
     let pki = test_pki();
     let h = tls_harness(&pki, true).await;
     node_lifecycle_over(&h, reqwest::Version::HTTP_11).await;
+    h.control.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edges_own_client_enrolls_and_heartbeats_with_its_ca_file() {
+    let pki = test_pki();
+    let h = tls_harness(&pki, false).await;
+    let timeout = Duration::from_secs(5);
+    // What an edge builds from `edge_control_url` = https://... and `edge_control_ca_file`.
+    let enrolling = ControlClient::new(&h.base, SECRET, timeout, Some(&pki.ca_file)).unwrap();
+    let credential = enrolling
+        .enroll(&NodeEnrollment {
+            role: "edge".into(),
+            node_id: "edge-link".into(),
+            region: "sh".into(),
+        })
+        .await
+        .unwrap();
+    let node = ControlClient::new(&h.base, &credential.token, timeout, Some(&pki.ca_file)).unwrap();
+    node.register(&registration("edge-link", "sh"))
+        .await
+        .unwrap();
+    let report = NodeHeartbeat {
+        node_id: "edge-link".into(),
+        connection_count: 7,
+        ..NodeHeartbeat::default()
+    };
+    node.heartbeat(&report).await.unwrap();
+    let nodes = h.store.nodes().await.unwrap();
+    let stored = nodes.iter().find(|n| n.id == "edge-link").unwrap();
+    assert_eq!(stored.connection_count, 7);
+
+    // Without the CA file the same client is refused by its own TLS check.
+    let untrusting = ControlClient::new(&h.base, SECRET, timeout, None).unwrap();
+    let refused = untrusting.keys().await;
+    assert!(
+        matches!(refused, Err(CallError::Unavailable(_))),
+        "{refused:?}"
+    );
     h.control.shutdown().await.unwrap();
 }
 
