@@ -15,9 +15,9 @@
 //! With `control_tls_cert` and `control_tls_key` the listener speaks HTTPS only (HTTP/1.1 and h2,
 //! chosen by ALPN), so enrollment, the edge API and the business API run over TLS; nodes trust a
 //! private CA with `edge_control_ca_file` / `job_control_ca_file`. The certificate machinery is
-//! the edge's ([`rim_edge::tls`]: the pair is reloaded when its files change or on SIGHUP, session
-//! tickets) and so is the listener ([`rim_edge::internal::TlsListener`]: handshakes run
-//! concurrently, each bounded in time, so a silent peer holds up nobody). Without them (the
+//! the edge's too, in rim-tls ([`rim_tls::acceptor`]: the pair is reloaded when its files change
+//! or on SIGHUP, session tickets), and so is the listener ([`rim_tls::TlsListener`]: handshakes
+//! run concurrently, each bounded in time, so a silent peer holds up nobody). Without them (the
 //! default, and `rim dev` on loopback) it is plain HTTP.
 
 use crate::config::ControlConfig;
@@ -34,8 +34,8 @@ use axum::serve::IncomingStream;
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rim_bus::BusProducer;
-use rim_edge::internal::TlsListener;
 use rim_store::{Scope, Store};
+use rim_tls::TlsListener;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -318,7 +318,7 @@ fn tls_acceptor(config: &ControlConfig) -> anyhow::Result<Option<TlsAcceptor>> {
         (Some(cert), Some(key)) => (cert, key),
         _ => anyhow::bail!("TLS needs both control_tls_cert and control_tls_key"),
     };
-    let reloading = rim_edge::tls::acceptor(cert, key)?;
+    let reloading = rim_tls::acceptor(cert, key)?;
     // The copy shares the reloading certificate resolver and the ticketer with the original.
     let mut server_config = rustls::ServerConfig::clone(reloading.config());
     server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

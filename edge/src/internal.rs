@@ -36,7 +36,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -50,10 +49,8 @@ use prost::Message;
 use rim_proto::schema::edge_push::Target;
 use rim_proto::schema::{EdgePushRequest, EdgePushResponse};
 use subtle::ConstantTimeEq;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::Fanout;
@@ -124,7 +121,7 @@ pub async fn serve(
                 .await
         }
         Some(acceptor) => {
-            let listener = TlsListener::spawn(listener, acceptor, stop.clone());
+            let listener = rim_tls::TlsListener::spawn(listener, acceptor, stop.clone());
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
@@ -132,78 +129,6 @@ pub async fn serve(
     };
     if let Err(error) = result {
         tracing::error!(%error, "internal endpoint failed");
-    }
-}
-
-/// Longest a TLS handshake on the internal port may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connections whose handshake completed, waiting for the server to take them.
-const HANDSHAKEN_BACKLOG: usize = 64;
-
-/// A listener yielding TLS streams for `axum::serve`: a background task accepts TCP connections
-/// and runs each handshake in its own task, bounded in time. Public so the control plane's HTTPS
-/// listener is the same.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
-    local: std::net::SocketAddr,
-}
-
-impl TlsListener {
-    /// Starts accepting on `listener`, handshaking with `acceptor`, until `stop` is cancelled.
-    pub fn spawn(listener: TcpListener, acceptor: TlsAcceptor, stop: CancellationToken) -> Self {
-        let (sender, ready) = mpsc::channel(HANDSHAKEN_BACKLOG);
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = stop.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let (tcp, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "TLS listener accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            // The server stopped if nobody receives: the stream just closes.
-                            let _ = sender.send((stream, peer)).await;
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Self { ready, local }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept task ended (shutdown): nothing will come; graceful shutdown ends serve.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 

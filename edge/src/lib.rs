@@ -9,7 +9,6 @@
 //! | [`config`] | `EdgeConfig` (clap args / `[edge]` TOML section) |
 //! | [`auth`] | the [`auth::Verifier`] trait; JWT (pinned algorithms, audience, `kid`, JWKS, reloadable keys), room grants, insecure dev verifier |
 //! | [`listener`] / [`limits`] | accept loops, PROXY protocol from trusted networks, per-address (IPv6 /64) and total bounds |
-//! | [`tls`] | certificates reloaded without a restart, session tickets |
 //! | [`session`] | one connection: handshake, heartbeats, ops (room changes authorized and bounded), close — one task per connection |
 //! | [`transport`] | TCP/TLS byte streams and WebSocket messages behind one trait |
 //! | [`bucket`] / [`channel`] | connections sharded by key; rooms per bucket; key takeover |
@@ -57,10 +56,8 @@ pub mod listener;
 pub mod metrics;
 pub mod outbox;
 pub mod ratelog;
-mod reload;
 pub mod session;
 pub mod state;
-pub mod tls;
 pub mod transport;
 pub mod wakes;
 
@@ -175,7 +172,7 @@ impl Edge {
         }
         metrics::describe();
         let tls = match (&config.edge_tls_cert, &config.edge_tls_key) {
-            (Some(cert), Some(key)) => Some(tls::reloading_acceptor(
+            (Some(cert), Some(key)) => Some(rim_tls::reloading_acceptor(
                 cert,
                 key,
                 std::time::Duration::from_millis(config.edge_tls_reload_ms),
@@ -187,7 +184,7 @@ impl Edge {
             &config.internal.edge_internal_tls_cert,
             &config.internal.edge_internal_tls_key,
         ) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) => Some(rim_tls::acceptor(cert, key)?),
             (None, None) => None,
             _ => anyhow::bail!(
                 "internal TLS needs both edge_internal_tls_cert and edge_internal_tls_key"

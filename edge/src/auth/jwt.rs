@@ -34,7 +34,7 @@ use serde::Deserialize;
 use super::body::find_token;
 use super::jwks::Jwks;
 use super::{AuthError, AuthRequest, Identity, RoomGrant, Verifier};
-use crate::reload::Reload;
+use rim_tls::reload::Reload;
 
 /// Shortest HMAC secret accepted, in bytes (the output size of SHA-256, as RFC 7518 §3.2 asks).
 pub const MIN_HMAC_KEY_LEN: usize = 32;
@@ -282,7 +282,7 @@ impl JwtVerifier {
     /// Starts a task that reloads the key files when one changes (checked every `interval`) and on
     /// SIGHUP. It holds only a weak reference and ends when the verifier is dropped.
     pub fn watch(verifier: &Arc<Self>, interval: Duration) {
-        crate::reload::watch(verifier, interval);
+        rim_tls::reload::watch(verifier, interval);
     }
 
     /// The keys a token with `alg` and `kid` may be checked with.

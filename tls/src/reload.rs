@@ -1,14 +1,14 @@
 //! Reloading files without a restart: a task that asks something to re-read its files every interval
 //! (it compares modification times itself) and at once on SIGHUP.
 //!
-//! Used by the JWT key files ([`crate::auth::jwt`]) and the TLS certificate ([`crate::tls`]). The task
+//! Used by the TLS certificate ([`crate::acceptor`]) and the edge's JWT key files. The task
 //! holds only a weak reference and ends once the reloadable thing is dropped.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Something that re-reads its files: `forced` (SIGHUP) re-reads even if nothing seems changed.
-pub(crate) trait Reload: Send + Sync + 'static {
+pub trait Reload: Send + Sync + 'static {
     /// Re-reads if `forced` or a file changed; returns whether anything was reloaded. On error the
     /// previous state stays in force.
     fn reload(&self, forced: bool) -> anyhow::Result<bool>;
@@ -17,7 +17,7 @@ pub(crate) trait Reload: Send + Sync + 'static {
 }
 
 /// Starts the reload task of `target` (see the module docs).
-pub(crate) fn watch<T: Reload>(target: &Arc<T>, interval: Duration) {
+pub fn watch<T: Reload>(target: &Arc<T>, interval: Duration) {
     let weak: Weak<T> = Arc::downgrade(target);
     tokio::spawn(async move {
         let mut hangup = hangup_signal();

@@ -1,19 +1,19 @@
-//! TLS for the TLS and WSS listeners (rustls, ring provider): certificates that rotate without a
-//! restart, and session resumption.
+//! Certificates for rim's TLS listeners (rustls, ring provider): certificates that rotate without
+//! a restart, and session resumption.
 //!
 //! The certificate chain and key are PEM files; a listener is only started when both are configured.
 //!
 //! - **Hot reload.** The acceptor asks a resolver for the certificate of each new handshake; a task
-//!   re-reads the two files when either's modification time changes (checked every
-//!   `edge_tls_reload_ms`) and on SIGHUP, and swaps the pair in. New connections get the new
-//!   certificate; open ones keep the session they have. A pair that does not load (half-written
+//!   re-reads the two files when either's modification time changes (checked at the interval the
+//!   caller gives: `edge_tls_reload_ms` on the edge) and on SIGHUP, and swaps the pair in. New
+//!   connections get the new certificate; open ones keep the session they have. A pair that does not load (half-written
 //!   file, key not matching the certificate) is logged and the previous one stays in force. The task
 //!   ends when the acceptor is dropped.
 //! - **Resumption.** Stateless session tickets (TLS 1.3 and 1.2; ChaCha20-Poly1305 keys generated at
 //!   start, rotated every 6 hours, tickets valid 12 hours) let a client that reconnects — a reconnect
-//!   storm after a network blip — skip the certificate exchange and signature, without the edge
-//!   keeping per-session state (there is no server-side session cache). Ticket keys are per process: a client resuming on another edge gets
-//!   a full handshake.
+//!   storm after a network blip — skip the certificate exchange and signature, without the server
+//!   keeping per-session state (there is no server-side session cache). Ticket keys are per
+//!   process: a client resuming on another process gets a full handshake.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
