@@ -316,14 +316,9 @@ fn generate_key(generation: i64, now: i64) -> NodeSigningKey {
     }
 }
 
-/// The bearer token of a request (scheme matched case-insensitively).
+/// The bearer token of a request ([`crate::auth::bearer_token`]), an empty one counting as none.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|token| !token.is_empty())
+    crate::auth::bearer_token(headers).filter(|token| !token.is_empty())
 }
 
 /// A protobuf answer.

@@ -38,12 +38,12 @@ use rim_edge::channel::Channel;
 use rim_proto::schema::session_event::Kind;
 use rim_proto::schema::{RoomCount, SessionEvent};
 
-/// Longest key or room the edge API accepts.
-const MAX_NAME_LEN: usize = 256;
+/// Longest key or room the edge API accepts (the wire limit on room ids, which keys share).
+const MAX_NAME_LEN: usize = rim_proto::limits::MAX_ROOM_LEN;
 /// Longest platform or IP text the edge API accepts.
 const MAX_TEXT_LEN: usize = 128;
 /// Most accepted operations the edge API takes per session.
-const MAX_ACCEPTS: usize = 1024;
+const MAX_ACCEPTS: usize = rim_proto::limits::MAX_WATCH_OPS;
 
 /// A connection as the control plane should know it.
 #[derive(Debug, Clone)]
