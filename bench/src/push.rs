@@ -98,8 +98,8 @@ impl Pusher<'_> {
                         message_id: format!("bench-{}-{n}", unix_nanos()),
                         operation,
                         body: stamped_body(unix_nanos(), body).into(),
-                        record: 0,
                         target: Some(Target::Room(room_id.clone())),
+                        ..EdgePush::default()
                     })
                     .collect();
                 let reached = edge.push(&EdgePushRequest { pushes }).await?;

@@ -88,6 +88,7 @@ fn message(id: &str) -> PushMessage {
         target: Some(Target::Room(RoomTarget {
             room: "live://1".into(),
         })),
+        ..PushMessage::default()
     }
 }
 

@@ -184,6 +184,8 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
         body: request.body,
         accepted_at_unix_ms: now,
         record: 0,
+        position: None,
+        receipt_target: String::new(),
         target: None,
     };
     let mut report = PushReport {

@@ -445,6 +445,8 @@ mod tests {
             operation: op_code,
             body: body.as_bytes().to_vec().into(),
             record: 0,
+            position: None,
+            receipt_target: String::new(),
             target: Some(target),
         }
     }

@@ -29,6 +29,8 @@ fn push_to(key: &str, body: &[u8]) -> Vec<u8> {
             operation: 1000,
             body: body.to_vec().into(),
             record: 0,
+            position: None,
+            receipt_target: String::new(),
             target: Some(Target::Keys(EdgeKeys {
                 keys: vec![key.into()],
             })),

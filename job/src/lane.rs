@@ -530,6 +530,8 @@ mod tests {
             operation: 1000,
             body: vec![7; body_len].into(),
             record: 0,
+            position: None,
+            receipt_target: String::new(),
             target: None,
         }
     }

@@ -119,13 +119,16 @@ pub(crate) fn route(batch: &[IncomingPush], edges: &[EdgeTarget]) -> Routing {
 }
 
 /// The edge's view of one push; it keeps the record index, so (message_id, record) still names
-/// one delivery at the edge.
+/// one delivery at the edge, and the durable position and receipt target, so rim-aware
+/// connections get the push with its place in its stream.
 fn edge_push(message: &PushMessage, target: EdgeTargetKind) -> EdgePush {
     EdgePush {
         message_id: message.message_id.clone(),
         record: message.record,
         operation: message.operation,
         body: message.body.clone(),
+        position: message.position,
+        receipt_target: message.receipt_target.clone(),
         target: Some(target),
     }
 }
@@ -160,6 +163,7 @@ mod tests {
                 accepted_at_unix_ms: 0,
                 record: offset as u32,
                 target: Some(target),
+                ..PushMessage::default()
             },
         }
     }
@@ -198,6 +202,30 @@ mod tests {
         Some(EdgeTargetKind::Keys(EdgeKeys {
             keys: list.iter().map(|key| (*key).into()).collect(),
         }))
+    }
+
+    #[test]
+    fn the_stream_position_and_receipt_target_reach_every_edge_push() {
+        let edges = [edge("n1"), edge("n2")];
+        let mut stored = incoming(0, "m0", keys(&[("a", "n1"), ("b", "n2")]));
+        let position = rim_proto::schema::StreamPosition {
+            stream: 1,
+            epoch: 3,
+            seq: 41,
+        };
+        stored.message.position = Some(position);
+        stored.message.receipt_target = "mid:7".into();
+        let routing = route(&[stored], &edges);
+        let pushes: Vec<&EdgePush> = routing
+            .requests
+            .iter()
+            .flat_map(|(_, request)| &request.pushes)
+            .collect();
+        assert_eq!(pushes.len(), 2);
+        for push in pushes {
+            assert_eq!(push.position, Some(position));
+            assert_eq!(push.receipt_target, "mid:7");
+        }
     }
 
     #[test]

@@ -277,6 +277,8 @@ impl Cluster {
                     body: id.as_bytes().to_vec().into(),
                     accepted_at_unix_ms: 1,
                     record: 0,
+                    position: None,
+                    receipt_target: String::new(),
                     target: Some(target),
                 },
             })

@@ -71,6 +71,8 @@ fn push(key: &str, id: &str, body: &str, target: Target) -> OutgoingPush {
             body: body.as_bytes().to_vec().into(),
             accepted_at_unix_ms: 1,
             record: 0,
+            position: None,
+            receipt_target: String::new(),
             target: Some(target),
         },
     }

@@ -78,6 +78,8 @@ fn push(region: &str, task: usize, n: usize, body: &[u8]) -> OutgoingPush {
             body: body.to_vec().into(),
             accepted_at_unix_ms: 0,
             record: 0,
+            position: None,
+            receipt_target: String::new(),
             target: Some(Target::Room(RoomTarget {
                 room: format!("bench://{task}"),
             })),

@@ -324,8 +324,8 @@ mod phase {
             message_id: id,
             operation,
             body: body.into(),
-            record: 0,
             target: Some(Target::Room(ROOM.into())),
+            ..EdgePush::default()
         };
         let mut out = Vec::new();
         let mut sent = 0;

@@ -123,6 +123,8 @@ async fn fill(producer: &KafkaProducer, args: &Args, edges: &[EdgeTarget]) -> an
                         body: body.clone(),
                         accepted_at_unix_ms: rim_control::now_ms(),
                         record: 0,
+                        position: None,
+                        receipt_target: String::new(),
                         target: Some(Target::Keys(KeysTarget {
                             keys: vec![KeyOnNode {
                                 key,

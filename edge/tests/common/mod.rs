@@ -186,6 +186,8 @@ pub fn key_push(id: &str, op: i32, body: &[u8], keys: &[&str]) -> EdgePush {
         operation: op,
         body: body.to_vec().into(),
         record: 0,
+        position: None,
+        receipt_target: String::new(),
         target: Some(Target::Keys(EdgeKeys {
             keys: keys.iter().map(|k| k.to_string()).collect(),
         })),
@@ -198,6 +200,8 @@ pub fn room_push(id: &str, op: i32, body: &[u8], room: &str) -> EdgePush {
         operation: op,
         body: body.to_vec().into(),
         record: 0,
+        position: None,
+        receipt_target: String::new(),
         target: Some(Target::Room(room.into())),
     }
 }
@@ -208,6 +212,8 @@ pub fn broadcast_push(id: &str, op: i32, body: &[u8], speed: i32) -> EdgePush {
         operation: op,
         body: body.to_vec().into(),
         record: 0,
+        position: None,
+        receipt_target: String::new(),
         target: Some(Target::Broadcast(BroadcastTarget { speed })),
     }
 }
