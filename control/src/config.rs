@@ -132,9 +132,56 @@ pub struct ControlConfig {
     )]
     pub control_node_key_rotation_ms: u64,
 
+    /// Longest a user or key push is kept in the user's inbox for a resume, in milliseconds
+    /// (7 days).
+    #[arg(
+        long,
+        env = "RIM_CONTROL_INBOX_MAX_AGE_MS",
+        default_value_t = 7 * 24 * 3_600_000
+    )]
+    pub control_inbox_max_age_ms: i64,
+
+    /// Most pushes kept per user inbox; older ones go as newer ones are stored.
+    #[arg(long, env = "RIM_CONTROL_INBOX_MAX_PER_USER", default_value_t = 1_000)]
+    pub control_inbox_max_per_user: u64,
+
+    /// How far back a room connection resumes (the room window), in milliseconds.
+    #[arg(long, env = "RIM_CONTROL_ROOM_WINDOW_MS", default_value_t = 120_000)]
+    pub control_room_window_ms: i64,
+
+    /// How long a room without pushes keeps its numbering before its log is dropped (a later push
+    /// starts a new epoch), in milliseconds.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_ROOM_IDLE_MS",
+        default_value_t = 24 * 3_600_000
+    )]
+    pub control_room_idle_ms: i64,
+
+    /// Longest a push receipt (`GET /v1/pushes/{id}`) is kept, in milliseconds.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_RECEIPT_MAX_AGE_MS",
+        default_value_t = 7 * 24 * 3_600_000
+    )]
+    pub control_receipt_max_age_ms: i64,
+
     /// HTTPDNS answer settings (`/goim/nodes/weighted`, `/v1/dns`).
     #[command(flatten)]
     pub balancer: BalancerConfig,
+}
+
+impl ControlConfig {
+    /// The inbox retention these settings ask for.
+    pub fn inbox_settings(&self) -> rim_store::inbox::InboxSettings {
+        rim_store::inbox::InboxSettings {
+            max_age_ms: self.control_inbox_max_age_ms,
+            max_per_user: self.control_inbox_max_per_user,
+            room_window_ms: self.control_room_window_ms,
+            room_idle_ms: self.control_room_idle_ms,
+            receipt_max_age_ms: self.control_receipt_max_age_ms,
+        }
+    }
 }
 
 impl Default for ControlConfig {
@@ -162,6 +209,11 @@ impl Default for ControlConfig {
             control_auth_max_in_flight: 1024,
             control_node_token_ttl_ms: 3_600_000,
             control_node_key_rotation_ms: 7 * 24 * 3_600_000,
+            control_inbox_max_age_ms: 7 * 24 * 3_600_000,
+            control_inbox_max_per_user: 1_000,
+            control_room_window_ms: 120_000,
+            control_room_idle_ms: 24 * 3_600_000,
+            control_receipt_max_age_ms: 7 * 24 * 3_600_000,
             balancer: BalancerConfig::default(),
         }
     }

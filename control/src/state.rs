@@ -7,6 +7,7 @@ use crate::takeover::Takeovers;
 use crate::webhook::AuthWebhook;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rim_bus::BusProducer;
+use rim_store::inbox::Inbox;
 use rim_store::{DirectorySettings, NodeDirectory, Store};
 use std::ops::Deref;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub struct Shared {
     pub config: ControlConfig,
     /// Sessions, nodes, regions, API keys.
     pub store: Arc<dyn Store>,
+    /// User inboxes, the room log and push receipts (durable delivery), beside the store.
+    pub inbox: Arc<dyn Inbox>,
     /// Where accepted pushes go.
     pub bus: Arc<dyn BusProducer>,
     /// Cached node table (node → region, live regions, the balancer's candidates).
@@ -71,8 +74,8 @@ impl AppState {
             .await
     }
 
-    /// Builds the state of one control instance. Fails only if the webhook client cannot be built
-    /// (an unusable webhook URL).
+    /// Builds the state of one control instance. Fails if the webhook client cannot be built
+    /// (an unusable webhook URL) or the inbox settings keep nothing.
     pub fn new(
         config: ControlConfig,
         cluster_secret: &str,
@@ -89,6 +92,7 @@ impl AppState {
         };
         // A configured GeoIP database that cannot be read would silently locate nobody: refuse.
         let locator = rim_balancer::Locator::new(&config.balancer)?;
+        let inbox = store.inbox(config.inbox_settings())?;
         Ok(Self(Arc::new(Shared {
             locator,
             httpdns: crate::dns::Answers::default(),
@@ -108,6 +112,7 @@ impl AppState {
             ),
             webhook,
             store,
+            inbox,
             bus,
             prometheus,
             config,

@@ -168,6 +168,15 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers at all ([`StoreError::Unavailable`] when not): the health check.
     async fn health(&self) -> Result<(), StoreError>;
 
+    /// The durable inbox kept beside this store (same database, or same process for the memory
+    /// store), so a role given a store also has its inbox. The memory store keeps one inbox for its
+    /// life: later calls return it whatever their settings. [`StoreError::Invalid`] for settings
+    /// that keep nothing.
+    fn inbox(
+        &self,
+        settings: inbox::InboxSettings,
+    ) -> Result<std::sync::Arc<dyn inbox::Inbox>, StoreError>;
+
     /// Online counts of these rooms over live nodes; rooms nobody is in count 0.
     async fn room_online(&self, rooms: &[String]) -> Result<HashMap<String, u64>, StoreError>;
     /// Rooms whose id starts with `room_type://`, most online first (ties by room id), at most `limit`.

@@ -34,7 +34,7 @@ fn postgres(settings: InboxSettings) -> Opened {
         let store = PostgresStore::connect(&url, StoreSettings::default())
             .await
             .unwrap();
-        Arc::new(store.inbox(settings).unwrap()) as Arc<dyn Inbox>
+        Arc::new(store.postgres_inbox(settings).unwrap()) as Arc<dyn Inbox>
     })
 }
 

@@ -240,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
         max_per_user: (args.pushes + args.missed) as u64,
         ..InboxSettings::default()
     };
-    let inbox: Arc<dyn Inbox> = Arc::new(store.inbox(settings)?);
+    let inbox: Arc<dyn Inbox> = Arc::new(store.postgres_inbox(settings)?);
     println!("PostgreSQL inbox (throwaway local cluster, fsync=off)");
 
     let (stored, elapsed, mut latencies) = append_phase(Arc::clone(&inbox), &args).await?;

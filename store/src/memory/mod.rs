@@ -31,6 +31,8 @@ pub struct MemoryStore {
     settings: StoreSettings,
     state: RwLock<State>,
     node_keys: NodeKeyTable,
+    /// Made at the first [`Store::inbox`] call, then shared by every caller.
+    inbox: std::sync::OnceLock<std::sync::Arc<MemoryInbox>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -94,12 +96,24 @@ impl MemoryStore {
             settings,
             state: RwLock::new(State::default()),
             node_keys: NodeKeyTable::default(),
+            inbox: std::sync::OnceLock::new(),
         }
     }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn inbox(
+        &self,
+        settings: crate::inbox::InboxSettings,
+    ) -> Result<std::sync::Arc<dyn crate::inbox::Inbox>, StoreError> {
+        if let Some(inbox) = self.inbox.get() {
+            return Ok(inbox.clone());
+        }
+        let made = std::sync::Arc::new(MemoryInbox::new(settings)?);
+        Ok(self.inbox.get_or_init(|| made).clone())
+    }
+
     async fn upsert_region(&self, region: &Region) -> Result<(), StoreError> {
         check_region(region)?;
         self.state

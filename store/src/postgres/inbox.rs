@@ -32,7 +32,7 @@ pub struct PostgresInbox {
 impl PostgresStore {
     /// The inbox in this store's database, on the same pool. [`StoreError::Invalid`] for settings
     /// that keep nothing.
-    pub fn inbox(&self, settings: InboxSettings) -> Result<PostgresInbox, StoreError> {
+    pub fn postgres_inbox(&self, settings: InboxSettings) -> Result<PostgresInbox, StoreError> {
         settings.check()?;
         Ok(PostgresInbox {
             pool: self.pool.clone(),

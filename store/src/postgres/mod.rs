@@ -132,6 +132,13 @@ async fn end_previous_life(tx: &mut sqlx::PgConnection, node_id: &str) -> Result
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn inbox(
+        &self,
+        settings: crate::inbox::InboxSettings,
+    ) -> Result<std::sync::Arc<dyn crate::inbox::Inbox>, StoreError> {
+        Ok(std::sync::Arc::new(self.postgres_inbox(settings)?))
+    }
+
     async fn upsert_region(&self, region: &Region) -> Result<(), StoreError> {
         check_region(region)?;
         sqlx::query(
