@@ -134,5 +134,9 @@ fn describe(event: SessionEvent) -> Value {
             "reason": refused.reason.label(),
             "error": refused.message,
         }),
+        // Only durable sessions (Session::start_durable) report these; `rim client` is plain.
+        SessionEvent::Durable(push) => json!({"event": "durable_push", "op": push.operation,
+            "id": push.message_id.to_string(), "seq": push.position.seq}),
+        SessionEvent::Resume(answer) => json!({"event": "resume", "answer": format!("{answer:?}")}),
     }
 }

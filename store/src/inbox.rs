@@ -35,6 +35,19 @@
 //!   `expired` for pushes removed before any ack; the roles record the rest in bulk.
 //! - **Acks** are cumulative per user and key and only count in the user's current epoch; an ack
 //!   that goes backwards changes nothing.
+//! - **Publishing under the numbering** ([`Inbox::append_published`]). A durable push is numbered
+//!   here and then published to the bus, and clients drop what arrives at or below their last
+//!   position, so the bus must see each stream's numbers in order even when several control
+//!   instances push to one user. The append runs inside a transaction that holds the heads of its
+//!   users and rooms (row locks; the memory twin: one gate held throughout), hands the positions to
+//!   the caller's publish step and commits only once that step succeeded, so the next append of
+//!   those streams, from any instance, is numbered and published after this one. If the publish
+//!   fails, the batch's pushes and receipts are removed in the same transaction and the transaction
+//!   commits with the heads advanced: the numbers are *burned* (a gap; clients see gaps between
+//!   sibling keys' pushes anyway) rather than handed out again, because a failed publish may still
+//!   have put some records on the bus, and a number reused for another push would make clients
+//!   drop that push as a duplicate. Nothing of a failed batch is readable at any time (the
+//!   transaction is not visible before it commits).
 
 use crate::error::StoreError;
 use crate::model::UnixMillis;
@@ -42,6 +55,8 @@ use async_trait::async_trait;
 use rim_proto::durable::{MAX_APPEND_BATCH, MAX_RECEIPT_BATCH, MessageId, Position};
 use rim_proto::limits::MAX_ROOM_LEN;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 pub use rim_proto::durable::NotResumedReason;
 
@@ -320,6 +335,56 @@ impl CleanupReport {
     }
 }
 
+/// Everything one durable batch stores: user and key pushes, room pushes and the receipts that go
+/// with them ([`Inbox::append_published`]). Each part is bounded like its own call (at most
+/// [`MAX_APPEND_BATCH`] entries of each kind, [`MAX_RECEIPT_BATCH`] receipts); parts may be empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DurableBatch {
+    /// Pushes for users' inboxes, numbered as by [`Inbox::append_user`].
+    pub users: Vec<UserEntry>,
+    /// Pushes for room logs, numbered as by [`Inbox::append_room`].
+    pub rooms: Vec<RoomEntry>,
+    /// Receipts recorded with the batch (`accepted`, `offline`), as by [`Inbox::record_receipts`].
+    pub receipts: Vec<Receipt>,
+}
+
+/// The positions a [`DurableBatch`] was given, in the order of its entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchPositions {
+    /// One per [`DurableBatch::users`] entry.
+    pub users: Vec<Position>,
+    /// One per [`DurableBatch::rooms`] entry.
+    pub rooms: Vec<Position>,
+}
+
+/// Why a publish step failed; [`Inbox::append_published`] hands it back unchanged (control
+/// downcasts it to its bus error).
+pub type PublishError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The publish step of [`Inbox::append_published`]: gets the batch's positions and resolves once
+/// the bus durably holds every record carrying them (or failed).
+pub type PublishStep<'a> = Box<
+    dyn FnOnce(
+            BatchPositions,
+        ) -> Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send + 'a>>
+        + Send
+        + 'a,
+>;
+
+/// Why [`Inbox::append_published`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishedAppendError {
+    /// The store refused or failed the batch before the publish ran (nothing was published), or
+    /// could not commit it after the publish (the records may be on the bus; the caller answers
+    /// as for a failed push).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The publish step failed: the batch is not kept (its numbers are burned, see the module
+    /// docs).
+    #[error("publish failed: {0}")]
+    Publish(PublishError),
+}
+
 /// Per-user inboxes, the room log and receipts. See the module docs for the rules.
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
@@ -385,6 +450,18 @@ pub trait Inbox: Send + Sync + 'static {
     /// The current head of a room's stream ([`Position::ORIGIN`] while it has no log).
     async fn room_head(&self, room: &str) -> Result<Position, StoreError>;
 
+    /// Stores a durable batch, runs `publish` with its positions while holding the numbering of
+    /// every stream it touches, and keeps the batch only if `publish` succeeded (see "Publishing
+    /// under the numbering" in the module docs). Returns the positions. The same checks as
+    /// [`Inbox::append_user`], [`Inbox::append_room`] and [`Inbox::record_receipts`] apply to the
+    /// parts, and `publish` is not called when they fail.
+    async fn append_published(
+        &self,
+        batch: &DurableBatch,
+        now: UnixMillis,
+        publish: PublishStep<'_>,
+    ) -> Result<BatchPositions, PublishedAppendError>;
+
     /// One bounded round of retention: removes at most `batch` of each kind of expired record
     /// (user pushes past their age, room entries past the window, idle room logs, old receipts).
     /// Call again while [`CleanupReport::is_full`].
@@ -397,6 +474,20 @@ pub(crate) fn check_batch(len: usize, max: usize, what: &str) -> Result<(), Stor
         return Err(StoreError::Invalid(format!(
             "a batch holds 1..={max} {what}, got {len}"
         )));
+    }
+    Ok(())
+}
+
+/// Checks a durable batch: each part within its bound (parts may be empty).
+pub(crate) fn check_durable_batch(batch: &DurableBatch) -> Result<(), StoreError> {
+    if !batch.users.is_empty() {
+        check_user_entries(&batch.users)?;
+    }
+    if !batch.rooms.is_empty() {
+        check_room_entries(&batch.rooms)?;
+    }
+    if !batch.receipts.is_empty() {
+        check_receipts(&batch.receipts)?;
     }
     Ok(())
 }

@@ -7,7 +7,8 @@
 use rim_proto::durable::{MAX_APPEND_BATCH, MessageId, NotResumedReason, Position};
 use rim_store::StoreSettings;
 use rim_store::inbox::{
-    AckEntry, AckReport, CleanupReport, Inbox, InboxSettings, ReadOutcome, Receipt, ReceiptState,
+    AckEntry, AckReport, BatchPositions, CleanupReport, DurableBatch, Inbox, InboxSettings,
+    PublishError, PublishStep, PublishedAppendError, ReadOutcome, Receipt, ReceiptState,
     ReceiptTarget, RoomEntry, StoredPush, UserEntry,
 };
 use rim_store::memory::MemoryInbox;
@@ -61,6 +62,9 @@ inbox_suite!(
     room_log_resumes_within_the_window,
     concurrent_appends_of_one_user_are_gap_free,
     bad_input_is_refused,
+    a_published_append_is_kept_only_after_its_publish,
+    a_failed_publish_keeps_nothing_and_burns_its_numbers,
+    published_appends_reach_the_publish_in_number_order,
 );
 
 /// Settings with a generous count, so only the tests about retention meet it.
@@ -599,4 +603,291 @@ async fn bad_input_is_refused(open: fn(InboxSettings) -> Opened) {
     );
     // Nothing of the refused batches was stored.
     assert_eq!(inbox.user_head(1).await.unwrap(), Position::ORIGIN);
+}
+
+fn room_entry(room: &str, body: &str) -> RoomEntry {
+    RoomEntry {
+        room: room.into(),
+        message_id: id(),
+        operation: 1000,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// A publish step that answers `outcome` after running `during` on the positions.
+fn step<'a, F>(during: F, outcome: Result<(), &'static str>) -> PublishStep<'a>
+where
+    F: FnOnce(BatchPositions) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> + Send + 'a,
+{
+    Box::new(move |positions| {
+        Box::pin(async move {
+            during(positions).await;
+            outcome.map_err(PublishError::from)
+        })
+    })
+}
+
+async fn a_published_append_is_kept_only_after_its_publish(open: fn(InboxSettings) -> Opened) {
+    let inbox = open(settings()).await;
+    inbox.append_user(&[user(1, "before")], T0).await.unwrap();
+    let users = vec![user(1, "a"), keyed(1, "phone", "b"), user(2, "c")];
+    let accepted = Receipt {
+        message_id: users[0].message_id,
+        target: ReceiptTarget::Mid(1),
+        state: ReceiptState::Accepted,
+        at: T0,
+    };
+    let batch = DurableBatch {
+        users,
+        rooms: vec![room_entry("live://1", "r")],
+        receipts: vec![accepted],
+    };
+    let reader = Arc::clone(&inbox);
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let seen_in_step = Arc::clone(&seen);
+    let positions = inbox
+        .append_published(
+            &batch,
+            T0 + 1,
+            step(
+                move |positions| {
+                    Box::pin(async move {
+                        // While the publish runs, nothing of the batch is readable.
+                        let (pushes, head) = page(
+                            reader
+                                .read_user(1, None, Position::ORIGIN, 10)
+                                .await
+                                .unwrap(),
+                        );
+                        *seen_in_step.lock().unwrap() = Some((positions, bodies(&pushes), head));
+                    })
+                },
+                Ok(()),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        positions,
+        BatchPositions {
+            users: vec![at(0, 2), at(0, 3), at(0, 1)],
+            rooms: vec![Position {
+                epoch: positions.rooms[0].epoch,
+                seq: 1
+            }],
+        }
+    );
+    assert!(
+        positions.rooms[0].epoch > 0,
+        "a room epoch is its log's start"
+    );
+    let (handed, during, head) = seen.lock().unwrap().take().expect("the step ran");
+    assert_eq!(
+        handed, positions,
+        "the step gets the positions the batch keeps"
+    );
+    assert_eq!((during, head), (vec!["before".to_owned()], at(0, 1)));
+    let (pushes, head) = page(
+        inbox
+            .read_user(1, Some("phone"), Position::ORIGIN, 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (bodies(&pushes), head),
+        (vec!["before".into(), "a".into(), "b".into()], at(0, 3))
+    );
+    let (pushes, _) = page(
+        inbox
+            .read_room("live://1", Position::ORIGIN, 10, T0 + 2)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(bodies(&pushes), ["r"]);
+    let states: Vec<ReceiptState> = inbox
+        .receipts(batch.users[0].message_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(states, [ReceiptState::Accepted, ReceiptState::Stored]);
+    // Receipts alone (a push to offline keys) are recorded without any append.
+    let offline = Receipt {
+        message_id: id(),
+        target: ReceiptTarget::Key("gone".into()),
+        state: ReceiptState::Offline,
+        at: T0,
+    };
+    let only_receipts = DurableBatch {
+        receipts: vec![offline.clone()],
+        ..DurableBatch::default()
+    };
+    let positions = inbox
+        .append_published(&only_receipts, T0, step(|_| Box::pin(async {}), Ok(())))
+        .await
+        .unwrap();
+    assert_eq!(positions, BatchPositions::default());
+    assert_eq!(inbox.receipts(offline.message_id).await.unwrap(), [offline]);
+    // A refused batch never reaches its publish step.
+    let refused = DurableBatch {
+        users: vec![user(0, "anonymous")],
+        ..DurableBatch::default()
+    };
+    let result = inbox
+        .append_published(
+            &refused,
+            T0,
+            step(
+                |_| Box::pin(async { panic!("published a refused batch") }),
+                Ok(()),
+            ),
+        )
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(PublishedAppendError::Store(rim_store::StoreError::Invalid(
+                _
+            )))
+        ),
+        "{result:?}"
+    );
+}
+
+async fn a_failed_publish_keeps_nothing_and_burns_its_numbers(open: fn(InboxSettings) -> Opened) {
+    let inbox = open(settings()).await;
+    inbox.append_user(&[user(1, "kept")], T0).await.unwrap();
+    let failed = DurableBatch {
+        users: vec![user(1, "lost"), keyed(1, "phone", "lost too")],
+        rooms: vec![room_entry("live://1", "lost")],
+        receipts: Vec::new(),
+    };
+    let failed = DurableBatch {
+        receipts: vec![Receipt {
+            message_id: failed.users[0].message_id,
+            target: ReceiptTarget::Mid(1),
+            state: ReceiptState::Accepted,
+            at: T0,
+        }],
+        ..failed
+    };
+    let result = inbox
+        .append_published(
+            &failed,
+            T0,
+            step(|_| Box::pin(async {}), Err("the bus is down")),
+        )
+        .await;
+    match result {
+        Err(PublishedAppendError::Publish(error)) => {
+            assert_eq!(error.to_string(), "the bus is down")
+        }
+        other => panic!("expected the publish error, got {other:?}"),
+    }
+    let (pushes, head) = page(
+        inbox
+            .read_user(1, Some("phone"), Position::ORIGIN, 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        bodies(&pushes),
+        ["kept"],
+        "nothing of the failed batch is readable"
+    );
+    assert_eq!(
+        head,
+        at(0, 3),
+        "its numbers are burned, not handed out again"
+    );
+    for entry in &failed.users {
+        assert!(inbox.receipts(entry.message_id).await.unwrap().is_empty());
+    }
+    let room_head = inbox.room_head("live://1").await.unwrap();
+    assert_eq!(room_head.seq, 1);
+    // A room reader just before a burned number cannot be served the entry after its position: it
+    // is told to reload, as for an entry gone from the window.
+    let (reason, _) = refused(
+        inbox
+            .read_room("live://1", Position::ORIGIN, 10, T0)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(reason, NotResumedReason::Expired);
+    // The next push comes after the gap.
+    let next = inbox.append_user(&[user(1, "next")], T0).await.unwrap();
+    assert_eq!(next, [at(0, 4)]);
+}
+
+async fn published_appends_reach_the_publish_in_number_order(open: fn(InboxSettings) -> Opened) {
+    const TASKS: usize = 8;
+    const ROUNDS: usize = 15;
+    let inbox = open(settings()).await;
+    // What the "bus" saw, in the order the publish steps ran.
+    let published = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let inbox = Arc::clone(&inbox);
+        let published = Arc::clone(&published);
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                // Each batch names user 1 and a room with one other user, in varying order.
+                let mut users = vec![user(1, "shared"), user(100 + task as i64, "own")];
+                if round % 2 == 1 {
+                    users.reverse();
+                }
+                let batch = DurableBatch {
+                    users,
+                    rooms: vec![room_entry("live://shared", "room")],
+                    receipts: Vec::new(),
+                };
+                let published = Arc::clone(&published);
+                inbox
+                    .append_published(
+                        &batch,
+                        T0,
+                        step(
+                            move |positions| {
+                                Box::pin(async move {
+                                    let shared = batch_user_seq(&positions, round);
+                                    // A slow bus widens the window for a wrong order.
+                                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                                    published
+                                        .lock()
+                                        .unwrap()
+                                        .push((shared, positions.rooms[0].seq));
+                                })
+                            },
+                            Ok(()),
+                        ),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let published = published.lock().unwrap().clone();
+    let total = (TASKS * ROUNDS) as u64;
+    let users: Vec<u64> = published.iter().map(|(user, _)| *user).collect();
+    let rooms: Vec<u64> = published.iter().map(|(_, room)| *room).collect();
+    assert_eq!(
+        users,
+        (1..=total).collect::<Vec<_>>(),
+        "user 1 in number order, gap-free"
+    );
+    assert_eq!(
+        rooms,
+        (1..=total).collect::<Vec<_>>(),
+        "the room in number order, gap-free"
+    );
+}
+
+/// The position of user 1 in a batch of [`published_appends_reach_the_publish_in_number_order`]
+/// (first in even rounds, second in odd ones).
+fn batch_user_seq(positions: &BatchPositions, round: usize) -> u64 {
+    positions.users[round % 2].seq
 }

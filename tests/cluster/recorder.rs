@@ -68,6 +68,8 @@ impl Recorder {
                         SessionEvent::Push(_)
                         | SessionEvent::Resolved { .. }
                         | SessionEvent::RoomRefused(_)
+                        | SessionEvent::Durable(_)
+                        | SessionEvent::Resume(_)
                         | SessionEvent::Disconnected { .. } => {}
                     }
                 }

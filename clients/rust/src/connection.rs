@@ -17,6 +17,7 @@
 use crate::error::{ClientError, RoomRefused};
 use crate::heartbeat::AdaptiveHeartbeat;
 use bytes::{Bytes, BytesMut};
+use rim_proto::durable::{self, Ack, Position};
 use rim_proto::message::Packets;
 use rim_proto::{Packet, op, stream};
 use std::collections::VecDeque;
@@ -177,6 +178,12 @@ impl Connection {
     /// Sends an upstream message (op 4, or a business op) with `body`.
     pub async fn send_message(&mut self, operation: i32, body: Bytes) -> Result<(), ClientError> {
         self.send(operation, body).await
+    }
+
+    /// Acks (op 22) every push of the user stream through `position`, on a connection that opted
+    /// in to durable delivery ([`crate::durable::opt_in`]). Cumulative and not answered.
+    pub async fn ack(&mut self, position: Position) -> Result<(), ClientError> {
+        self.send(durable::ACK, Ack { position }.encode()).await
     }
 
     /// Queues the packets of a server packet: op-9 bodies unpacked, heartbeat replies absorbed.

@@ -25,6 +25,13 @@ pub enum ClientError {
     /// The server did not answer in time (auth reply or heartbeat replies).
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// A durable session cannot add its `rim` field to this auth body (it is neither a JSON
+    /// object nor a token).
+    #[error("auth body: {0}")]
+    AuthBody(String),
+    /// The server sent a malformed body of rim's durable-delivery extension (op 20 or 21).
+    #[error("bad durable-delivery packet from the server: {0}")]
+    Extension(#[from] rim_proto::durable::DurableError),
 }
 
 /// A room change the server refused. rim answers a refused op 12 with an op-13 JSON body

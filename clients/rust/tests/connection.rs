@@ -126,7 +126,9 @@ async fn a_session_reconnects_to_the_next_address() {
             SessionEvent::Push(push) => pushes.push(push.body),
             SessionEvent::Disconnected { .. }
             | SessionEvent::Resolved { .. }
-            | SessionEvent::RoomRefused(_) => {}
+            | SessionEvent::RoomRefused(_)
+            | SessionEvent::Durable(_)
+            | SessionEvent::Resume(_) => {}
         }
     }
     assert_eq!(pushes, vec![Bytes::from("push 0"), Bytes::from("push 1")]);
@@ -257,6 +259,9 @@ async fn a_session_connects_where_httpdns_says() {
             }
             SessionEvent::Disconnected { error } => panic!("{error} after {seen:?}"),
             SessionEvent::RoomRefused(refused) => panic!("{refused} after {seen:?}"),
+            other @ (SessionEvent::Durable(_) | SessionEvent::Resume(_)) => {
+                panic!("a plain session reported {other:?}")
+            }
         }
     }
     let addr = format!("127.0.0.1:{edge_port}");

@@ -4,11 +4,19 @@
 //! One mutex over everything: every call is a short critical section over a few maps, which for one
 //! process is simpler than sharding and fast enough. Nothing survives a restart, which `rim dev`
 //! accepts (its sessions do not either).
+//!
+//! Numbering has a second, asynchronous lock, the *gate*: every call that moves a head (appends,
+//! resets, cleanup) takes it. [`Inbox::append_published`] holds it across the publish step, the
+//! twin of the PostgreSQL transaction holding the heads' row locks: it computes the positions the
+//! batch will get ([`State::preview`]; nobody else can move a head meanwhile), publishes, and only
+//! then applies the batch under the state mutex, so readers never see a batch that is not kept. A
+//! failed publish advances the heads without keeping anything (the numbers are burned).
 
 use crate::error::StoreError;
 use crate::inbox::{
-    AckEntry, AckReport, CleanupReport, Inbox, InboxSettings, ReadOutcome, Receipt, ReceiptState,
-    ReceiptTarget, RoomEntry, StoredPush, UserEntry, check_acks, check_limit, check_mid,
+    AckEntry, AckReport, BatchPositions, CleanupReport, DurableBatch, Inbox, InboxSettings,
+    PublishStep, PublishedAppendError, ReadOutcome, Receipt, ReceiptState, ReceiptTarget,
+    RoomEntry, StoredPush, UserEntry, check_acks, check_durable_batch, check_limit, check_mid,
     check_position, check_receipts, check_room, check_room_entries, check_user_entries,
     latest_acks, next_epoch, room_verdict, user_verdict,
 };
@@ -16,12 +24,14 @@ use crate::model::UnixMillis;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use rim_proto::durable::{MessageId, Position};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// An [`Inbox`] kept in memory.
 pub struct MemoryInbox {
     settings: InboxSettings,
     state: Mutex<State>,
+    /// Held by every call that moves a head; across the publish step of a published append.
+    gate: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for MemoryInbox {
@@ -116,13 +126,153 @@ impl State {
     }
 }
 
+impl State {
+    /// Appends checked user entries (retention by count first, as of the batch's end, as the
+    /// database does in one statement); returns their positions.
+    fn append_users(
+        &mut self,
+        entries: &[UserEntry],
+        now: UnixMillis,
+        max_per_user: u64,
+    ) -> Vec<Position> {
+        let mut counts: HashMap<i64, u64> = HashMap::new();
+        for entry in entries {
+            *counts.entry(entry.mid).or_default() += 1;
+        }
+        for (mid, count) in counts {
+            let log = self.users.entry(mid).or_default();
+            let removed = log.trim_through((log.head + count).saturating_sub(max_per_user));
+            self.expire(mid, removed, now);
+        }
+        let mut positions = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let log = self.users.entry(entry.mid).or_default();
+            let position = log.append(stored(
+                entry.message_id,
+                entry.key.clone(),
+                entry.operation,
+                entry.body.clone(),
+                now,
+            ));
+            let state_reached = if position.seq > log.trimmed {
+                ReceiptState::Stored
+            } else {
+                ReceiptState::Expired
+            };
+            let target = ReceiptTarget::of_entry(entry.mid, entry.key.as_deref());
+            self.receipt(entry.message_id, target, state_reached, now);
+            positions.push(position);
+        }
+        positions
+    }
+
+    /// Appends checked room entries; returns their positions.
+    fn append_rooms(&mut self, entries: &[RoomEntry], now: UnixMillis) -> Vec<Position> {
+        entries
+            .iter()
+            .map(|entry| {
+                let log = self.rooms.entry(entry.room.clone()).or_insert_with(|| Log {
+                    epoch: next_epoch(0, now),
+                    ..Log::default()
+                });
+                log.last_at = now;
+                log.append(stored(
+                    entry.message_id,
+                    None,
+                    entry.operation,
+                    entry.body.clone(),
+                    now,
+                ))
+            })
+            .collect()
+    }
+
+    /// Records checked receipts; answers how many were new.
+    fn record(&mut self, receipts: &[Receipt]) -> u64 {
+        receipts
+            .iter()
+            .filter(|r| self.receipt(r.message_id, r.target.clone(), r.state, r.at))
+            .count() as u64
+    }
+
+    /// The positions `batch` would get if appended now (the caller holds the gate, so they are the
+    /// ones it gets).
+    fn preview(&self, batch: &DurableBatch, now: UnixMillis) -> BatchPositions {
+        let mut users: HashMap<i64, Position> = HashMap::new();
+        let mut rooms: HashMap<&str, Position> = HashMap::new();
+        let next = |current: &mut Position| {
+            current.seq += 1;
+            *current
+        };
+        BatchPositions {
+            users: batch
+                .users
+                .iter()
+                .map(|entry| {
+                    let current = users.entry(entry.mid).or_insert_with(|| {
+                        self.users
+                            .get(&entry.mid)
+                            .map_or(Position::ORIGIN, Log::head)
+                    });
+                    next(current)
+                })
+                .collect(),
+            rooms: batch
+                .rooms
+                .iter()
+                .map(|entry| {
+                    let current = rooms.entry(entry.room.as_str()).or_insert_with(|| {
+                        self.rooms.get(&entry.room).map_or(
+                            Position {
+                                epoch: next_epoch(0, now),
+                                seq: 0,
+                            },
+                            Log::head,
+                        )
+                    });
+                    next(current)
+                })
+                .collect(),
+        }
+    }
+
+    /// Removes what an applied batch stored (pushes by position, every receipt of its pushes),
+    /// keeping the heads advanced.
+    fn burn(&mut self, batch: &DurableBatch, positions: &BatchPositions) {
+        for (entry, position) in batch.users.iter().zip(&positions.users) {
+            if let Some(log) = self.users.get_mut(&entry.mid) {
+                log.pushes.remove(&position.seq);
+            }
+        }
+        for (entry, position) in batch.rooms.iter().zip(&positions.rooms) {
+            if let Some(log) = self.rooms.get_mut(&entry.room) {
+                log.pushes.remove(&position.seq);
+            }
+        }
+        let ids: HashSet<MessageId> = batch
+            .users
+            .iter()
+            .map(|e| e.message_id)
+            .chain(batch.rooms.iter().map(|e| e.message_id))
+            .chain(batch.receipts.iter().map(|r| r.message_id))
+            .collect();
+        self.receipts.retain(|(id, _, _), _| !ids.contains(id));
+    }
+}
+
 impl MemoryInbox {
+    /// The state, for the receipt feed of the same store ([`super::MemoryReceiptFeed`]).
+    pub(super) fn lock_state(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
+    }
+
     /// An empty inbox; [`StoreError::Invalid`] for settings that keep nothing.
     pub fn new(settings: InboxSettings) -> Result<Self, StoreError> {
         settings.check()?;
         Ok(Self {
             settings,
             state: Mutex::new(State::default()),
+            gate: tokio::sync::Mutex::new(()),
         })
     }
 }
@@ -152,38 +302,11 @@ impl Inbox for MemoryInbox {
         now: UnixMillis,
     ) -> Result<Vec<Position>, StoreError> {
         check_user_entries(entries)?;
-        let mut state = self.state.lock();
-        // Retention by count first, as of the batch's end (as the database does in one statement).
-        let mut counts: HashMap<i64, u64> = HashMap::new();
-        for entry in entries {
-            *counts.entry(entry.mid).or_default() += 1;
-        }
-        for (mid, count) in counts {
-            let log = state.users.entry(mid).or_default();
-            let removed =
-                log.trim_through((log.head + count).saturating_sub(self.settings.max_per_user));
-            state.expire(mid, removed, now);
-        }
-        let mut positions = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let log = state.users.entry(entry.mid).or_default();
-            let position = log.append(stored(
-                entry.message_id,
-                entry.key.clone(),
-                entry.operation,
-                entry.body.clone(),
-                now,
-            ));
-            let state_reached = if position.seq > log.trimmed {
-                ReceiptState::Stored
-            } else {
-                ReceiptState::Expired
-            };
-            let target = ReceiptTarget::of_entry(entry.mid, entry.key.as_deref());
-            state.receipt(entry.message_id, target, state_reached, now);
-            positions.push(position);
-        }
-        Ok(positions)
+        let _gate = self.gate.lock().await;
+        Ok(self
+            .state
+            .lock()
+            .append_users(entries, now, self.settings.max_per_user))
     }
 
     async fn read_user(
@@ -228,6 +351,7 @@ impl Inbox for MemoryInbox {
 
     async fn reset_user(&self, mid: i64, now: UnixMillis) -> Result<Position, StoreError> {
         check_mid(mid)?;
+        let _gate = self.gate.lock().await;
         let mut state = self.state.lock();
         let old = state.users.remove(&mid).map_or(0, |log| log.epoch);
         state.acks.retain(|(acked_mid, _), _| *acked_mid != mid);
@@ -291,11 +415,7 @@ impl Inbox for MemoryInbox {
 
     async fn record_receipts(&self, receipts: &[Receipt]) -> Result<u64, StoreError> {
         check_receipts(receipts)?;
-        let mut state = self.state.lock();
-        Ok(receipts
-            .iter()
-            .filter(|r| state.receipt(r.message_id, r.target.clone(), r.state, r.at))
-            .count() as u64)
+        Ok(self.state.lock().record(receipts))
     }
 
     async fn receipts(&self, message_id: MessageId) -> Result<Vec<Receipt>, StoreError> {
@@ -319,27 +439,8 @@ impl Inbox for MemoryInbox {
         now: UnixMillis,
     ) -> Result<Vec<Position>, StoreError> {
         check_room_entries(entries)?;
-        let mut state = self.state.lock();
-        Ok(entries
-            .iter()
-            .map(|entry| {
-                let log = state
-                    .rooms
-                    .entry(entry.room.clone())
-                    .or_insert_with(|| Log {
-                        epoch: next_epoch(0, now),
-                        ..Log::default()
-                    });
-                log.last_at = now;
-                log.append(stored(
-                    entry.message_id,
-                    None,
-                    entry.operation,
-                    entry.body.clone(),
-                    now,
-                ))
-            })
-            .collect())
+        let _gate = self.gate.lock().await;
+        Ok(self.state.lock().append_rooms(entries, now))
     }
 
     async fn read_room(
@@ -390,7 +491,35 @@ impl Inbox for MemoryInbox {
             .map_or(Position::ORIGIN, Log::head))
     }
 
+    async fn append_published(
+        &self,
+        batch: &DurableBatch,
+        now: UnixMillis,
+        publish: PublishStep<'_>,
+    ) -> Result<BatchPositions, PublishedAppendError> {
+        check_durable_batch(batch)?;
+        let _gate = self.gate.lock().await;
+        let preview = self.state.lock().preview(batch, now);
+        let published = publish(preview.clone()).await;
+        let mut state = self.state.lock();
+        let positions = BatchPositions {
+            users: state.append_users(&batch.users, now, self.settings.max_per_user),
+            rooms: state.append_rooms(&batch.rooms, now),
+        };
+        match published {
+            Ok(()) => {
+                state.record(&batch.receipts);
+                Ok(positions)
+            }
+            Err(error) => {
+                state.burn(batch, &positions);
+                Err(PublishedAppendError::Publish(error))
+            }
+        }
+    }
+
     async fn cleanup(&self, now: UnixMillis, batch: u64) -> Result<CleanupReport, StoreError> {
+        let _gate = self.gate.lock().await;
         let mut state = self.state.lock();
         let mut report = CleanupReport::default();
         let user_cutoff = now - self.settings.max_age_ms;

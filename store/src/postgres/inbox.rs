@@ -7,20 +7,28 @@
 //! head waits for a concurrent append of the same user to commit and then adds to its result, so
 //! numbers are gap-free and increasing however many instances append. Heads are locked in user (room)
 //! order, so two batches naming the same users cannot deadlock.
+//!
+//! [`Inbox::append_published`] runs the same statements in one transaction (users, then rooms, then
+//! receipts: one lock order for everyone), awaits the publish step while the heads stay locked, and
+//! commits after it; a failed publish deletes the batch's rows and receipts ([`BURN`]) and commits
+//! the advanced heads. A concurrent append of the same user waits on the head's lock for the whole
+//! publish, which is what keeps bus order equal to number order across control instances.
 
 use super::PostgresStore;
 use super::errors::{corrupt, store_error};
 use crate::error::StoreError;
 use crate::inbox::{
-    AckEntry, AckReport, CleanupReport, Inbox, InboxSettings, ReadOutcome, Receipt, ReceiptState,
-    ReceiptTarget, RoomEntry, StoredPush, UserEntry, check_acks, check_limit, check_mid,
+    AckEntry, AckReport, BatchPositions, CleanupReport, DurableBatch, Inbox, InboxSettings,
+    PublishStep, PublishedAppendError, ReadOutcome, Receipt, ReceiptState, ReceiptTarget,
+    RoomEntry, StoredPush, UserEntry, check_acks, check_durable_batch, check_limit, check_mid,
     check_position, check_receipts, check_room, check_room_entries, check_user_entries,
     latest_acks, next_epoch, room_verdict, user_verdict,
 };
 use crate::model::UnixMillis;
 use async_trait::async_trait;
 use rim_proto::durable::{MessageId, Position};
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
+use std::collections::BTreeSet;
 
 /// An [`Inbox`] in PostgreSQL, sharing its store's connection pool.
 #[derive(Clone, Debug)]
@@ -262,6 +270,125 @@ const CLEANUP_MESSAGES: &str = concat!(
     SELECT count(*) FROM gone"
 );
 
+/// Runs [`APPEND_USER`] for checked entries on `executor` (the pool, or a transaction).
+async fn append_users<'c>(
+    executor: impl PgExecutor<'c>,
+    entries: &[UserEntry],
+    now: UnixMillis,
+    max_per_user: u64,
+) -> Result<Vec<Position>, StoreError> {
+    let mids: Vec<i64> = entries.iter().map(|e| e.mid).collect();
+    let keys: Vec<Option<&str>> = entries.iter().map(|e| e.key.as_deref()).collect();
+    let ids: Vec<String> = entries.iter().map(|e| e.message_id.to_string()).collect();
+    let operations: Vec<i32> = entries.iter().map(|e| e.operation).collect();
+    let bodies: Vec<&[u8]> = entries.iter().map(|e| e.body.as_slice()).collect();
+    let rows: Vec<(i64, i64)> = sqlx::query_as(APPEND_USER)
+        .bind(mids)
+        .bind(keys)
+        .bind(ids)
+        .bind(operations)
+        .bind(bodies)
+        .bind(now)
+        .bind(sql(max_per_user))
+        .fetch_all(executor)
+        .await
+        .map_err(store_error)?;
+    rows.into_iter()
+        .map(|(epoch, seq)| position(epoch, seq))
+        .collect()
+}
+
+/// Runs [`APPEND_ROOM`] for checked entries on `executor`.
+async fn append_rooms<'c>(
+    executor: impl PgExecutor<'c>,
+    entries: &[RoomEntry],
+    now: UnixMillis,
+) -> Result<Vec<Position>, StoreError> {
+    let rooms: Vec<&str> = entries.iter().map(|e| e.room.as_str()).collect();
+    let ids: Vec<String> = entries.iter().map(|e| e.message_id.to_string()).collect();
+    let operations: Vec<i32> = entries.iter().map(|e| e.operation).collect();
+    let bodies: Vec<&[u8]> = entries.iter().map(|e| e.body.as_slice()).collect();
+    let rows: Vec<(i64, i64)> = sqlx::query_as(APPEND_ROOM)
+        .bind(rooms)
+        .bind(ids)
+        .bind(operations)
+        .bind(bodies)
+        .bind(sql(next_epoch(0, now)))
+        .bind(now)
+        .fetch_all(executor)
+        .await
+        .map_err(store_error)?;
+    rows.into_iter()
+        .map(|(epoch, seq)| position(epoch, seq))
+        .collect()
+}
+
+/// Inserts checked receipts on `executor`, keeping first times; answers how many were new.
+async fn insert_receipts<'c>(
+    executor: impl PgExecutor<'c>,
+    receipts: &[Receipt],
+) -> Result<u64, StoreError> {
+    let ids: Vec<String> = receipts.iter().map(|r| r.message_id.to_string()).collect();
+    let targets: Vec<String> = receipts.iter().map(|r| r.target.to_text()).collect();
+    let states: Vec<i16> = receipts.iter().map(|r| r.state.code()).collect();
+    let ats: Vec<i64> = receipts.iter().map(|r| r.at).collect();
+    let inserted = sqlx::query(
+        "INSERT INTO push_receipts (message_id, target, state, at)
+         SELECT * FROM unnest($1::text[]::uuid[], $2::text[], $3::int2[], $4::int8[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(ids)
+    .bind(targets)
+    .bind(states)
+    .bind(ats)
+    .execute(executor)
+    .await
+    .map_err(store_error)?;
+    Ok(inserted.rows_affected())
+}
+
+/// Removes, inside the batch's transaction, what a durable batch stored: its user rows and room
+/// rows by position, and every receipt of its pushes (their ids are new, so only the batch wrote
+/// them). The heads keep their advanced numbers.
+const BURN: &str = "
+    WITH users AS (
+        DELETE FROM inbox_messages m USING unnest($1::int8[], $2::int8[]) AS t(mid, seq)
+        WHERE m.mid = t.mid AND m.seq = t.seq
+    ), rooms AS (
+        DELETE FROM room_log l USING unnest($3::text[], $4::int8[]) AS t(room, seq)
+        WHERE l.room = t.room AND l.seq = t.seq
+    )
+    DELETE FROM push_receipts WHERE message_id = ANY($5::text[]::uuid[])";
+
+async fn burn(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    batch: &DurableBatch,
+    positions: &BatchPositions,
+) -> Result<(), StoreError> {
+    let mids: Vec<i64> = batch.users.iter().map(|e| e.mid).collect();
+    let user_seqs: Vec<i64> = positions.users.iter().map(|p| sql(p.seq)).collect();
+    let rooms: Vec<&str> = batch.rooms.iter().map(|e| e.room.as_str()).collect();
+    let room_seqs: Vec<i64> = positions.rooms.iter().map(|p| sql(p.seq)).collect();
+    let ids: BTreeSet<String> = batch
+        .users
+        .iter()
+        .map(|e| e.message_id)
+        .chain(batch.rooms.iter().map(|e| e.message_id))
+        .chain(batch.receipts.iter().map(|r| r.message_id))
+        .map(|id| id.to_string())
+        .collect();
+    sqlx::query(BURN)
+        .bind(mids)
+        .bind(user_seqs)
+        .bind(rooms)
+        .bind(room_seqs)
+        .bind(ids.into_iter().collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
 #[async_trait]
 impl Inbox for PostgresInbox {
     async fn append_user(
@@ -270,25 +397,7 @@ impl Inbox for PostgresInbox {
         now: UnixMillis,
     ) -> Result<Vec<Position>, StoreError> {
         check_user_entries(entries)?;
-        let mids: Vec<i64> = entries.iter().map(|e| e.mid).collect();
-        let keys: Vec<Option<&str>> = entries.iter().map(|e| e.key.as_deref()).collect();
-        let ids: Vec<String> = entries.iter().map(|e| e.message_id.to_string()).collect();
-        let operations: Vec<i32> = entries.iter().map(|e| e.operation).collect();
-        let bodies: Vec<&[u8]> = entries.iter().map(|e| e.body.as_slice()).collect();
-        let rows: Vec<(i64, i64)> = sqlx::query_as(APPEND_USER)
-            .bind(mids)
-            .bind(keys)
-            .bind(ids)
-            .bind(operations)
-            .bind(bodies)
-            .bind(now)
-            .bind(sql(self.settings.max_per_user))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        rows.into_iter()
-            .map(|(epoch, seq)| position(epoch, seq))
-            .collect()
+        append_users(&self.pool, entries, now, self.settings.max_per_user).await
     }
 
     async fn read_user(
@@ -405,23 +514,7 @@ impl Inbox for PostgresInbox {
 
     async fn record_receipts(&self, receipts: &[Receipt]) -> Result<u64, StoreError> {
         check_receipts(receipts)?;
-        let ids: Vec<String> = receipts.iter().map(|r| r.message_id.to_string()).collect();
-        let targets: Vec<String> = receipts.iter().map(|r| r.target.to_text()).collect();
-        let states: Vec<i16> = receipts.iter().map(|r| r.state.code()).collect();
-        let ats: Vec<i64> = receipts.iter().map(|r| r.at).collect();
-        let inserted = sqlx::query(
-            "INSERT INTO push_receipts (message_id, target, state, at)
-             SELECT * FROM unnest($1::text[]::uuid[], $2::text[], $3::int2[], $4::int8[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(ids)
-        .bind(targets)
-        .bind(states)
-        .bind(ats)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(inserted.rows_affected())
+        insert_receipts(&self.pool, receipts).await
     }
 
     async fn receipts(&self, message_id: MessageId) -> Result<Vec<Receipt>, StoreError> {
@@ -457,23 +550,7 @@ impl Inbox for PostgresInbox {
         now: UnixMillis,
     ) -> Result<Vec<Position>, StoreError> {
         check_room_entries(entries)?;
-        let rooms: Vec<&str> = entries.iter().map(|e| e.room.as_str()).collect();
-        let ids: Vec<String> = entries.iter().map(|e| e.message_id.to_string()).collect();
-        let operations: Vec<i32> = entries.iter().map(|e| e.operation).collect();
-        let bodies: Vec<&[u8]> = entries.iter().map(|e| e.body.as_slice()).collect();
-        let rows: Vec<(i64, i64)> = sqlx::query_as(APPEND_ROOM)
-            .bind(rooms)
-            .bind(ids)
-            .bind(operations)
-            .bind(bodies)
-            .bind(sql(next_epoch(0, now)))
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
-        rows.into_iter()
-            .map(|(epoch, seq)| position(epoch, seq))
-            .collect()
+        append_rooms(&self.pool, entries, now).await
     }
 
     async fn read_room(
@@ -523,6 +600,48 @@ impl Inbox for PostgresInbox {
                 .await
                 .map_err(store_error)?;
         row.map_or(Ok(Position::ORIGIN), |(epoch, seq)| position(epoch, seq))
+    }
+
+    async fn append_published(
+        &self,
+        batch: &DurableBatch,
+        now: UnixMillis,
+        publish: PublishStep<'_>,
+    ) -> Result<BatchPositions, PublishedAppendError> {
+        check_durable_batch(batch)?;
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let mut positions = BatchPositions::default();
+        if !batch.users.is_empty() {
+            positions.users =
+                append_users(&mut *tx, &batch.users, now, self.settings.max_per_user).await?;
+        }
+        if !batch.rooms.is_empty() {
+            positions.rooms = append_rooms(&mut *tx, &batch.rooms, now).await?;
+        }
+        if !batch.receipts.is_empty() {
+            insert_receipts(&mut *tx, &batch.receipts).await?;
+        }
+        match publish(positions.clone()).await {
+            Ok(()) => {
+                tx.commit().await.map_err(store_error)?;
+                Ok(positions)
+            }
+            Err(error) => {
+                // Burn the numbers: remove what the batch stored, keep the heads advanced.
+                let burned = burn(&mut tx, batch, &positions).await;
+                match burned {
+                    Ok(()) => {
+                        if let Err(commit) = tx.commit().await {
+                            tracing::warn!(error = %commit, "could not commit a burned durable batch; it is rolled back");
+                        }
+                    }
+                    Err(burn) => {
+                        tracing::warn!(error = %burn, "could not burn a durable batch; it is rolled back");
+                    }
+                }
+                Err(PublishedAppendError::Publish(error))
+            }
+        }
     }
 
     async fn cleanup(&self, now: UnixMillis, batch: u64) -> Result<CleanupReport, StoreError> {
