@@ -1,4 +1,4 @@
-export { RimClient, RimError, RoomRefusedError, RimMessage, State, CloseCode, CLIENT_DEFAULTS } from './src/client.js';
+export { RimClient, RimError, RoomRefusedError, RimMessage, RimPush, State, CloseCode, CLIENT_DEFAULTS } from './src/client.js';
 export type {
   RimClientOptions,
   RimClientEvents,
@@ -10,10 +10,34 @@ export type {
   HeartbeatEvent,
   OnlineEvent,
   DnsEvent,
+  ResumeEvent,
   RimErrorCode,
   WebSocketLike,
   WebSocketConstructor,
 } from './src/client.js';
+export {
+  DurableOp,
+  DURABLE_VERSION,
+  DURABLE_DEFAULTS,
+  MAX_POSITION,
+  decodeDurablePush,
+  decodeResumeAnswer,
+  encodeAck,
+  MemoryPositionStore,
+  webStoragePositionStore,
+  PositionTracker,
+} from './src/durable.js';
+export type {
+  StreamName,
+  StreamPosition,
+  Positions,
+  PositionStore,
+  NotResumedReason,
+  DurablePushBody,
+  ResumeAnswer,
+  DurableOptions,
+  AckDue,
+} from './src/durable.js';
 export { Emitter } from './src/emitter.js';
 export { AdaptiveHeartbeat, HEARTBEAT_DEFAULTS } from './src/heartbeat.js';
 export type { HeartbeatOptions } from './src/heartbeat.js';

@@ -1,7 +1,19 @@
 // @rim/client: a browser and Node client for rim, the goim-compatible long-connection gateway.
 // Plain ES modules, no dependencies, no build step.
 
-export { RimClient, RimError, RoomRefusedError, RimMessage, State, CloseCode, CLIENT_DEFAULTS } from './src/client.js';
+export { RimClient, RimError, RoomRefusedError, RimMessage, RimPush, State, CloseCode, CLIENT_DEFAULTS } from './src/client.js';
+export {
+  DurableOp,
+  DURABLE_VERSION,
+  DURABLE_DEFAULTS,
+  MAX_POSITION,
+  decodeDurablePush,
+  decodeResumeAnswer,
+  encodeAck,
+  MemoryPositionStore,
+  webStoragePositionStore,
+  PositionTracker,
+} from './src/durable.js';
 export { Emitter } from './src/emitter.js';
 export { AdaptiveHeartbeat, HEARTBEAT_DEFAULTS } from './src/heartbeat.js';
 export { Backoff, BACKOFF_DEFAULTS, backoffParams, backoffFromAnswer } from './src/backoff.js';

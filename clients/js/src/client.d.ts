@@ -4,6 +4,7 @@ import type { HeartbeatOptions } from './heartbeat.js';
 import { Backoff } from './backoff.js';
 import type { BackoffParams } from './backoff.js';
 import type { BodyInput, Packet } from './protocol.js';
+import type { DurableOptions, NotResumedReason, Positions, StreamName, StreamPosition } from './durable.js';
 
 export type StateName = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
@@ -39,6 +40,7 @@ export type RimErrorCode =
   | 'request_timeout'
   | 'replay'
   | 'room_refused'
+  | 'position_store'
   | 'closed'
   | 'internal';
 
@@ -75,6 +77,36 @@ export declare class RimMessage {
   text(): string;
   /** The body parsed as JSON. */
   json<T = unknown>(): T;
+}
+
+/** A push of a durable client (op 20); `op` is the business operation. */
+export declare class RimPush extends RimMessage {
+  constructor(
+    push: { stream: StreamName; replay: boolean; op: number; id: string; position: StreamPosition; body: Uint8Array },
+    packet: { ver: number },
+    ack: (push: RimPush) => void,
+  );
+  /** The message id (UUID), as the push API answered it. */
+  readonly id: string;
+  readonly stream: StreamName;
+  readonly position: StreamPosition;
+  /** Replayed by a resume (not live). */
+  readonly replay: boolean;
+  /** Marks this push and every earlier one of its stream processed (needed with `ack: 'manual'`). */
+  ack(): void;
+}
+
+/** How a stream of a durable client resumed on a connection (op 21). */
+export interface ResumeEvent {
+  stream: StreamName;
+  resumed: boolean;
+  /** Replayed pushes that came before this event (0 when not resumed). */
+  count: number;
+  reason: NotResumedReason | null;
+  /** Where the client continues from (the head when not resumed). */
+  position: StreamPosition;
+  /** Pushes were lost: reload this stream's state from your backend (= !resumed). */
+  reload: boolean;
 }
 
 /** The goim auth JSON; `platform` defaults to "web". */
@@ -153,6 +185,11 @@ export interface RimClientOptions {
   maxBody?: number;
   /** Largest message accepted from the server (default 16 MiB). */
   maxMessage?: number;
+  /**
+   * Opt in to rim's durable delivery: positions resumed across reconnects (and restarts, with a
+   * store), pushes as RimPush never twice, 'resume' events, coalesced acks. Default off.
+   */
+  durable?: boolean | DurableOptions;
   /** Injected for tests or Node: WebSocket constructor (default globalThis.WebSocket). */
   WebSocket?: WebSocketConstructor;
   fetch?: typeof fetch;
@@ -212,7 +249,10 @@ export interface DnsEvent {
 export interface RimClientEvents {
   [event: string]: unknown;
   state: StateEvent;
-  message: RimMessage;
+  /** A plain push, or a RimPush for a durable client. */
+  message: RimMessage | RimPush;
+  /** Durable clients: one per stream per connection, after any replay. */
+  resume: ResumeEvent;
   online: OnlineEvent;
   heartbeat: HeartbeatEvent;
   disconnect: DisconnectEvent;
@@ -248,6 +288,10 @@ export declare class RimClient extends Emitter<RimClientEvents> {
   readonly room: string | undefined;
   /** Candidate URLs (fixed list or last HTTPDNS answer). */
   readonly candidates: string[];
+  /** What a durable client processed (what its store holds); null for a plain client. */
+  readonly positions: Positions | null;
+  /** Marks a RimPush (and every earlier push of its stream) processed, like push.ack(). */
+  ack(push: RimPush): this;
   /** Starts connecting (no-op unless idle or closed). */
   start(): this;
   /** Stops for good; pending requests reject with code 'closed'. */

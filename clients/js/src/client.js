@@ -20,13 +20,30 @@
 // again after each reconnect. A room change counts only once the server echoes the room in its op-13
 // reply; rim answers a refused change with a JSON error instead (reason `room_forbidden` or
 // `room_too_long`) and keeps the connection in its old room, so the promise rejects with a
-// RoomRefusedError and the client keeps (and re-joins after a reconnect) the room it had. Nothing here touches the network or the clock except through the
-// injected WebSocket, fetch and timer functions.
+// RoomRefusedError and the client keeps (and re-joins after a reconnect) the room it had.
+//
+// With `durable` the client opts in to rim's durable delivery (see durable.js): the auth carries
+// the positions the app processed, pushes arrive as RimPush messages (id, stream, position, replay)
+// never twice, each stream's resume answer is a 'resume' event, and processed user pushes are acked
+// (op 22, coalesced). A push counts as processed when its 'message' listeners return (`ack: 'auto'`)
+// or when the app calls push.ack() (`ack: 'manual'`). Without it every byte is as before.
+//
+// Nothing here touches the network or the clock except through the injected WebSocket, fetch and
+// timer functions.
 
 import { Emitter } from './emitter.js';
 import { AdaptiveHeartbeat } from './heartbeat.js';
 import { Backoff, backoffParams } from './backoff.js';
 import { dnsRequestUrl, fetchDns, parseDnsResponse } from './httpdns.js';
+import {
+  DURABLE_DEFAULTS,
+  DurableOp,
+  MemoryPositionStore,
+  PositionTracker,
+  decodeDurablePush,
+  decodeResumeAnswer,
+  encodeAck,
+} from './durable.js';
 import {
   DEFAULT_MAX_BODY,
   DEFAULT_MAX_MESSAGE,
@@ -132,6 +149,32 @@ export class RimMessage {
   }
 }
 
+/**
+ * A push of a durable client (op 20): a RimMessage whose `op` is the business operation, with the
+ * push's message `id`, its `stream` ('user' or 'room'), its `position` {epoch, seq} and whether it is
+ * a `replay` from a resume. `ack()` marks it (and every earlier push of its stream) processed.
+ */
+export class RimPush extends RimMessage {
+  /**
+   * @param {{stream: 'user' | 'room', replay: boolean, op: number, id: string, position: {epoch: number, seq: number}, body: Uint8Array}} push
+   * @param {{ver: number}} packet
+   * @param {(push: RimPush) => void} ack
+   */
+  constructor(push, packet, ack) {
+    super({ op: push.op, seq: 0, ver: packet.ver, body: push.body });
+    this.id = push.id;
+    this.stream = push.stream;
+    this.position = push.position;
+    this.replay = push.replay;
+    this._ack = ack;
+  }
+
+  /** Marks this push, and every earlier one of its stream, processed (what `ack: 'manual'` needs). */
+  ack() {
+    this._ack(this);
+  }
+}
+
 export const CLIENT_DEFAULTS = Object.freeze({
   path: '/sub',
   heartbeatTimeout: 20_000,
@@ -149,6 +192,8 @@ export const CLIENT_DEFAULTS = Object.freeze({
 
 /** Ops the client manages itself; `send` refuses them. */
 const CONTROL_OPS = new Set([2, 3, 7, 8, 9, 12, 13, 14, 15, 16, 17]);
+/** Ops of rim's extension: managed by a durable client (a plain one may send them as upstream). */
+const DURABLE_OPS = { first: 20, last: 29 };
 /** Replies matched to requests by seq; an unmatched one is dropped rather than shown as a push. */
 const REPLY_OPS = new Set([Op.SEND_MSG_REPLY, Op.CHANGE_ROOM_REPLY, Op.SUB_REPLY, Op.UNSUB_REPLY]);
 const INT32_MAX = 2147483647;
@@ -156,6 +201,24 @@ const INT32_MAX = 2147483647;
 function closeReason(text) {
   // A close reason is at most 123 bytes; ours are ASCII.
   return text.length > 120 ? text.slice(0, 120) : text;
+}
+
+/** The `durable` option, checked: null when off, else its options, store and tracker. */
+function durableOptions(durable) {
+  if (durable === undefined || durable === false || durable === null) return null;
+  const given = durable === true ? {} : durable;
+  if (typeof given !== 'object') throw new TypeError('`durable` is true or an options object');
+  const options = { ...DURABLE_DEFAULTS, ...given };
+  if (options.ack !== 'auto' && options.ack !== 'manual') throw new RangeError("`durable.ack` is 'auto' or 'manual'");
+  if (typeof options.ackDelay !== 'number' || !(options.ackDelay >= 0)) {
+    throw new RangeError('`durable.ackDelay` must be a number of milliseconds');
+  }
+  if (!Number.isInteger(options.ackEvery) || options.ackEvery < 1) throw new RangeError('`durable.ackEvery` must be a positive integer');
+  const store = options.store ?? new MemoryPositionStore();
+  if (typeof store.get !== 'function' || typeof store.set !== 'function') {
+    throw new TypeError('`durable.store` needs get() and set(positions)');
+  }
+  return { options, store, tracker: new PositionTracker(null, options), loaded: false };
 }
 
 function checkOps(ops) {
@@ -204,6 +267,7 @@ export class RimClient extends Emitter {
       options.heartbeat instanceof AdaptiveHeartbeat ? options.heartbeat : new AdaptiveHeartbeat(options.heartbeat ?? {});
     this._backoffDefaults = backoffParams(options.backoff ?? {});
     this._backoff = new Backoff(this._backoffDefaults, options.random ?? Math.random);
+    this._durable = durableOptions(options.durable);
 
     this._state = State.IDLE;
     this._gen = 0;
@@ -253,6 +317,24 @@ export class RimClient extends Emitter {
   /** The room the server confirmed last through changeRoom (undefined if none yet). */
   get room() {
     return this._room;
+  }
+
+  /**
+   * What a durable client has processed, `{user: {epoch, seq} | null, room: {room, epoch, seq} |
+   * null}` (what its store holds); null for a plain client.
+   */
+  get positions() {
+    return this._durable ? this._durable.tracker.positions() : null;
+  }
+
+  /**
+   * Marks a RimPush (and every earlier push of its stream) processed; the same as `push.ack()`.
+   * @param {RimPush} push
+   */
+  ack(push) {
+    if (!(push instanceof RimPush)) throw new TypeError('ack() takes a RimPush from a durable client');
+    push.ack();
+    return this;
   }
 
   /** The candidate URLs of the last round (fixed list or last HTTPDNS answer). */
@@ -329,7 +411,8 @@ export class RimClient extends Emitter {
    * @param {number} [op]
    */
   send(body, op = Op.SEND_MSG) {
-    if (!Number.isInteger(op) || CONTROL_OPS.has(op)) {
+    const extension = this._durable && op >= DURABLE_OPS.first && op <= DURABLE_OPS.last;
+    if (!Number.isInteger(op) || CONTROL_OPS.has(op) || extension) {
       return Promise.reject(new TypeError(`op ${op} is managed by the client; use another op for upstream messages`));
     }
     return this._request(op, op, body).then(() => undefined);
@@ -398,6 +481,7 @@ export class RimClient extends Emitter {
   }
 
   async _run(gen) {
+    if (this._durable && !this._durable.loaded) await this._loadPositions();
     while (gen === this._gen) {
       this._setState(State.CONNECTING);
       const candidates = await this._candidates(gen);
@@ -485,10 +569,100 @@ export class RimClient extends Emitter {
   async _authBody() {
     let auth = this._opts.auth;
     if (typeof auth === 'function') auth = await auth();
+    if (this._durable) return this._durableAuthBody(auth);
     if (auth === undefined || auth === null) return JSON.stringify({ platform: 'web' });
     if (typeof auth === 'string' || auth instanceof Uint8Array || auth instanceof ArrayBuffer) return auth;
     if (typeof auth === 'object') return JSON.stringify({ platform: 'web', ...auth });
     throw new TypeError('`auth` must be a token string, an auth object, or a function returning one');
+  }
+
+  /** The auth body of a durable client: the auth as an object, with the `rim` field. */
+  _durableAuthBody(auth) {
+    if (auth instanceof ArrayBuffer) auth = new Uint8Array(auth);
+    if (auth instanceof Uint8Array) auth = bytesToText(auth);
+    if (auth === undefined || auth === null) auth = {};
+    if (typeof auth === 'object' && !Array.isArray(auth)) auth = { platform: 'web', ...auth };
+    if (typeof auth !== 'string' && (typeof auth !== 'object' || Array.isArray(auth))) {
+      throw new TypeError('`auth` must be a token string, an auth object, or a function returning one');
+    }
+    return this._durable.tracker.authBody(auth);
+  }
+
+  async _loadPositions() {
+    const durable = this._durable;
+    try {
+      durable.tracker = new PositionTracker(await durable.store.get(), durable.options);
+    } catch (error) {
+      this._emitError(new RimError('position_store', `could not load positions: ${error && error.message}`, { cause: error }));
+    }
+    durable.loaded = true;
+  }
+
+  _savePositions() {
+    const durable = this._durable;
+    const report = (error) =>
+      this._emitError(new RimError('position_store', `could not save positions: ${error && error.message}`, { cause: error }));
+    try {
+      const saved = durable.store.set(durable.tracker.positions());
+      if (saved && typeof saved.then === 'function') saved.then(undefined, report);
+    } catch (error) {
+      report(error);
+    }
+  }
+
+  /** A durable push (op 20): handed to 'message' listeners unless it is a duplicate. */
+  _onDurablePush(conn, packet) {
+    const tracker = this._durable.tracker;
+    const push = decodeDurablePush(packet.body);
+    if (!tracker.deliver(push)) return;
+    const message = new RimPush(push, packet, (done) => this._processed(done));
+    this.emit('message', message);
+    if (this._durable.options.ack === 'auto') this._processed(message);
+  }
+
+  /** A resume answer (op 21): applied, then reported as a 'resume' event. */
+  _onResumeAnswer(conn, packet) {
+    const answer = decodeResumeAnswer(packet.body);
+    const due = this._durable.tracker.resumed(answer);
+    this._savePositions();
+    this._scheduleAck(conn, due);
+    this.emit('resume', { ...answer, reload: !answer.resumed });
+  }
+
+  _processed(push) {
+    const { changed, ack } = this._durable.tracker.processed(push.stream, push.position);
+    if (!changed) return;
+    this._savePositions();
+    const conn = this._conn;
+    if (conn && conn.authenticated && !conn.done) this._scheduleAck(conn, ack);
+  }
+
+  /** Sends the ack now ('now') or within `ackDelay` ('soon'). */
+  _scheduleAck(conn, due) {
+    if (due === 'now') {
+      this._clearTimer(conn, conn.ackTimer);
+      conn.ackTimer = null;
+      this._sendAck(conn);
+    } else if (due === 'soon' && !conn.ackTimer) {
+      conn.ackTimer = this._timer(
+        conn,
+        () => {
+          conn.ackTimer = null;
+          this._sendAck(conn);
+        },
+        this._durable.options.ackDelay,
+      );
+    }
+  }
+
+  _sendAck(conn) {
+    const position = this._durable.tracker.takeAck();
+    if (position === null) return;
+    try {
+      this._send(conn, { op: DurableOp.ACK, seq: this._nextSeq(conn), body: encodeAck(position) });
+    } catch (error) {
+      this._fail(conn, 'disconnected', `cannot send an ack: ${error && error.message}`, { cause: error });
+    }
   }
 
   _nextSeq(conn) {
@@ -695,9 +869,28 @@ export class RimClient extends Emitter {
       const pending = conn.pending.get(packet.seq);
       if (pending && pending.replyOp === packet.op) {
         conn.pending.delete(packet.seq);
+        // The server is in the new room from here on: its op-21 answer may follow in this message.
+        if (this._durable && packet.op === Op.CHANGE_ROOM_REPLY && bytesToText(packet.body) === pending.sent) {
+          this._durable.tracker.roomConfirmed(pending.sent);
+          this._savePositions();
+        }
         pending.resolve(packet);
         return;
       }
+    }
+    if (this._durable && (packet.op === DurableOp.PUSH || packet.op === DurableOp.RESUME)) {
+      try {
+        if (packet.op === DurableOp.PUSH) this._onDurablePush(conn, packet);
+        else this._onResumeAnswer(conn, packet);
+      } catch (error) {
+        if (!(error instanceof ProtocolError)) throw error;
+        this._fail(conn, 'protocol', `protocol error from ${conn.url}: ${error.message}`, {
+          cause: error,
+          closeCode: CloseCode.PROTOCOL_ERROR,
+          details: { protocolCode: error.code },
+        });
+      }
+      return;
     }
     if (REPLY_OPS.has(packet.op)) return; // a late reply to a request that timed out
     this.emit('message', new RimMessage(packet));
@@ -710,6 +903,7 @@ export class RimClient extends Emitter {
     this._setState(State.OPEN, { url: conn.url });
     if (conn.done) return; // a state listener closed the client
     this._sendHeartbeat(conn, false);
+    if (this._durable && !conn.done) this._scheduleAck(conn, this._durable.tracker.reconnected());
     if (!conn.done) this._replay(conn);
   }
 
@@ -785,6 +979,7 @@ export class RimClient extends Emitter {
       );
       conn.pending.set(seq, {
         replyOp,
+        sent: typeof body === 'string' ? body : undefined,
         resolve: (packet) => {
           this._clearTimer(conn, timer);
           resolve(packet);
