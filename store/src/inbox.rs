@@ -229,17 +229,21 @@ pub enum ReceiptState {
     Offline,
     /// Retention removed it before any ack.
     Expired,
+    /// The fallback webhook was claimed for it (not acked in time, or offline): recorded once,
+    /// before the call, by the one control instance that makes it (see [`crate::receipt_feed`]).
+    Fallback,
 }
 
 impl ReceiptState {
     /// Every state, in their stored order.
-    pub const ALL: [ReceiptState; 6] = [
+    pub const ALL: [ReceiptState; 7] = [
         ReceiptState::Accepted,
         ReceiptState::Stored,
         ReceiptState::Written,
         ReceiptState::Acked,
         ReceiptState::Offline,
         ReceiptState::Expired,
+        ReceiptState::Fallback,
     ];
 
     /// The stored code.
@@ -251,6 +255,7 @@ impl ReceiptState {
             ReceiptState::Acked => 4,
             ReceiptState::Offline => 5,
             ReceiptState::Expired => 6,
+            ReceiptState::Fallback => 7,
         }
     }
 
@@ -268,6 +273,7 @@ impl ReceiptState {
             ReceiptState::Acked => "acked",
             ReceiptState::Offline => "offline",
             ReceiptState::Expired => "expired",
+            ReceiptState::Fallback => "fallback",
         }
     }
 }

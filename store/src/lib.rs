@@ -43,6 +43,7 @@ pub mod model;
 mod node_input;
 pub mod node_keys;
 pub mod postgres;
+pub mod receipt_feed;
 mod session_rules;
 
 pub use directory::{DirectorySettings, NodeDirectory, NodeSnapshot};
@@ -176,6 +177,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         settings: inbox::InboxSettings,
     ) -> Result<std::sync::Arc<dyn inbox::Inbox>, StoreError>;
+
+    /// The receipt feed over the inbox's receipts ([`receipt_feed`]): consumers, their cursors and
+    /// leases, fallback claims. The memory store makes its inbox first if needed (with `settings`)
+    /// and keeps one feed for its life.
+    fn receipt_feed(
+        &self,
+        settings: inbox::InboxSettings,
+    ) -> Result<std::sync::Arc<dyn receipt_feed::ReceiptFeed>, StoreError>;
 
     /// Online counts of these rooms over live nodes; rooms nobody is in count 0.
     async fn room_online(&self, rooms: &[String]) -> Result<HashMap<String, u64>, StoreError>;

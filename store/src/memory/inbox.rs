@@ -45,12 +45,12 @@ impl std::fmt::Debug for MemoryInbox {
 
 /// One stream (a user's or a room's): its numbering and what is kept of it, by number.
 #[derive(Default)]
-struct Log {
+pub(super) struct Log {
     epoch: u64,
     head: u64,
     trimmed: u64,
     last_at: UnixMillis,
-    pushes: BTreeMap<u64, StoredPush>,
+    pub(super) pushes: BTreeMap<u64, StoredPush>,
 }
 
 impl Log {
@@ -87,31 +87,35 @@ impl Log {
 }
 
 #[derive(Default)]
-struct State {
-    users: HashMap<i64, Log>,
+pub(super) struct State {
+    pub(super) users: HashMap<i64, Log>,
     rooms: HashMap<String, Log>,
     /// (push, target, state) → first time reached.
-    receipts: BTreeMap<(MessageId, ReceiptTarget, ReceiptState), UnixMillis>,
+    pub(super) receipts: BTreeMap<(MessageId, ReceiptTarget, ReceiptState), UnixMillis>,
+    /// Every new receipt in recording order, once a receipt feed exists
+    /// ([`super::MemoryReceiptFeed`]).
+    pub(super) feed: Option<super::receipt_feed::FeedLog>,
     /// (user, key) → acked position.
     acks: HashMap<(i64, String), Position>,
 }
 
 impl State {
-    fn receipt(
+    pub(super) fn receipt(
         &mut self,
         message_id: MessageId,
         target: ReceiptTarget,
         state: ReceiptState,
         at: UnixMillis,
     ) -> bool {
-        let mut new = false;
-        self.receipts
-            .entry((message_id, target, state))
-            .or_insert_with(|| {
-                new = true;
-                at
-            });
-        new
+        let key = (message_id, target, state);
+        if self.receipts.contains_key(&key) {
+            return false;
+        }
+        if let Some(feed) = &mut self.feed {
+            feed.record(&key);
+        }
+        self.receipts.insert(key, at);
+        true
     }
 
     /// `expired` receipts for pushes removed before any ack.

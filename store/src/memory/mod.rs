@@ -6,9 +6,11 @@
 //! database's. Nothing survives a restart: edges re-register and re-report their sessions.
 
 mod inbox;
+mod receipt_feed;
 mod sessions;
 
 pub use inbox::MemoryInbox;
+pub use receipt_feed::MemoryReceiptFeed;
 
 use crate::error::StoreError;
 use crate::model::{
@@ -33,6 +35,8 @@ pub struct MemoryStore {
     node_keys: NodeKeyTable,
     /// Made at the first [`Store::inbox`] call, then shared by every caller.
     inbox: std::sync::OnceLock<std::sync::Arc<MemoryInbox>>,
+    /// Made at the first [`Store::receipt_feed`] call, then shared (its consumers live in it).
+    receipt_feed: std::sync::OnceLock<std::sync::Arc<MemoryReceiptFeed>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -97,6 +101,7 @@ impl MemoryStore {
             state: RwLock::new(State::default()),
             node_keys: NodeKeyTable::default(),
             inbox: std::sync::OnceLock::new(),
+            receipt_feed: std::sync::OnceLock::new(),
         }
     }
 }
@@ -112,6 +117,22 @@ impl Store for MemoryStore {
         }
         let made = std::sync::Arc::new(MemoryInbox::new(settings)?);
         Ok(self.inbox.get_or_init(|| made).clone())
+    }
+
+    fn receipt_feed(
+        &self,
+        settings: crate::inbox::InboxSettings,
+    ) -> Result<std::sync::Arc<dyn crate::receipt_feed::ReceiptFeed>, StoreError> {
+        // Make the inbox first if nobody asked for it yet; the feed reads its state.
+        self.inbox(settings)?;
+        let inbox = self
+            .inbox
+            .get()
+            .ok_or_else(|| StoreError::Unavailable("memory inbox missing".into()))?;
+        Ok(self
+            .receipt_feed
+            .get_or_init(|| std::sync::Arc::new(MemoryReceiptFeed::new(inbox.clone())))
+            .clone())
     }
 
     async fn upsert_region(&self, region: &Region) -> Result<(), StoreError> {

@@ -15,10 +15,12 @@
 mod errors;
 mod inbox;
 mod node_keys;
+mod receipt_feed;
 mod rows;
 mod sessions;
 
 pub use inbox::PostgresInbox;
+pub use receipt_feed::PostgresReceiptFeed;
 
 use crate::error::StoreError;
 use crate::model::{
@@ -137,6 +139,13 @@ impl Store for PostgresStore {
         settings: crate::inbox::InboxSettings,
     ) -> Result<std::sync::Arc<dyn crate::inbox::Inbox>, StoreError> {
         Ok(std::sync::Arc::new(self.postgres_inbox(settings)?))
+    }
+
+    fn receipt_feed(
+        &self,
+        _settings: crate::inbox::InboxSettings,
+    ) -> Result<std::sync::Arc<dyn crate::receipt_feed::ReceiptFeed>, StoreError> {
+        Ok(std::sync::Arc::new(self.postgres_receipt_feed()))
     }
 
     async fn upsert_region(&self, region: &Region) -> Result<(), StoreError> {
