@@ -166,12 +166,56 @@ pub struct ControlConfig {
     )]
     pub control_receipt_max_age_ms: i64,
 
+    /// URL the batched presence events (a user came online with its first live session, or
+    /// went offline with its last) are posted to, as a JSON array (see `presence`). Unset: no
+    /// presence webhook.
+    #[arg(long, env = "RIM_CONTROL_PRESENCE_WEBHOOK_URL")]
+    pub control_presence_webhook_url: Option<String>,
+
+    /// How long presence events gather before one webhook post, in milliseconds.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_PRESENCE_WEBHOOK_BATCH_MS",
+        default_value_t = 1_000
+    )]
+    pub control_presence_webhook_batch_ms: u64,
+
+    /// How long one presence webhook post may take before it is retried, in milliseconds.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_PRESENCE_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub control_presence_webhook_timeout_ms: u64,
+
+    /// Most presence events waiting to be posted; beyond it events are dropped and counted in
+    /// `rim_control_presence_events_dropped_total`.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_PRESENCE_WEBHOOK_QUEUE",
+        default_value_t = 10_000
+    )]
+    pub control_presence_webhook_queue: usize,
+
     /// HTTPDNS answer settings (`/goim/nodes/weighted`, `/v1/dns`).
     #[command(flatten)]
     pub balancer: BalancerConfig,
 }
 
 impl ControlConfig {
+    /// The presence webhook these settings ask for, if a URL is set.
+    pub fn presence_webhook(&self) -> Option<crate::presence::WebhookSettings> {
+        let url = self.control_presence_webhook_url.as_deref()?;
+        (!url.is_empty()).then(|| crate::presence::WebhookSettings {
+            url: url.to_owned(),
+            batch_interval: std::time::Duration::from_millis(
+                self.control_presence_webhook_batch_ms,
+            ),
+            timeout: std::time::Duration::from_millis(self.control_presence_webhook_timeout_ms),
+            queue: self.control_presence_webhook_queue,
+        })
+    }
+
     /// The inbox retention these settings ask for.
     pub fn inbox_settings(&self) -> rim_store::inbox::InboxSettings {
         rim_store::inbox::InboxSettings {
@@ -214,6 +258,10 @@ impl Default for ControlConfig {
             control_room_window_ms: 120_000,
             control_room_idle_ms: 24 * 3_600_000,
             control_receipt_max_age_ms: 7 * 24 * 3_600_000,
+            control_presence_webhook_url: None,
+            control_presence_webhook_batch_ms: 1_000,
+            control_presence_webhook_timeout_ms: 3_000,
+            control_presence_webhook_queue: 10_000,
             balancer: BalancerConfig::default(),
         }
     }

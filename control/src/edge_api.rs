@@ -87,7 +87,7 @@ pub fn auth_routes() -> Router<AppState> {
 
 /// Authenticates the edge by its node token (before reading anything of the body), then decodes
 /// its protobuf body.
-async fn decode<M: Message + Default>(
+pub(crate) async fn decode<M: Message + Default>(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -100,7 +100,7 @@ async fn decode<M: Message + Default>(
 }
 
 /// Refuses (403) a body about another node than the token's.
-fn own(claims: &NodeClaims, node_id: &str) -> Result<(), ApiError> {
+pub(crate) fn own(claims: &NodeClaims, node_id: &str) -> Result<(), ApiError> {
     if claims.sub == node_id {
         return Ok(());
     }
@@ -113,7 +113,7 @@ fn own(claims: &NodeClaims, node_id: &str) -> Result<(), ApiError> {
 }
 
 /// A protobuf response.
-fn protobuf(message: &impl Message) -> Response {
+pub(crate) fn protobuf(message: &impl Message) -> Response {
     ([(header::CONTENT_TYPE, PROTOBUF)], message.encode_to_vec()).into_response()
 }
 
@@ -313,6 +313,7 @@ async fn sessions(
         }
     });
     let invalid = (total - events.len()) as u64;
+    let watch = crate::presence::PresenceWatch::before(&state, &events).await;
     let mut report = timed_store(
         "apply_session_events",
         state
@@ -321,6 +322,9 @@ async fn sessions(
     )
     .await?;
     report.ignored += invalid;
+    if let Some(watch) = watch {
+        watch.after(&state, &batch.node_id, &claims.region).await;
+    }
     state
         .takeovers
         .notify(&state, std::mem::take(&mut report.displaced));

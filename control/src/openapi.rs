@@ -140,6 +140,24 @@ pub fn document() -> Value {
             "/v1/online/top": {"get": with_parameters(operation("Most populated rooms of a type", Some("read"), None,
                     ("200", json_response("rooms, most online first", object.clone()))), json!([query("type", true, json!({"type": "string"}), "room type"),
                                query("limit", true, json!({"type": "integer", "minimum": 1, "maximum": crate::goim::MAX_TOP_LIMIT}), "most rooms answered")]))},
+            "/v1/presence": {"get": with_parameters(operation("Which of these users are online now, across regions, with their sessions", Some("read"), None,
+                    ("200", json_response("online users with their sessions, and the offline ones", json!({"type": "object", "properties": {
+                        "online": {"type": "array", "items": {"type": "object", "properties": {
+                            "mid": {"type": "integer", "format": "int64"},
+                            "sessions": {"type": "array", "items": {"type": "object", "properties": {
+                                "key": {"type": "string"}, "node": {"type": "string"}, "region": {"type": "string"},
+                                "platform": {"type": "string"}, "room": {"type": "string"},
+                                "connected_at_unix_ms": {"type": "integer", "format": "int64"}}}}}}},
+                        "offline": {"type": "array", "items": {"type": "integer", "format": "int64"}}}})))),
+                    json!([query("mids", true, json!({"type": "array", "items": {"type": "integer", "format": "int64"}}),
+                    "user ids (not 0), repeated or comma-separated, at most control_max_targets")]))},
+            "/v1/pushes/{id}": {"get": with_parameters(operation("What became of a push, per target (receipts: accepted, stored, written, acked, offline, expired, fallback); 404 if nothing is known", Some("read"), None,
+                    ("200", json_response("the push's receipts by target, times in Unix milliseconds", json!({"type": "object", "properties": {
+                        "message_id": {"type": "string", "format": "uuid"},
+                        "targets": {"type": "array", "items": {"type": "object", "properties": {
+                            "target": {"type": "string", "description": "`mid:<mid>` or `key:<key>`"},
+                            "states": {"type": "object", "additionalProperties": {"type": "integer", "format": "int64"}}}}}}})))),
+                    json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}, "description": "the push's message_id"}]))},
             "/v1/nodes": {"get": operation("Every edge node with state and load", Some("read"), None,
                 ("200", json_response("nodes", object.clone())))},
             "/v1/dns": {"get": with_parameters(operation("HTTPDNS: edges for a client, best first (public)", None, None,

@@ -24,7 +24,7 @@ use crate::config::ControlConfig;
 use crate::error::ApiError;
 use crate::observe::{timed_store, track_requests};
 use crate::state::AppState;
-use crate::{admin, edge_api, goim, health, openapi, v1};
+use crate::{admin, durable_api, edge_api, goim, health, openapi, presence, v1};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
@@ -65,6 +65,7 @@ fn build_router_with(state: AppState, extra: Router) -> Router {
         .merge(goim::routes())
         .merge(v1::routes())
         .merge(admin::routes())
+        .merge(presence::routes())
         .route(
             "/v1/openapi.json",
             get(|| async { Json(openapi::document()) }),
@@ -76,7 +77,7 @@ fn build_router_with(state: AppState, extra: Router) -> Router {
             state.config.control_max_in_flight,
         ))
         .merge(limited(
-            edge_api::lifecycle_routes(),
+            edge_api::lifecycle_routes().merge(durable_api::routes()),
             "edge",
             state.config.control_edge_max_in_flight,
         ))

@@ -41,6 +41,8 @@ pub struct Shared {
     pub nodes: crate::enroll::NodeIssuer,
     /// The business auth webhook, if configured.
     pub webhook: Option<AuthWebhook>,
+    /// The presence webhook's queue, if configured (fed by the session batches).
+    pub presence: Option<crate::presence::PresenceWebhook>,
     /// Locates HTTPDNS clients that send no coordinates (proxy headers, GeoIP database).
     pub locator: rim_balancer::Locator,
     /// HTTPDNS rankings of the latest node snapshot.
@@ -93,6 +95,10 @@ impl AppState {
         // A configured GeoIP database that cannot be read would silently locate nobody: refuse.
         let locator = rim_balancer::Locator::new(&config.balancer)?;
         let inbox = store.inbox(config.inbox_settings())?;
+        let presence = config
+            .presence_webhook()
+            .map(crate::presence::PresenceWebhook::start)
+            .transpose()?;
         Ok(Self(Arc::new(Shared {
             locator,
             httpdns: crate::dns::Answers::default(),
@@ -111,6 +117,7 @@ impl AppState {
                 Duration::from_millis(config.control_node_key_rotation_ms),
             ),
             webhook,
+            presence,
             store,
             inbox,
             bus,
