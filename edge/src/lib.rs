@@ -75,7 +75,7 @@ use tokio_util::task::TaskTracker;
 
 pub use auth::{AuthError, Identity, Verifier};
 pub use config::EdgeConfig;
-pub use hooks::{CountingSink, EdgeEvents, NoEvents, UpstreamSink};
+pub use hooks::{CountingSink, EdgeEvents, NoEvents, UpstreamReply, UpstreamSink};
 
 use crate::bucket::Buckets;
 use crate::fanout::{Fanout, FanoutSettings};

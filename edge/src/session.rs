@@ -41,7 +41,7 @@ use tokio::time::{Instant, Sleep};
 use crate::auth::{AuthError, AuthRequest};
 use crate::channel::{Channel, RoomRefusal};
 use crate::close::CloseReason;
-use crate::hooks::{ConnectAck, UpstreamMessage};
+use crate::hooks::{ConnectAck, UpstreamMessage, UpstreamReply};
 use crate::metrics;
 use crate::outbox::{Frame, Frames};
 use crate::ratelog::RateLimit;
@@ -361,21 +361,22 @@ async fn handle(
             channel.unwatch(&op::parse_op_list(&packet.body));
             packet.reply(op::UNSUB_REPLY, packet.body.clone())
         }
-        other => {
-            shared
-                .upstream
-                .deliver(UpstreamMessage {
-                    key: channel.key().clone(),
-                    mid: channel.mid(),
-                    connection_id: channel.id(),
-                    op: other,
-                    body: packet.body.clone(),
-                })
-                .await;
-            packet.reply(other, Bytes::new())
-        }
+        other => match upstream(shared, channel, &packet).await {
+            UpstreamReply::Now(body) => packet.reply(other, body),
+            UpstreamReply::Later => return Ok(None),
+        },
     };
     Ok(Some(reply.to_bytes()))
+}
+
+/// Hands an upstream message (op 4 or a business op) to the sink; its answer may come later
+/// through the outbox (see [`crate::hooks::ReplyTo`]), so the connection never waits for a backend.
+async fn upstream(shared: &Shared, channel: &Arc<Channel>, packet: &Packet) -> UpstreamReply {
+    let message = UpstreamMessage {
+        channel: channel.clone(),
+        packet: packet.clone(),
+    };
+    shared.upstream.deliver(message).await
 }
 
 /// Logs (rate-limited) a room or watch-set change refused for `reason`.

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use rim_edge::EdgeHooks;
 use rim_edge::channel::Channel;
 use rim_edge::config::AuthMode;
-use rim_edge::hooks::{ConnectAck, EdgeEvents, UpstreamMessage, UpstreamSink};
+use rim_edge::hooks::{ConnectAck, EdgeEvents, UpstreamMessage, UpstreamReply, UpstreamSink};
 use rim_proto::{Packet, op};
 
 both_transports!(
@@ -215,10 +215,10 @@ struct Recorder {
 
 #[async_trait]
 impl UpstreamSink for Recorder {
-    async fn deliver(&self, message: UpstreamMessage) {
-        self.upstream
-            .lock()
-            .push((message.op, message.body.to_vec()));
+    async fn deliver(&self, message: UpstreamMessage) -> UpstreamReply {
+        let packet = message.packet;
+        self.upstream.lock().push((packet.op, packet.body.to_vec()));
+        UpstreamReply::Now(bytes::Bytes::new())
     }
 }
 

@@ -11,7 +11,7 @@ use common::{Kind, key_push, start, start_with};
 use prost::Message;
 use rim_edge::EdgeHooks;
 use rim_edge::config::AuthMode;
-use rim_edge::hooks::{UpstreamMessage, UpstreamSink};
+use rim_edge::hooks::{UpstreamMessage, UpstreamReply, UpstreamSink};
 use rim_proto::op;
 use rim_proto::schema::EdgePushRequest;
 use tokio::sync::Notify;
@@ -65,9 +65,10 @@ struct Gate {
 
 #[async_trait]
 impl UpstreamSink for Gate {
-    async fn deliver(&self, _message: UpstreamMessage) {
+    async fn deliver(&self, _message: UpstreamMessage) -> UpstreamReply {
         self.entered.notify_one();
         self.release.notified().await;
+        UpstreamReply::Now(bytes::Bytes::new())
     }
 }
 
