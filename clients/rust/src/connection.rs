@@ -13,6 +13,11 @@
 //! gets them). An op-13 reply that echoes the room asked for is a confirmation and is passed on as
 //! a [`Push`]; any other body is rim's refusal (the connection stays in its old room), and `recv`
 //! returns it as [`ClientError::RoomRefused`] without ending the connection.
+//!
+//! A connection that opted in to rim's durable delivery (its auth body made by
+//! [`crate::durable::opt_in`]) receives op-20 pushes and op-21 resume answers as [`Push`]es with
+//! those ops (decode them with [`rim_proto::durable`]) and acks with [`Connection::ack`]; a
+//! durable [`Session`](crate::Session) does all of that itself.
 
 use crate::error::{ClientError, RoomRefused};
 use crate::heartbeat::AdaptiveHeartbeat;

@@ -125,6 +125,37 @@ impl Session {
     /// `durable`'s store are resumed from, pushes arrive as [`SessionEvent::Durable`] and
     /// [`SessionEvent::Resume`], processed user pushes are acked. The auth body must be goim's
     /// JSON (an object) or a bare token; the `rim` field is added to it on every attempt.
+    ///
+    /// ```no_run
+    /// use rim_client::{AdaptiveHeartbeat, Durable, MemoryPositions, ResumeOutcome, Session};
+    /// use rim_client::{SessionConfig, SessionEvent};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// # async fn run() {
+    /// let config = SessionConfig {
+    ///     addresses: vec!["127.0.0.1:3101".into()],
+    ///     httpdns: None,
+    ///     auth_body: Arc::new(|| br#"{"mid": 123, "key": "phone-1"}"#.to_vec()),
+    ///     heartbeat: AdaptiveHeartbeat::default(),
+    ///     initial_backoff: Duration::from_millis(500),
+    ///     max_backoff: Duration::from_secs(30),
+    /// };
+    /// // Keep the store (a file, a database row ...) to resume across restarts of the program.
+    /// let store = Arc::new(MemoryPositions::default());
+    /// let mut session = Session::start_durable(config, Durable::new().store(store), 1024);
+    /// while let Some(event) = session.next().await {
+    ///     match event {
+    ///         // Each push once, in order; processed (and acked) when `next` is called again.
+    ///         SessionEvent::Durable(push) => println!("{} {:?}", push.message_id, push.body),
+    ///         SessionEvent::Resume(answer) if matches!(answer.outcome, ResumeOutcome::NotResumed(_)) => {
+    ///             // Pushes were lost: reload this stream's state from the backend.
+    ///         }
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn start_durable(config: SessionConfig, durable: Durable, buffer: usize) -> Session {
         Self::spawn(config, Some(durable), buffer)
     }
