@@ -31,6 +31,7 @@ pub mod observe;
 pub mod openapi;
 pub mod presence;
 pub mod push;
+pub mod receipts;
 pub mod server;
 pub mod state;
 pub mod takeover;

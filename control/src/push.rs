@@ -10,6 +10,41 @@
 //! caller is answered only after the bus accepted every record; if the bus fails, nothing is
 //! reported as sent (the bus contract says none may be assumed delivered).
 //!
+//! ## Durable pushes: stored before the caller is answered (issue 9)
+//! User and key pushes are appended to the users' inboxes ([`rim_store::inbox`]) and room pushes to
+//! the room log before the caller is answered, and each bus record carries its stream position
+//! (`PushMessage.position`: stream 1 with the user's position for user and key pushes, stream 2
+//! with the room's for room pushes, the same in every region's record) and, for user and key
+//! pushes, whom receipts name (`receipt_target`: `mid:<mid>`, `key:<key>`). A user without a live
+//! session is stored all the same (a later resume finds the push) and gets an `offline` receipt;
+//! a key without a live session has no inbox to go to and gets only an `offline` receipt; every
+//! target reached gets `accepted` (the append records `stored`). Broadcasts carry no position and
+//! are published directly. Keys of anonymous sessions (user 0, which has no inbox) get records
+//! without a position, as plain pushes.
+//!
+//! **Order and failure: append, publish, then commit.** The append and the publish of a batch run
+//! under [`Inbox::append_published`](rim_store::inbox::Inbox::append_published): the append's
+//! transaction holds the heads of its users and rooms while the records are published and commits
+//! only after the bus acknowledged them. So (1) another append of those users or rooms, from this
+//! or any other control instance, is numbered and published after this one: positions reach each
+//! partition in order; and (2) a push whose publish failed is not kept: its inbox rows and
+//! receipts are removed in the same transaction and its numbers are burned (left as a gap) rather
+//! than rolled back, because a failed publish may still have put some records on the bus and a
+//! reused number would make clients drop a later push as a duplicate. Nothing stored-but-unsent is
+//! ever readable by a resume. A failing store fails the push (503) before anything is published;
+//! the one exception is a room push, which is then published without a position, as before
+//! durable delivery (room pushes need no store to be sent, see below), and reported with
+//! `room_log_unavailable`. If the commit itself fails after a successful publish, the caller gets
+//! a 503 although the records are on the bus (at-least-once, as for any lost answer).
+//!
+//! **Throughput: one writer batches concurrent pushes.** Holding a head through a publish
+//! serialises a user's pushes behind the bus round trip, so pushes do not each run their own
+//! transaction: a writer task ([`DurableWriter`]) takes every durable push waiting at that moment
+//! (up to the inbox's batch bounds), appends them in one transaction (one statement for all users,
+//! one for all rooms, one for the receipts), publishes all their records in one bus call, and
+//! answers each push; up to [`MAX_BATCHES_IN_FLIGHT`] batches run at once (concurrent batches that
+//! share a user wait for each other on its head). The pushes of a batch succeed or fail together.
+//!
 //! Bounds, each a 400 with a message: operations below [`MIN_BUSINESS_OPERATION`], more than
 //! `control_max_targets` targets, user id 0 (goim's anonymous sessions: every anonymous client is
 //! "user 0", so it names no one and would load unbounded rows), and a push resolving to more than
@@ -26,13 +61,23 @@ use crate::error::ApiError;
 use crate::observe::{timed_publish, timed_store};
 use crate::state::AppState;
 use bytes::Bytes;
-use rim_bus::OutgoingPush;
+use rim_bus::{BusError, BusProducer, OutgoingPush};
+use rim_proto::durable::{MAX_APPEND_BATCH, MAX_RECEIPT_BATCH, MessageId, Position};
 use rim_proto::limits::MAX_ROOM_LEN;
 use rim_proto::schema::push_message::Target;
-use rim_proto::schema::{BroadcastTarget, KeyOnNode, KeysTarget, PushMessage, RoomTarget};
+use rim_proto::schema::{
+    BroadcastTarget, KeyOnNode, KeysTarget, PushMessage, RoomTarget, StreamPosition,
+};
+use rim_store::inbox::{
+    BatchPositions, DurableBatch, Inbox, PublishError, PublishedAppendError, Receipt, ReceiptState,
+    ReceiptTarget, RoomEntry, UserEntry,
+};
 use rim_store::{NodeSnapshot, NodeState, Session, TargetKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Smallest operation a business push may use: lower ones are protocol operations (auth,
 /// heartbeat, batch) that clients would misinterpret.
@@ -108,6 +153,10 @@ pub struct PushReport {
     /// sent all the same (it needs only the cached node directory) and `sessions` is 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count_unavailable: Option<String>,
+    /// Set when a room push could not be stored in the room log (the store did not answer): it
+    /// was sent all the same, without a position, so rim-aware clients cannot resume it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_log_unavailable: Option<String>,
 }
 
 /// Checks a push's operation and target against the configured bounds (400 otherwise).
@@ -172,14 +221,16 @@ pub fn validate_room(room: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Resolves, publishes and reports one push. Validates first (see [`validate`]).
+/// Resolves, stores (user, key and room pushes), publishes and reports one push. Validates first
+/// (see [`validate`]).
 pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, ApiError> {
     validate(&request, state.config.control_max_targets)?;
     let kind = request.target.kind().as_str();
     let now = crate::now_ms();
-    let message_id = uuid::Uuid::now_v7().to_string();
+    let uuid = uuid::Uuid::now_v7();
+    let id = MessageId(*uuid.as_bytes());
     let template = PushMessage {
-        message_id: message_id.clone(),
+        message_id: uuid.to_string(),
         operation: request.operation,
         body: request.body,
         accepted_at_unix_ms: now,
@@ -189,9 +240,12 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
         target: None,
     };
     let mut report = PushReport {
-        message_id,
+        message_id: template.message_id.clone(),
         ..PushReport::default()
     };
+    // What the push stores (empty for broadcasts) and, per record, which entry's position it
+    // carries.
+    let mut durable = Durable::new(id, &template);
     let records = match request.target {
         PushTarget::Keys(keys) => {
             let keys = dedup(keys);
@@ -208,12 +262,19 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
                     continue;
                 };
                 online.insert(session.key.as_str());
-                records.push(record(
+                let target = ReceiptTarget::Key(session.key.clone());
+                let mut record = record(
                     &template,
                     region,
                     format!("key:{}", session.key),
                     keys_target([session]),
-                ));
+                );
+                record.message.receipt_target = target.to_text();
+                // User 0 (anonymous) has no inbox: its key gets a plain push.
+                let slot = (session.mid != 0)
+                    .then(|| durable.user(session.mid, Some(session.key.clone())));
+                durable.receipt(target, ReceiptState::Accepted, now);
+                records.push((record, slot));
             }
             report.sessions = online.len() as u64;
             report.offline_keys = keys
@@ -221,6 +282,9 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
                 .filter(|k| !online.contains(k.as_str()))
                 .cloned()
                 .collect();
+            for key in &report.offline_keys {
+                durable.receipt(ReceiptTarget::Key(key.clone()), ReceiptState::Offline, now);
+            }
             records
         }
         PushTarget::Mids(mids) => {
@@ -241,22 +305,33 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
                 .snapshot_knowing(&node_ids(&sessions))
                 .await?;
             let grouped = group_by_mid_and_region(&sessions, &nodes);
+            let online: BTreeSet<i64> = grouped.keys().map(|(mid, _)| *mid).collect();
+            // Every user is stored, online or not, in the order named.
+            let slots: BTreeMap<i64, Slot> = mids
+                .iter()
+                .map(|mid| (*mid, durable.user(*mid, None)))
+                .collect();
             let mut records = Vec::new();
             for ((mid, region), user_sessions) in &grouped {
                 report.sessions += user_sessions.len() as u64;
-                records.push(record(
+                let mut record = record(
                     &template,
                     region,
                     format!("mid:{mid}"),
                     keys_target(user_sessions.iter().copied()),
-                ));
+                );
+                record.message.receipt_target = ReceiptTarget::Mid(*mid).to_text();
+                records.push((record, slots.get(mid).copied()));
             }
-            let online: BTreeSet<i64> = grouped.keys().map(|(mid, _)| *mid).collect();
-            report.offline_mids = mids
-                .iter()
-                .filter(|m| !online.contains(m))
-                .copied()
-                .collect();
+            for mid in &mids {
+                let reached = if online.contains(mid) {
+                    ReceiptState::Accepted
+                } else {
+                    report.offline_mids.push(*mid);
+                    ReceiptState::Offline
+                };
+                durable.receipt(ReceiptTarget::Mid(*mid), reached, now);
+            }
             records
         }
         PushTarget::Room(room) => {
@@ -272,9 +347,13 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
             }
             let nodes = state.directory.snapshot().await?;
             let target = Target::Room(RoomTarget { room: room.clone() });
+            let slot = durable.room(room.clone());
             nodes
                 .live_regions()
-                .map(|region| record(&template, region, format!("room:{room}"), target.clone()))
+                .map(|region| {
+                    let record = record(&template, region, format!("room:{room}"), target.clone());
+                    (record, Some(slot))
+                })
                 .collect()
         }
         PushTarget::Broadcast { speed } => {
@@ -283,11 +362,14 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
             let target = Target::Broadcast(BroadcastTarget { speed });
             nodes
                 .live_regions()
-                .map(|region| record(&template, region, "broadcast".to_owned(), target.clone()))
+                .map(|region| {
+                    let record = record(&template, region, "broadcast".to_owned(), target.clone());
+                    (record, None)
+                })
                 .collect()
         }
     };
-    let mut records = records;
+    let mut records: SlottedRecords = records;
     let limit = state.config.control_max_records_per_push;
     if records.len() > limit {
         return Err(ApiError::BadRequest(format!(
@@ -296,19 +378,37 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
             records.len()
         )));
     }
-    for (index, record) in records.iter_mut().enumerate() {
+    for (index, (record, _)) in records.iter_mut().enumerate() {
         // Bounded by the check above, far below u32::MAX.
         record.message.record = u32::try_from(index).unwrap_or(u32::MAX);
     }
     report.records = records.len();
     report.regions = records
         .iter()
-        .map(|r: &OutgoingPush| r.region.clone())
+        .map(|(r, _)| r.region.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    if !records.is_empty() {
-        timed_publish(state.bus.publish(records)).await?;
+    if durable.is_empty() {
+        if !records.is_empty() {
+            let records = records.into_iter().map(|(record, _)| record).collect();
+            timed_publish(state.bus.publish(records)).await?;
+        }
+    } else {
+        let job = durable.into_job(records);
+        if let Err(failure) = state.writer.write(state, job.job).await {
+            match (failure.published, job.room_fallback) {
+                // The room log did not answer and nothing went out: send the room push as
+                // before durable delivery, without a position.
+                (false, Some(records)) if matches!(failure.error, ApiError::Unavailable(_)) => {
+                    report.room_log_unavailable = Some(failure.error.to_string());
+                    if !records.is_empty() {
+                        timed_publish(state.bus.publish(records)).await?;
+                    }
+                }
+                _ => return Err(failure.error),
+            }
+        }
     }
     metrics::counter!("rim_control_pushes_total", "type" => kind).increment(1);
     tracing::debug!(
@@ -320,6 +420,394 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
         "push accepted"
     );
     Ok(report)
+}
+
+/// Which entry of a push's durable batch a record's position comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// The push's n-th user entry (stream 1).
+    User(usize),
+    /// The push's n-th room entry (stream 2).
+    Room(usize),
+}
+
+/// `StreamPosition.stream` of the user stream (user and key pushes).
+const USER_STREAM: u32 = 1;
+/// `StreamPosition.stream` of the room stream.
+const ROOM_STREAM: u32 = 2;
+
+/// The durable part of one push while it is being resolved: its inbox entries and receipts.
+struct Durable<'a> {
+    id: MessageId,
+    template: &'a PushMessage,
+    batch: DurableBatch,
+}
+
+impl<'a> Durable<'a> {
+    fn new(id: MessageId, template: &'a PushMessage) -> Self {
+        Self {
+            id,
+            template,
+            batch: DurableBatch::default(),
+        }
+    }
+
+    /// Adds an inbox entry for `mid` (a key push when `key` is set); its slot.
+    fn user(&mut self, mid: i64, key: Option<String>) -> Slot {
+        self.batch.users.push(UserEntry {
+            mid,
+            key,
+            message_id: self.id,
+            operation: self.template.operation,
+            body: self.template.body.to_vec(),
+        });
+        Slot::User(self.batch.users.len() - 1)
+    }
+
+    /// Adds a room-log entry; its slot.
+    fn room(&mut self, room: String) -> Slot {
+        self.batch.rooms.push(RoomEntry {
+            room,
+            message_id: self.id,
+            operation: self.template.operation,
+            body: self.template.body.to_vec(),
+        });
+        Slot::Room(self.batch.rooms.len() - 1)
+    }
+
+    /// Adds a receipt recorded with the push.
+    fn receipt(&mut self, target: ReceiptTarget, state: ReceiptState, at: i64) {
+        self.batch.receipts.push(Receipt {
+            message_id: self.id,
+            target,
+            state,
+            at,
+        });
+    }
+
+    /// Whether the push stores nothing (a broadcast).
+    fn is_empty(&self) -> bool {
+        let batch = &self.batch;
+        batch.users.is_empty() && batch.rooms.is_empty() && batch.receipts.is_empty()
+    }
+
+    /// The writer's job for these records, and for a room push the records to send without a
+    /// position if the room log does not answer.
+    fn into_job(self, records: SlottedRecords) -> PreparedJob {
+        let room_fallback = (self.batch.users.is_empty() && !self.batch.rooms.is_empty())
+            .then(|| records.iter().map(|(record, _)| record.clone()).collect());
+        PreparedJob {
+            job: Job {
+                batch: self.batch,
+                records,
+            },
+            room_fallback,
+        }
+    }
+}
+
+/// A push's writer job, with the room fallback (see [`Durable::into_job`]).
+struct PreparedJob {
+    job: Job,
+    room_fallback: Option<Vec<OutgoingPush>>,
+}
+
+/// A push's records, each with the entry of its durable batch whose position it carries.
+type SlottedRecords = Vec<(OutgoingPush, Option<Slot>)>;
+
+/// One push's part of a durable batch.
+struct Job {
+    batch: DurableBatch,
+    records: SlottedRecords,
+}
+
+/// A job's records in a batch: where its user and room entries start in the batch, and the
+/// records.
+struct Pending {
+    users: usize,
+    rooms: usize,
+    records: SlottedRecords,
+}
+
+/// Why a durable push failed, and whether its records may have reached the bus.
+struct WriteFailure {
+    /// What the caller is answered.
+    error: ApiError,
+    /// Whether the publish step ran (so records may be on the bus).
+    published: bool,
+}
+
+/// A job waiting for the writer, with where its outcome goes.
+struct Queued {
+    job: Job,
+    answer: oneshot::Sender<Result<(), WriteFailure>>,
+}
+
+/// Durable batches in flight at once per control instance (each holds one store connection for
+/// its append and publish).
+pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Durable pushes waiting for the writer beyond which callers wait to queue theirs.
+const WRITER_QUEUE: usize = 16 * 1024;
+
+/// The durable writer of one control instance: batches concurrent durable pushes into shared
+/// appends and publishes (see the module docs). Started by the first durable push (it needs a
+/// runtime); stops when the instance's state is dropped.
+#[derive(Default)]
+pub struct DurableWriter {
+    queue: OnceLock<mpsc::Sender<Queued>>,
+}
+
+impl DurableWriter {
+    /// Stores and publishes one push's job through the writer; answers when its batch is done.
+    async fn write(&self, state: &AppState, job: Job) -> Result<(), WriteFailure> {
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(WRITER_QUEUE);
+            tokio::spawn(run_writer(state.inbox.clone(), state.bus.clone(), receiver));
+            sender
+        });
+        let (answer, outcome) = oneshot::channel();
+        let stopped = || WriteFailure {
+            error: ApiError::Unavailable("the durable writer stopped".into()),
+            published: false,
+        };
+        queue
+            .send(Queued { job, answer })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+/// How much a batch holds, against the inbox's bounds.
+#[derive(Default)]
+struct BatchSize {
+    users: usize,
+    rooms: usize,
+    receipts: usize,
+}
+
+impl BatchSize {
+    /// Whether `job` fits beside what is taken.
+    fn fits(&self, job: &Job) -> bool {
+        self.users + job.batch.users.len() <= MAX_APPEND_BATCH
+            && self.rooms + job.batch.rooms.len() <= MAX_APPEND_BATCH
+            && self.receipts + job.batch.receipts.len() <= MAX_RECEIPT_BATCH
+    }
+
+    fn add(&mut self, job: &Job) {
+        self.users += job.batch.users.len();
+        self.rooms += job.batch.rooms.len();
+        self.receipts += job.batch.receipts.len();
+    }
+}
+
+/// The writer task: takes every job waiting once a batch may start (never waiting for more to
+/// come) and runs the batch; a job too large to join goes first into the next batch.
+async fn run_writer(
+    inbox: Arc<dyn Inbox>,
+    bus: Arc<dyn BusProducer>,
+    mut queue: mpsc::Receiver<Queued>,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        // Taken after the permit: what arrived while batches were in flight joins this one.
+        let mut size = BatchSize::default();
+        size.add(&first.job);
+        let mut jobs = vec![first];
+        while let Ok(next) = queue.try_recv() {
+            if !size.fits(&next.job) {
+                carried = Some(next);
+                break;
+            }
+            size.add(&next.job);
+            jobs.push(next);
+        }
+        let (inbox, bus) = (inbox.clone(), bus.clone());
+        tokio::spawn(async move {
+            run_batch(inbox.as_ref(), bus.as_ref(), jobs).await;
+            drop(permit);
+        });
+    }
+}
+
+/// One batch: append every job's entries, publish every record with its position, commit; answer
+/// each job with the outcome.
+async fn run_batch(inbox: &dyn Inbox, bus: &dyn BusProducer, jobs: Vec<Queued>) {
+    let started = std::time::Instant::now();
+    let mut batch = DurableBatch::default();
+    let mut pending = Vec::with_capacity(jobs.len());
+    let mut answers = Vec::with_capacity(jobs.len());
+    for Queued { job, answer } in jobs {
+        pending.push(Pending {
+            users: batch.users.len(),
+            rooms: batch.rooms.len(),
+            records: job.records,
+        });
+        batch.users.extend(job.batch.users);
+        batch.rooms.extend(job.batch.rooms);
+        batch.receipts.extend(job.batch.receipts);
+        answers.push(answer);
+    }
+    let expected = (batch.users.len(), batch.rooms.len());
+    let ran = AtomicBool::new(false);
+    let ran_ref = &ran;
+    let outcome = inbox
+        .append_published(
+            &batch,
+            crate::now_ms(),
+            Box::new(move |positions: BatchPositions| {
+                Box::pin(async move {
+                    ran_ref.store(true, Ordering::Relaxed);
+                    if (positions.users.len(), positions.rooms.len()) != expected {
+                        return Err(PublishError::from(format!(
+                            "the inbox numbered {} user and {} room entries of {} and {}",
+                            positions.users.len(),
+                            positions.rooms.len(),
+                            expected.0,
+                            expected.1
+                        )));
+                    }
+                    let records = place(pending, &positions);
+                    if records.is_empty() {
+                        return Ok(());
+                    }
+                    timed_publish(bus.publish(records))
+                        .await
+                        .map_err(PublishError::from)
+                })
+            }),
+        )
+        .await;
+    metrics::histogram!("rim_control_durable_batch_seconds")
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("rim_control_durable_batch_pushes").record(answers.len() as f64);
+    let failure = match outcome {
+        Ok(_) => None,
+        Err(error) => {
+            tracing::warn!(%error, pushes = answers.len(), "durable batch failed");
+            Some(answer_for(error))
+        }
+    };
+    let published = ran.load(Ordering::Relaxed);
+    for answer in answers {
+        // A caller that went away does not need its answer.
+        let _ = answer.send(match &failure {
+            None => Ok(()),
+            Some(error) => Err(WriteFailure {
+                error: duplicate(error),
+                published,
+            }),
+        });
+    }
+}
+
+/// Every job's records with the positions of their entries.
+fn place(pending: Vec<Pending>, positions: &BatchPositions) -> Vec<OutgoingPush> {
+    let stream = |kind: u32, position: Option<&Position>| {
+        position.map(|p| StreamPosition {
+            stream: kind,
+            epoch: p.epoch,
+            seq: p.seq,
+        })
+    };
+    pending
+        .into_iter()
+        .flat_map(
+            |Pending {
+                 users,
+                 rooms,
+                 records,
+             }| {
+                records.into_iter().map(move |(mut record, slot)| {
+                    record.message.position = match slot {
+                        Some(Slot::User(n)) => stream(USER_STREAM, positions.users.get(users + n)),
+                        Some(Slot::Room(n)) => stream(ROOM_STREAM, positions.rooms.get(rooms + n)),
+                        None => None,
+                    };
+                    record
+                })
+            },
+        )
+        .collect()
+}
+
+/// What the callers of a failed batch are answered.
+fn answer_for(error: PublishedAppendError) -> ApiError {
+    match error {
+        PublishedAppendError::Store(error) => ApiError::from(error),
+        PublishedAppendError::Publish(error) => match error.downcast::<BusError>() {
+            Ok(bus) => ApiError::from(*bus),
+            Err(other) => ApiError::Unavailable(format!("push not accepted: {other}")),
+        },
+    }
+}
+
+/// The same answer for another caller of the batch (only these two kinds come out of
+/// [`answer_for`]).
+fn duplicate(error: &ApiError) -> ApiError {
+    match error {
+        ApiError::BadRequest(message) => ApiError::BadRequest(message.clone()),
+        other => ApiError::Unavailable(other.to_string()),
+    }
+}
+
+/// Most records of each kind one inbox cleanup round removes.
+pub const CLEANUP_BATCH: u64 = 5_000;
+
+/// Most cleanup rounds per sweep: a backlog larger than this is worked off over several sweeps, so
+/// the sweep's other work (node expiry) keeps its interval.
+pub const MAX_CLEANUP_ROUNDS: usize = 100;
+
+/// Inbox retention, run by the sweeper (which holds the sweeper lease, so one instance at a time):
+/// bounded [`Inbox::cleanup`] rounds until one is not full, counting what went in
+/// `rim_control_inbox_removed_total{kind}`. Errors are logged; the next sweep tries again.
+pub async fn clean_inbox(state: &AppState) {
+    for _ in 0..MAX_CLEANUP_ROUNDS {
+        let report = match timed_store(
+            "inbox_cleanup",
+            state.inbox.cleanup(crate::now_ms(), CLEANUP_BATCH),
+        )
+        .await
+        {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::warn!(%error, "inbox cleanup failed; retrying next interval");
+                return;
+            }
+        };
+        for (kind, removed) in [
+            ("messages", report.messages),
+            ("room_entries", report.room_entries),
+            ("room_heads", report.room_heads),
+            ("receipts", report.receipts),
+        ] {
+            metrics::counter!("rim_control_inbox_removed_total", "kind" => kind).increment(removed);
+        }
+        if report != rim_store::inbox::CleanupReport::default() {
+            tracing::info!(
+                messages = report.messages,
+                room_entries = report.room_entries,
+                room_heads = report.room_heads,
+                receipts = report.receipts,
+                "inbox retention"
+            );
+        }
+        if !report.is_full(CLEANUP_BATCH) {
+            return;
+        }
+    }
 }
 
 /// The nodes holding these sessions.

@@ -5,7 +5,7 @@
 //! in flight, so business load (or a slow broker holding pushes, or a slow auth webhook) cannot
 //! starve edge heartbeats until every node is declared dead. The sweeper runs on every instance but sweeps only while it holds the store's sweeper
 //! lease (renewed each round), so one instance sweeps at a time; node timeouts are judged by the
-//! store's clock.
+//! store's clock. Each sweep also runs the inbox's retention ([`crate::push::clean_inbox`]).
 //!
 //! [`start`] binds (port 0 works, for tests and `rim dev`) and returns a handle that knows its
 //! address; [`serve`] is the same for a process that simply runs until a shutdown signal. The
@@ -186,6 +186,7 @@ async fn sweep(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "expiry sweep failed; retrying next interval"),
         }
+        crate::push::clean_inbox(&state).await;
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Shared {
     pub inbox: Arc<dyn Inbox>,
     /// Where accepted pushes go.
     pub bus: Arc<dyn BusProducer>,
+    /// Batches durable pushes into shared inbox appends and bus publishes ([`crate::push`]).
+    pub writer: crate::push::DurableWriter,
     /// Cached node table (node → region, live regions, the balancer's candidates).
     pub directory: NodeDirectory,
     /// This instance's name as the holder of the store's sweeper lease (random per start).
@@ -121,6 +123,7 @@ impl AppState {
             store,
             inbox,
             bus,
+            writer: crate::push::DurableWriter::default(),
             prometheus,
             config,
         })))

@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/online/total", get(online_total))
         .route("/v1/online/rooms", get(online_rooms))
         .route("/v1/online/top", get(online_top))
+        .route("/v1/pushes/{id}", get(crate::receipts::push_receipts))
         .route("/v1/nodes", get(nodes))
         .route("/v1/dns", get(dns_answer))
 }
