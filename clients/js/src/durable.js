@@ -10,7 +10,7 @@
 // from `processed`, and what it resends up to `delivered` is dropped.
 //
 // A "not resumed" answer means the history is gone: its head is adopted at once and the app is told
-// to reload. A "resumed" answer's head is adopted once the app processed everything handed out (it
+// to reload (after "unavailable", the store did not answer, the client keeps its own position). A "resumed" answer's head is adopted once the app processed everything handed out (it
 // matters for a client without a position, and for the numbers of sibling devices' pushes this
 // device never sees). A room position belongs to a room name and is sent only when the auth enters
 // that room (its `room_id`, or the token's `room_id`/`room` claim); a confirmed room change starts
@@ -342,6 +342,8 @@ export class PositionTracker {
     if (answer.resumed) {
       marks.head = answer.position;
       marks.adoptHead();
+    } else if (answer.reason === 'unavailable') {
+      // The store did not answer: the history may be intact, the client keeps its own position.
     } else {
       const fresh = new Marks(answer.position);
       if (answer.stream === 'user') this._user = fresh;

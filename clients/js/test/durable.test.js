@@ -275,6 +275,10 @@ test('"not resumed" adopts the head and says reload; a new client object resumes
     { stream: 'user', resumed: false, count: 0, reason: 'expired', position: { epoch: 0, seq: 900 }, reload: true },
   ]);
   assert.deepEqual((await acksUntil(peer, 901)).at(-1), { epoch: 0, seq: 901 });
+  // "unavailable" (the edge could not ask the store) keeps the client's own position.
+  peer.send(resumePacket('user', { reason: 4, seq: 0 }));
+  await one.until('resume user not resumed unavailable at 0:0');
+  assert.deepEqual(store.get().user, { epoch: 0, seq: 901 });
   one.client.close();
 
   // The app restarts: a new client with the same store asks to resume from 901.

@@ -15,7 +15,9 @@
 //!   is dropped, so the app never sees one push twice in the life of a session. After a reconnect
 //!   the edge replays from `processed`; what it resends up to `delivered` is dropped.
 //! - **Resume answers.** "Not resumed" (epoch changed, expired, ...) means the history is gone: the
-//!   client adopts the answered head at once (the app is told, and reloads from its backend).
+//!   client adopts the answered head at once (the app is told, and reloads from its backend). The
+//!   one exception is "unavailable" (the store did not answer): the history may be intact, so the
+//!   client keeps its own position, and a later connection may resume from it.
 //!   "Resumed" carries the head the replay reached; the client adopts it once the app has processed
 //!   everything it was handed, which matters for a client that had no position yet and for the
 //!   numbers of sibling devices' pushes it never sees.
@@ -27,7 +29,9 @@
 //!   never acked (the room window is for short gaps, not for delivery guarantees).
 
 use crate::error::ClientError;
-use rim_proto::durable::{DurablePush, Position, ResumeAnswer, ResumeOutcome, StreamKind};
+use rim_proto::durable::{
+    DurablePush, NotResumedReason, Position, ResumeAnswer, ResumeOutcome, StreamKind,
+};
 use serde_json::{Map, Value, json};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -241,7 +245,7 @@ impl Tracker {
             room_name: saved.room.as_ref().map(|room| room.room.clone()),
             room: Marks::starting_at(saved.room.map(|room| room.position)),
             unacked: 0,
-            acked: saved.user,
+            acked: None,
             ack_every: durable.ack_every,
         }
     }
@@ -303,6 +307,9 @@ impl Tracker {
     pub(crate) fn resumed(&mut self, answer: &ResumeAnswer) -> AckDue {
         let marks = self.marks(answer.kind);
         match answer.outcome {
+            // The store did not answer: the history may be intact, so the client keeps its own
+            // position (the edge answers with it anyway, or with the origin when it had none).
+            ResumeOutcome::NotResumed(NotResumedReason::Unavailable) => {}
             ResumeOutcome::NotResumed(_) => {
                 *marks = Marks::starting_at(Some(answer.position));
             }
@@ -552,6 +559,13 @@ mod tests {
         });
         assert_eq!(store.get().user, Some(at(2, 100)));
         assert!(!tracker.deliver(&push(StreamKind::User, at(2, 100))));
+        // ... except "unavailable": the client keeps its position (here the edge said the origin).
+        tracker.resumed(&ResumeAnswer {
+            kind: StreamKind::User,
+            outcome: ResumeOutcome::NotResumed(NotResumedReason::Unavailable),
+            position: Position::ORIGIN,
+        });
+        assert_eq!(store.get().user, Some(at(2, 100)));
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub enum SessionEvent {
     /// How a stream of a durable session resumed on this connection (op 21). "Resumed n" follows
     /// the `n` replayed pushes; [`rim_proto::durable::ResumeOutcome::NotResumed`] means pushes
     /// were lost (expired, history reset, ...): the session continues from the answered head, and
-    /// the app should reload that stream's state from its backend.
+    /// the app should reload that stream's state from its backend. (After "unavailable" the session
+    /// keeps its own position: the history may be intact and a later connection may resume it.)
     Resume(ResumeAnswer),
 }
 
