@@ -647,6 +647,7 @@ async fn openapi_document_lists_exactly_the_served_v1_routes() {
         ("GET", "/v1/online/total"),
         ("GET", "/v1/online/rooms"),
         ("GET", "/v1/online/top"),
+        ("GET", "/v1/presence"),
         ("GET", "/v1/pushes/{id}"),
         ("GET", "/v1/nodes"),
         ("GET", "/v1/dns"),
