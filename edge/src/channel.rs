@@ -7,6 +7,10 @@
 //! What the client may change is bounded here: a room change ([`Channel::may_enter`]) must be granted
 //! by the identity ([`crate::auth::rooms`]) and fit [`MAX_ROOM_LEN`]; the watch set never holds more
 //! than [`MAX_WATCH_OPS`] operations ([`Channel::watch`]).
+//!
+//! A connection that opted in to rim's durable-delivery extension carries a boxed
+//! [`RimState`] ([`Channel::rim`]): its stream floors (see [`crate::durable`]). A plain goim
+//! connection carries none, and pays one pointer for the possibility.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,7 +19,9 @@ use parking_lot::Mutex;
 use rim_proto::limits::{MAX_ROOM_LEN, MAX_WATCH_OPS};
 
 use crate::auth::{Identity, RoomGrant};
+use crate::durable::RimState;
 use crate::outbox::Outbox;
+use rim_proto::durable::RimAuth;
 
 /// Why a room change was refused; the text is sent to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +67,8 @@ pub struct Channel {
     watch: Mutex<Vec<i32>>,
     /// Packets waiting for the socket.
     pub outbox: Outbox,
+    /// The durable-delivery state of a rim-aware connection.
+    rim: Option<Box<RimState>>,
 }
 
 impl Channel {
@@ -82,9 +90,23 @@ impl Channel {
             rooms: identity.rooms.clone(),
             watch: Mutex::new(Vec::new()),
             outbox: Outbox::default(),
+            rim: None,
         };
         merge_ops(&mut channel.watch.lock(), &identity.accepts);
         channel
+    }
+
+    /// The same channel, rim-aware with the positions of its auth's `rim` field: it gets op-20
+    /// pushes and is resumed (see [`crate::durable`]).
+    /// Set before the channel is shared.
+    pub fn rim_aware(mut self, auth: RimAuth) -> Self {
+        self.rim = Some(Box::new(RimState::new(auth)));
+        self
+    }
+
+    /// The durable-delivery state, if the connection is rim-aware.
+    pub fn rim(&self) -> Option<&RimState> {
+        self.rim.as_deref()
     }
 
     /// Whether the connection may move to `room` (empty: leave): its own room, a granted one, or none.

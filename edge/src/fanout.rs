@@ -17,6 +17,16 @@
 //! delivery (message id, record) already executed within the dedup window is skipped (reported as 0
 //! delivered, see [`crate::dedup`]). A `superseded` push is not a message: it closes the named
 //! connection if it still holds its key here (1 delivered) and does nothing otherwise (0).
+//!
+//! # Durable pushes
+//!
+//! A push with a stream position goes to rim-aware connections as op 20 ([`DurableGroup`]: encoded
+//! the first time such a recipient needs it, then shared) and to plain ones as the plain frame, so a
+//! run of pushes is encoded at most twice; a rim-aware connection whose floors already cover part of
+//! it (a live push racing its resume, see [`crate::durable`]) gets it without those pushes, and one
+//! that has all of it is counted as reached without a frame. A plain connection costs exactly what
+//! it did: one check of its `rim` pointer. A run with receipt targets carries one [`PushReceipts`]
+//! to every outbox it is queued on, recorded once its first recipient's writer wrote it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +45,7 @@ use crate::channel::Channel;
 use crate::close::CloseReason;
 use crate::config::{EdgeConfig, SlowConsumerPolicy};
 use crate::dedup::{RecentDeliveries, Seen};
+use crate::durable::{DurableGroup, PushReceipts};
 use crate::metrics;
 use crate::outbox::{Bounds, Frame, Offer};
 use crate::ratelog::RateLimit;
@@ -83,8 +94,35 @@ enum Walk {
     Everyone { op: i32 },
 }
 
+/// What a run of pushes is sent as: the plain frame, the op-20 one of rim-aware connections (when
+/// a push of the run has a position) and the `written` receipts it asks for. Cheap to clone.
+#[derive(Clone)]
+struct Delivery {
+    plain: Bytes,
+    durable: Option<Arc<DurableGroup>>,
+    receipts: Option<Arc<PushReceipts>>,
+}
+
+impl Delivery {
+    /// The delivery of `pushes` (one run) whose plain frame is `plain`.
+    fn new(pushes: &[&EdgePush], plain: Bytes) -> Self {
+        let targets = pushes
+            .iter()
+            .filter(|push| !push.receipt_target.is_empty())
+            .filter_map(|push| {
+                let id = crate::durable::message_id(push)?;
+                Some((id.0, push.receipt_target.clone()))
+            });
+        Self {
+            plain,
+            durable: DurableGroup::new(pushes).map(Arc::new),
+            receipts: PushReceipts::new(targets).map(Arc::new),
+        }
+    }
+}
+
 struct Paced {
-    frame: Bytes,
+    delivery: Delivery,
     recipients: Vec<Arc<Channel>>,
     per_second: usize,
 }
@@ -201,22 +239,23 @@ impl Fanout {
                 batch.finish()
             }
         };
+        let delivery = Delivery::new(pushes, frame);
         let (target, delivered) = match &push.target {
             Some(Target::Keys(keys)) => {
-                let delivered = self.push_keys(&keys.keys, push.operation, &frame, wakes);
+                let delivered = self.push_keys(&keys.keys, push.operation, &delivery, wakes);
                 ("keys", delivered)
             }
             Some(Target::Room(room)) => {
                 let room: Arc<str> = Arc::from(room.as_str());
-                ("room", self.walk(Walk::Room(room), frame, wakes).await)
+                ("room", self.walk(Walk::Room(room), delivery, wakes).await)
             }
             Some(Target::Broadcast(broadcast)) => {
                 let delivered = match usize::try_from(broadcast.speed) {
                     Ok(per_second) if per_second > 0 => {
-                        self.paced_broadcast(push.operation, frame, per_second)
+                        self.paced_broadcast(push.operation, delivery, per_second)
                     }
                     _ => {
-                        self.walk(Walk::Everyone { op: push.operation }, frame, wakes)
+                        self.walk(Walk::Everyone { op: push.operation }, delivery, wakes)
                             .await
                     }
                 };
@@ -245,13 +284,30 @@ impl Fanout {
         }
     }
 
-    /// Queues `frame` on `channel` (noting in `wakes` if its writer must be woken), applying the
-    /// slow-consumer policy if the connection is too far behind.
-    fn deliver(&self, channel: &Arc<Channel>, frame: &Bytes, wakes: &mut Wakes) -> bool {
-        match channel
-            .outbox
-            .offer(Frame::Push(frame.clone()), self.bounds)
-        {
+    /// Queues `delivery` on `channel` (noting in `wakes` if its writer must be woken), applying the
+    /// slow-consumer policy if the connection is too far behind. A rim-aware connection gets the
+    /// op-20 frame without what its floors cover (nothing at all, and counted as reached, when they
+    /// cover all of it); the floors stay locked while the frame is offered (see
+    /// [`crate::durable::RimState`]).
+    fn deliver(&self, channel: &Arc<Channel>, delivery: &Delivery, wakes: &mut Wakes) -> bool {
+        let receipts = delivery.receipts.as_ref();
+        let offer = match (channel.rim(), &delivery.durable) {
+            (Some(rim), Some(group)) => {
+                let floors = rim.floors.lock();
+                let Some(frame) = group.frame_for(&floors) else {
+                    return true;
+                };
+                channel
+                    .outbox
+                    .offer_receipted(Frame::Push(frame), receipts, self.bounds)
+            }
+            _ => channel.outbox.offer_receipted(
+                Frame::Push(delivery.plain.clone()),
+                receipts,
+                self.bounds,
+            ),
+        };
+        match offer {
             Offer::Queued => true,
             Offer::QueuedAsleep => {
                 wakes.add(channel);
@@ -284,12 +340,12 @@ impl Fanout {
         }
     }
 
-    fn push_keys(&self, keys: &[String], op: i32, frame: &Bytes, wakes: &mut Wakes) -> u32 {
+    fn push_keys(&self, keys: &[String], op: i32, delivery: &Delivery, wakes: &mut Wakes) -> u32 {
         let mut delivered = 0;
         for key in keys {
             if let Some(channel) = self.buckets.get(key)
                 && channel.accepts_op(op)
-                && self.deliver(&channel, frame, wakes)
+                && self.deliver(&channel, delivery, wakes)
             {
                 delivered += 1;
             }
@@ -302,18 +358,18 @@ impl Fanout {
         &self,
         indices: std::ops::Range<usize>,
         walk: &Walk,
-        frame: &Bytes,
+        delivery: &Delivery,
         wakes: &mut Wakes,
     ) -> u32 {
         let mut delivered = 0;
         for index in indices {
             match walk {
                 Walk::Room(room) => self.buckets.for_each_in_room(index, room, |channel| {
-                    delivered += u32::from(self.deliver(channel, frame, wakes));
+                    delivered += u32::from(self.deliver(channel, delivery, wakes));
                 }),
                 Walk::Everyone { op } => self.buckets.for_each(index, |channel| {
                     if channel.accepts_op(*op) {
-                        delivered += u32::from(self.deliver(channel, frame, wakes));
+                        delivered += u32::from(self.deliver(channel, delivery, wakes));
                     }
                 }),
             }
@@ -322,7 +378,7 @@ impl Fanout {
     }
 
     /// Walks every bucket, on several tasks when the edge is large; the helpers' wake-ups join `wakes`.
-    async fn walk(self: &Arc<Self>, walk: Walk, frame: Bytes, wakes: &mut Wakes) -> u32 {
+    async fn walk(self: &Arc<Self>, walk: Walk, delivery: Delivery, wakes: &mut Wakes) -> u32 {
         let buckets = self.buckets.bucket_count();
         let parts = if self.buckets.connection_count() >= PARALLEL_MIN_CONNECTIONS {
             self.workers.min(buckets)
@@ -333,14 +389,14 @@ impl Fanout {
         let mut helpers = Vec::with_capacity(parts.saturating_sub(1));
         for part in 1..parts {
             let range = part * per_part..((part + 1) * per_part).min(buckets);
-            let (this, walk, frame) = (self.clone(), walk.clone(), frame.clone());
+            let (this, walk, delivery) = (self.clone(), walk.clone(), delivery.clone());
             helpers.push(tokio::spawn(async move {
                 let mut wakes = Wakes::default();
-                let delivered = this.walk_buckets(range, &walk, &frame, &mut wakes);
+                let delivered = this.walk_buckets(range, &walk, &delivery, &mut wakes);
                 (delivered, wakes)
             }));
         }
-        let mut delivered = self.walk_buckets(0..per_part.min(buckets), &walk, &frame, wakes);
+        let mut delivered = self.walk_buckets(0..per_part.min(buckets), &walk, &delivery, wakes);
         for helper in helpers {
             match helper.await {
                 Ok((count, helper_wakes)) => {
@@ -353,7 +409,7 @@ impl Fanout {
         delivered
     }
 
-    fn paced_broadcast(&self, op: i32, frame: Bytes, per_second: usize) -> u32 {
+    fn paced_broadcast(&self, op: i32, delivery: Delivery, per_second: usize) -> u32 {
         let mut recipients = Vec::new();
         for index in 0..self.buckets.bucket_count() {
             self.buckets.for_each(index, |channel| {
@@ -364,7 +420,7 @@ impl Fanout {
         }
         let count = recipients.len();
         let paced = Paced {
-            frame,
+            delivery,
             recipients,
             per_second,
         };
@@ -416,7 +472,7 @@ async fn pace(
             let mut wakes = Wakes::default();
             let delivered = chunk
                 .iter()
-                .filter(|channel| fanout.deliver(channel, &paced.frame, &mut wakes))
+                .filter(|channel| fanout.deliver(channel, &paced.delivery, &mut wakes))
                 .count();
             metrics::deliveries(delivered as u64);
         }

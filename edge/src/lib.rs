@@ -15,6 +15,7 @@
 //! | [`outbox`] | the per-connection queue, bounded by bytes and time behind, drained whole into one write |
 //! | [`fanout`] | pushes to keys / rooms / everyone, encoded once, slow-consumer policy, superseded closes |
 //! | [`dedup`] | deliveries (message id, record) remembered for a time window, bounded in memory |
+//! | [`durable`] | rim's durable-delivery extension: op-20 pushes, resume after auth, acks, `written` receipts |
 //! | [`ratelog`] | rate-limited log lines for per-connection events |
 //! | [`wakes`] | a request's frames are all queued before each writer is woken once |
 //! | [`internal`] | `POST /internal/push`, `/metrics`, `/healthz` |
@@ -48,6 +49,7 @@ pub mod channel;
 pub mod close;
 pub mod config;
 pub mod dedup;
+pub mod durable;
 pub mod fanout;
 pub mod hooks;
 pub mod internal;
@@ -100,6 +102,9 @@ pub struct EdgeHooks {
     /// Who may push on `/internal/push` (the edge's node credential); without one, the cluster
     /// secret (see [`internal`]).
     pub push_authority: Option<Arc<dyn internal::PushAuthority>>,
+    /// The control plane's durable half: resume, acks and `written` receipts (see [`durable`]);
+    /// without one, rim-aware connections are answered "not resumed: unavailable".
+    pub durable: Option<Arc<dyn durable::DurableLink>>,
 }
 
 impl Default for EdgeHooks {
@@ -109,6 +114,7 @@ impl Default for EdgeHooks {
             upstream: Arc::new(CountingSink),
             metrics: None,
             push_authority: None,
+            durable: None,
         }
     }
 }
@@ -214,19 +220,22 @@ impl Edge {
             FanoutSettings::from_config(&config),
             shutdown.clone(),
         );
-        let shared = Arc::new(Shared::new(
-            Settings::from_config(&config),
-            buckets,
-            fanout.clone(),
-            verifier,
-            hooks.events,
-            hooks.upstream,
-            Arc::new(Limiter::new(
-                config.edge_max_conns_per_ip,
-                config.edge_max_connections,
-            )),
-            shutdown.clone(),
-        ));
+        let shared = Arc::new(
+            Shared::new(
+                Settings::from_config(&config),
+                buckets,
+                fanout.clone(),
+                verifier,
+                hooks.events,
+                hooks.upstream,
+                Arc::new(Limiter::new(
+                    config.edge_max_conns_per_ip,
+                    config.edge_max_connections,
+                )),
+                shutdown.clone(),
+            )
+            .with_durable(hooks.durable),
+        );
 
         let addrs = EdgeAddrs {
             tcp: tcp.local_addr()?,

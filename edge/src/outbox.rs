@@ -25,7 +25,16 @@
 //!
 //! A frame that would go past either bound is refused with the bound it hit ([`Behind`]); the
 //! fan-out then applies the slow-consumer policy.
+//!
+//! # Receipts
+//!
+//! A durable push that asks for `written` receipts is offered with its [`PushReceipts`]
+//! ([`Outbox::offer_receipted`]); they follow its frame through the drain, and [`Outbox::written`]
+//! hands them to the writer once the write that carried it is done, so a receipt is never recorded
+//! for a push still sitting in a queue. The lists live in a box allocated only while a connection has
+//! such pushes in flight.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -35,6 +44,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::close::CloseReason;
+use crate::durable::PushReceipts;
 
 /// Bytes a queued frame costs beyond its payload: the queue slot and the shared buffer's handle.
 pub const FRAME_COST: usize = std::mem::size_of::<Frame>();
@@ -189,6 +199,15 @@ struct State {
     /// What the writer drained and has not yet reported written.
     writing: Unwritten,
     closed: Option<CloseReason>,
+    /// Receipts of queued and drained frames, while there are any.
+    receipts: Option<Box<ReceiptLists>>,
+}
+
+/// The receipts of an outbox's frames, split like their bytes.
+#[derive(Debug, Default)]
+struct ReceiptLists {
+    queued: Vec<Arc<PushReceipts>>,
+    writing: Vec<Arc<PushReceipts>>,
 }
 
 /// The bounded queue between pushers and one connection's writer.
@@ -206,6 +225,17 @@ impl Outbox {
     ///
     /// Does not wake the writer: [`Offer::QueuedAsleep`] tells the caller it owes a [`Outbox::wake`].
     pub fn offer(&self, frame: Frame, bounds: Bounds) -> Offer {
+        self.offer_receipted(frame, None, bounds)
+    }
+
+    /// [`Outbox::offer`] of a push whose `receipts` are handed to the writer once it is written
+    /// (see the module docs).
+    pub fn offer_receipted(
+        &self,
+        frame: Frame,
+        receipts: Option<&Arc<PushReceipts>>,
+        bounds: Bounds,
+    ) -> Offer {
         let now = Instant::now();
         let mut state = self.state.lock();
         if state.closed.is_some() {
@@ -225,6 +255,10 @@ impl Outbox {
         }
         let was_empty = state.frames.is_empty();
         state.frames.push(frame);
+        if let Some(receipts) = receipts {
+            let lists = state.receipts.get_or_insert_with(Box::default);
+            lists.queued.push(receipts.clone());
+        }
         state.queued.add(Unwritten {
             bytes: cost,
             since: Some(now),
@@ -261,14 +295,28 @@ impl Outbox {
         let frames = std::mem::take(&mut state.frames);
         let queued = std::mem::take(&mut state.queued);
         state.writing.add(queued);
+        if let Some(lists) = state.receipts.as_deref_mut() {
+            let queued = std::mem::take(&mut lists.queued);
+            lists.writing.extend(queued);
+        }
         let closed = state.closed.clone();
         drop(state);
         (frames, closed)
     }
 
-    /// The writer wrote everything it drained: the client is no longer behind by it.
-    pub fn written(&self) {
-        self.state.lock().writing = Unwritten::default();
+    /// The writer wrote everything it drained: the client is no longer behind by it. Returns the
+    /// receipts of what was written (empty, without allocating, in the usual case).
+    pub fn written(&self) -> Vec<Arc<PushReceipts>> {
+        let mut state = self.state.lock();
+        state.writing = Unwritten::default();
+        let Some(lists) = state.receipts.as_deref_mut() else {
+            return Vec::new();
+        };
+        let written = std::mem::take(&mut lists.writing);
+        if lists.queued.is_empty() {
+            state.receipts = None;
+        }
+        written
     }
 
     /// Bytes queued or being written (see [`Bounds::max_bytes`]).

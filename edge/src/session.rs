@@ -28,6 +28,16 @@
 //! `{"error":"...","reason":"watch_set_too_large"}` and leaves the set unchanged. A client tells a
 //! refusal from a confirmation by comparing the reply's body with what it sent. An auth whose identity
 //! is past either bound is refused like any other bad auth.
+//!
+//! # rim-aware connections
+//!
+//! An auth body with a `rim` field ([`crate::auth::body::rim_field`]; a malformed one refuses the
+//! auth, before any verifier is asked) makes the connection rim-aware: after the auth reply it is
+//! resumed before anything else is written to it, a room change is followed by the new room's op-21
+//! answer, and its op 22 is an ack (decoded, a malformed one closes the connection; never answered)
+//! instead of an upstream message; see [`crate::durable`]. Every other connection is served exactly
+//! as before. For every connection, the `written` receipts of the durable pushes a write carried are
+//! recorded once the write is done.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -35,6 +45,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rim_proto::durable::{self, Ack};
+use rim_proto::schema::DeviceAck;
 use rim_proto::{Packet, op};
 use tokio::time::{Instant, Sleep};
 
@@ -84,8 +96,8 @@ pub async fn run<T: Transport>(
     }
 }
 
-/// Waits for the auth packet, verifies it and registers the connection. Returns the channel and the
-/// encoded auth reply to send first.
+/// Waits for the auth packet, verifies it and registers the connection (rim-aware when the body
+/// has a `rim` field). Returns the channel and the encoded auth reply to send first.
 async fn handshake<T: Transport>(
     transport: &mut T,
     shared: &Shared,
@@ -100,38 +112,33 @@ async fn handshake<T: Transport>(
         Err(_) => return Err(auth_failed(ip, "timeout", CloseReason::HandshakeTimeout)),
         Ok(auth) => auth?,
     };
+    // Boxed: held across the verification, it must not grow every connection's handshake.
+    let rim = match crate::auth::body::rim_field(&auth.body) {
+        Ok(rim) => rim.map(Box::new),
+        Err(error) => return Err(refuse(transport, &auth, ip, &error).await),
+    };
     let request = AuthRequest {
         body: &auth.body,
         client_ip: ip,
     };
     let identity = match tokio::time::timeout_at(deadline, shared.verifier.verify(request)).await {
         Err(_) => return Err(auth_failed(ip, "timeout", CloseReason::HandshakeTimeout)),
-        Ok(Err(error)) => {
-            refuse_auth(transport, &auth, &error).await;
-            let reason = CloseReason::AuthFailed(error.to_string());
-            return Err(auth_failed(ip, error.label(), reason));
-        }
+        Ok(Err(error)) => return Err(refuse(transport, &auth, ip, &error).await),
         Ok(Ok(identity)) => identity,
     };
     if let Err(error) = identity.check_bounds() {
-        refuse_auth(transport, &auth, &error).await;
-        return Err(auth_failed(
-            ip,
-            error.label(),
-            CloseReason::AuthFailed(error.to_string()),
-        ));
+        return Err(refuse(transport, &auth, ip, &error).await);
     }
     metrics::auth("ok");
     let key: Arc<str> = match identity.key.is_empty() {
         true => Arc::from(uuid::Uuid::now_v7().simple().to_string()),
         false => Arc::from(identity.key.as_str()),
     };
-    let channel = Arc::new(Channel::new(
-        shared.next_connection_id(),
-        key,
-        &identity,
-        ip,
-    ));
+    let channel = Channel::new(shared.next_connection_id(), key, &identity, ip);
+    let channel = Arc::new(match rim {
+        Some(rim) => channel.rim_aware(*rim),
+        None => channel,
+    });
     if let Some(replaced) = shared.buckets.register(&channel) {
         replaced.outbox.close(CloseReason::Replaced);
     }
@@ -143,6 +150,22 @@ async fn handshake<T: Transport>(
         tracing::info!(key = %channel.key(), id = channel.id(), mid = channel.mid(), %ip, platform = channel.platform(), room = channel.room().as_deref().unwrap_or(""), suppressed, "client connected");
     }
     Ok((channel, auth.reply(op::AUTH_REPLY, Bytes::new()).to_bytes()))
+}
+
+/// Refuses an auth for `error`: the op-8 reply saying why, counted and logged; returns the reason
+/// to close with.
+async fn refuse<T: Transport>(
+    transport: &mut T,
+    auth: &Packet,
+    ip: IpAddr,
+    error: &AuthError,
+) -> CloseReason {
+    refuse_auth(transport, auth, error).await;
+    auth_failed(
+        ip,
+        error.label(),
+        CloseReason::AuthFailed(error.to_string()),
+    )
 }
 
 /// Sends the op-8 reply of a refused auth: a JSON error the client can read before the close.
@@ -202,7 +225,7 @@ async fn wait_for_auth<T: Transport>(transport: &mut T) -> Result<Packet, CloseR
     }
 }
 
-/// The authenticated phase; returns why it ended.
+/// The authenticated phase (a rim-aware connection is resumed first); returns why it ended.
 async fn serve<T: Transport>(
     transport: &mut T,
     shared: &Shared,
@@ -215,15 +238,25 @@ async fn serve<T: Transport>(
     // One registration with the shutdown token for the whole connection, not one per loop turn.
     let shutdown = shared.shutdown.cancelled();
     tokio::pin!(shutdown);
-    if let Err(reason) = flush(
-        transport,
-        shared,
-        channel,
-        &mut deadline,
-        Frames::from(Frame::Packet(auth_reply)),
-    )
-    .await
-    {
+    // The resumes are boxed: a plain connection's task must not grow by their state.
+    let first = match channel.rim().map(|rim| rim.auth) {
+        None => Ok(Frames::from(Frame::Packet(auth_reply))),
+        Some(rim) => {
+            Box::pin(crate::durable::resume::after_auth(
+                transport,
+                shared,
+                channel,
+                &mut deadline,
+                auth_reply,
+                rim,
+            ))
+            .await
+        }
+    };
+    if let Err(reason) = match first {
+        Ok(first) => flush(transport, shared, channel, &mut deadline, first).await,
+        Err(reason) => Err(reason),
+    } {
         return reason;
     }
     loop {
@@ -233,6 +266,18 @@ async fn serve<T: Transport>(
             () = channel.outbox.ready() => None,
             () = &mut deadline => return CloseReason::HeartbeatTimeout,
             packet = transport.recv() => match packet {
+                Ok(Some(packet)) if packet.op == op::CHANGE_ROOM && channel.rim().is_some() => {
+                    let moved = crate::durable::resume::change_room(transport, shared, channel, &mut deadline, packet);
+                    match Box::pin(moved).await {
+                        Ok(pending) => {
+                            if let Err(reason) = flush(transport, shared, channel, &mut deadline, pending).await {
+                                return reason;
+                            }
+                            continue;
+                        }
+                        Err(reason) => return reason,
+                    }
+                }
                 Ok(Some(packet)) => match handle(shared, channel, packet, &mut deadline, heartbeat).await {
                     Ok(reply) => reply,
                     Err(reason) => return reason,
@@ -253,8 +298,9 @@ async fn serve<T: Transport>(
 /// Writes `pending` and everything queued, draining until the outbox is empty. A write that cannot
 /// finish is abandoned when the connection is asked to close or its heartbeat deadline passes. When
 /// a close is requested for a reason that lets the client have what was queued for it (a takeover:
-/// those pushes were counted as reaching it), that is written first, within [`CLOSE_BUDGET`].
-async fn flush<T: Transport>(
+/// those pushes were counted as reaching it), that is written first, within [`CLOSE_BUDGET`]. The
+/// `written` receipts of what each write carried are recorded once it is done.
+pub(crate) async fn flush<T: Transport>(
     transport: &mut T,
     shared: &Shared,
     channel: &Channel,
@@ -277,16 +323,33 @@ async fn flush<T: Transport>(
         if pending.is_empty() {
             return Ok(());
         }
-        shared.write_batches.record(pending.len() as f64);
-        // Biased: a write that completes at once never registers for a close or the deadline.
-        tokio::select! {
-            biased;
-            written = transport.send(&pending) => written.map_err(|_| CloseReason::Io)?,
-            reason = channel.outbox.closed() => return Err(reason),
-            () = deadline.as_mut() => return Err(CloseReason::HeartbeatTimeout),
+        send(transport, shared, channel, deadline, &pending).await?;
+        let receipts = channel.outbox.written();
+        if let Some(link) = &shared.durable {
+            receipts
+                .iter()
+                .for_each(|receipts| receipts.record(&**link));
         }
-        channel.outbox.written();
         pending = Frames::Empty;
+    }
+}
+
+/// Writes `frames` (not the outbox's: the caller reports those written), abandoning the write when
+/// the connection is asked to close or its heartbeat deadline passes.
+pub(crate) async fn send<T: Transport>(
+    transport: &mut T,
+    shared: &Shared,
+    channel: &Channel,
+    deadline: &mut Pin<&mut Sleep>,
+    frames: &[Frame],
+) -> Result<(), CloseReason> {
+    shared.write_batches.record(frames.len() as f64);
+    // Biased: a write that completes at once never registers for a close or the deadline.
+    tokio::select! {
+        biased;
+        written = transport.send(frames) => written.map_err(|_| CloseReason::Io),
+        reason = channel.outbox.closed() => Err(reason),
+        () = deadline.as_mut() => Err(CloseReason::HeartbeatTimeout),
     }
 }
 
@@ -325,28 +388,10 @@ async fn handle(
             tracing::debug!(key = %channel.key(), "auth packet after auth ignored");
             return Ok(None);
         }
-        op::CHANGE_ROOM => {
-            let room = std::str::from_utf8(&packet.body)
-                .map_err(|_| CloseReason::Protocol("room id is not UTF-8".into()))?;
-            match channel.may_enter(room) {
-                Ok(()) => {
-                    let room = Some(room).filter(|r| !r.is_empty()).map(Arc::from);
-                    let previous = shared.buckets.change_room(channel, room);
-                    shared.events.room_changed(channel, previous.as_deref());
-                    packet.reply(op::CHANGE_ROOM_REPLY, packet.body.clone())
-                }
-                Err(refusal) => {
-                    let mut body = serde_json::json!({
-                        "error": refusal.to_string(),
-                        "reason": refusal.label(),
-                    });
-                    if let RoomRefusal::Forbidden(room) = &refusal {
-                        body["room"] = room.as_str().into();
-                    }
-                    refused_change(channel, refusal.label());
-                    packet.reply(op::CHANGE_ROOM_REPLY, body.to_string().into_bytes())
-                }
-            }
+        op::CHANGE_ROOM => change_room(shared, channel, &packet)?.0,
+        durable::ACK if channel.rim().is_some() => {
+            ack(shared, channel, &packet)?;
+            return Ok(None);
         }
         op::SUB => match channel.watch(&op::parse_op_list(&packet.body)) {
             Ok(()) => packet.reply(op::SUB_REPLY, packet.body.clone()),
@@ -377,6 +422,65 @@ async fn upstream(shared: &Shared, channel: &Arc<Channel>, packet: &Packet) -> U
         packet: packet.clone(),
     };
     shared.upstream.deliver(message).await
+}
+
+/// What an op 12 did: the room the connection moved to (`None`: it left its room), or nothing.
+pub(crate) type Moved = Option<Option<Arc<str>>>;
+
+/// Answers an op 12: moves the connection if the room is granted. Returns the op-13 reply and, when
+/// the change was made, the room the connection is in now. A rim-aware connection's room floor is
+/// cleared before the move, so the new room's pushes wait for its op-21 answer.
+pub(crate) fn change_room(
+    shared: &Shared,
+    channel: &Arc<Channel>,
+    packet: &Packet,
+) -> Result<(Packet, Moved), CloseReason> {
+    let room = std::str::from_utf8(&packet.body)
+        .map_err(|_| CloseReason::Protocol("room id is not UTF-8".into()))?;
+    match channel.may_enter(room) {
+        Ok(()) => {
+            let room: Option<Arc<str>> = Some(room).filter(|r| !r.is_empty()).map(Arc::from);
+            if let Some(rim) = channel.rim() {
+                rim.floors.lock().room = None;
+            }
+            let previous = shared.buckets.change_room(channel, room.clone());
+            shared.events.room_changed(channel, previous.as_deref());
+            let reply = packet.reply(op::CHANGE_ROOM_REPLY, packet.body.clone());
+            Ok((reply, Some(room)))
+        }
+        Err(refusal) => {
+            let mut body = serde_json::json!({
+                "error": refusal.to_string(),
+                "reason": refusal.label(),
+            });
+            if let RoomRefusal::Forbidden(room) = &refusal {
+                body["room"] = room.as_str().into();
+            }
+            refused_change(channel, refusal.label());
+            let reply = packet.reply(op::CHANGE_ROOM_REPLY, body.to_string().into_bytes());
+            Ok((reply, None))
+        }
+    }
+}
+
+/// Takes an op-22 ack of a rim-aware connection: decoded (a malformed one closes the connection),
+/// handed to the durable link for its next batch when the connection has a user stream, never
+/// answered.
+fn ack(shared: &Shared, channel: &Channel, packet: &Packet) -> Result<(), CloseReason> {
+    let ack = Ack::decode(&packet.body)
+        .map_err(|error| CloseReason::Protocol(format!("malformed ack (op 22): {error}")))?;
+    crate::durable::acked(channel.mid() != 0);
+    if channel.mid() != 0
+        && let Some(link) = &shared.durable
+    {
+        link.ack(DeviceAck {
+            mid: channel.mid(),
+            key: channel.key().to_string(),
+            epoch: ack.position.epoch,
+            seq: ack.position.seq,
+        });
+    }
+    Ok(())
 }
 
 /// Logs (rate-limited) a room or watch-set change refused for `reason`.

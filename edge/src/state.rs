@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Verifier;
 use crate::bucket::Buckets;
 use crate::config::EdgeConfig;
+use crate::durable::DurableLink;
 use crate::fanout::Fanout;
 use crate::hooks::{EdgeEvents, UpstreamSink};
 use crate::limits::Limiter;
@@ -65,6 +66,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Frames per write, recorded by every connection's writer (see [`crate::metrics::write_batches`]).
     pub write_batches: Histogram,
+    /// The control plane's durable half (resume, acks, receipts), if the edge has a link to it.
+    pub durable: Option<Arc<dyn DurableLink>>,
     next_id: AtomicU64,
 }
 
@@ -91,8 +94,15 @@ impl Shared {
             limiter,
             shutdown,
             write_batches: crate::metrics::write_batches(),
+            durable: None,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The same state with `durable` as the link to the control plane's durable half.
+    pub fn with_durable(mut self, durable: Option<Arc<dyn DurableLink>>) -> Self {
+        self.durable = durable;
+        self
     }
 
     /// A connection id never used before on this edge.
