@@ -166,6 +166,74 @@ pub struct ControlConfig {
     )]
     pub control_receipt_max_age_ms: i64,
 
+    /// URL the receipt events (every push receipt: accepted, stored, written, acked, offline,
+    /// expired, fallback) are posted to in order, as JSON arrays (see `receipt_events`). Unset: no
+    /// receipt webhook.
+    #[arg(long, env = "RIM_CONTROL_RECEIPT_WEBHOOK_URL")]
+    pub control_receipt_webhook_url: Option<String>,
+
+    /// Most receipt events in one webhook post.
+    #[arg(long, env = "RIM_CONTROL_RECEIPT_WEBHOOK_BATCH", default_value_t = 500)]
+    pub control_receipt_webhook_batch: usize,
+
+    /// How often new receipt events are looked for and posted (a full batch is posted at once), in
+    /// milliseconds.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_RECEIPT_WEBHOOK_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub control_receipt_webhook_interval_ms: u64,
+
+    /// How long one receipt webhook post may take before it is retried, in milliseconds.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_RECEIPT_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub control_receipt_webhook_timeout_ms: u64,
+
+    /// URL of the fallback webhook (an APNs/FCM relay): called once per user or key push and target
+    /// that was not acked within `control_fallback_deadline_ms`, or whose target had no session
+    /// (see `fallback`). Unset: no fallback.
+    #[arg(long, env = "RIM_CONTROL_FALLBACK_WEBHOOK_URL")]
+    pub control_fallback_webhook_url: Option<String>,
+
+    /// How long a stored push may stay unacked before the fallback webhook is called, in
+    /// milliseconds.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_FALLBACK_DEADLINE_MS",
+        default_value_t = 30_000
+    )]
+    pub control_fallback_deadline_ms: u64,
+
+    /// How often the fallback scanner looks for due pushes, in milliseconds (offline targets are
+    /// called within one interval).
+    #[arg(
+        long,
+        env = "RIM_CONTROL_FALLBACK_SCAN_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub control_fallback_scan_interval_ms: u64,
+
+    /// How long one fallback call may take, in milliseconds.
+    #[arg(long, env = "RIM_CONTROL_FALLBACK_TIMEOUT_MS", default_value_t = 5_000)]
+    pub control_fallback_timeout_ms: u64,
+
+    /// How long a failing fallback call is retried (with backoff) before it is given up
+    /// (`fallback_failed` in the log, `rim_control_fallback_failed_total`), in milliseconds.
+    #[arg(long, env = "RIM_CONTROL_FALLBACK_RETRY_MS", default_value_t = 60_000)]
+    pub control_fallback_retry_ms: u64,
+
+    /// Most receipts one fallback scan step reads (and claims).
+    #[arg(long, env = "RIM_CONTROL_FALLBACK_BATCH", default_value_t = 500)]
+    pub control_fallback_batch: usize,
+
+    /// Most fallback calls in flight at once; the scanner waits for a free one before claiming more.
+    #[arg(long, env = "RIM_CONTROL_FALLBACK_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub control_fallback_max_in_flight: usize,
+
     /// URL the batched presence events (a user came online with its first live session, or
     /// went offline with its last) are posted to, as a JSON array (see `presence`). Unset: no
     /// presence webhook.
@@ -203,6 +271,32 @@ pub struct ControlConfig {
 }
 
 impl ControlConfig {
+    /// The receipt webhook these settings ask for, if a URL is set.
+    pub fn receipt_webhook(&self) -> Option<crate::receipt_events::ReceiptWebhookSettings> {
+        let url = self.control_receipt_webhook_url.as_deref()?;
+        (!url.is_empty()).then(|| crate::receipt_events::ReceiptWebhookSettings {
+            url: url.to_owned(),
+            batch: self.control_receipt_webhook_batch,
+            interval: std::time::Duration::from_millis(self.control_receipt_webhook_interval_ms),
+            timeout: std::time::Duration::from_millis(self.control_receipt_webhook_timeout_ms),
+        })
+    }
+
+    /// The fallback webhook these settings ask for, if a URL is set.
+    pub fn fallback_webhook(&self) -> Option<crate::fallback::FallbackSettings> {
+        let url = self.control_fallback_webhook_url.as_deref()?;
+        let ms = std::time::Duration::from_millis;
+        (!url.is_empty()).then(|| crate::fallback::FallbackSettings {
+            url: url.to_owned(),
+            deadline: ms(self.control_fallback_deadline_ms),
+            scan_interval: ms(self.control_fallback_scan_interval_ms),
+            timeout: ms(self.control_fallback_timeout_ms),
+            retry_for: ms(self.control_fallback_retry_ms),
+            batch: self.control_fallback_batch,
+            max_in_flight: self.control_fallback_max_in_flight,
+        })
+    }
+
     /// The presence webhook these settings ask for, if a URL is set.
     pub fn presence_webhook(&self) -> Option<crate::presence::WebhookSettings> {
         let url = self.control_presence_webhook_url.as_deref()?;
@@ -258,6 +352,17 @@ impl Default for ControlConfig {
             control_room_window_ms: 120_000,
             control_room_idle_ms: 24 * 3_600_000,
             control_receipt_max_age_ms: 7 * 24 * 3_600_000,
+            control_receipt_webhook_url: None,
+            control_receipt_webhook_batch: 500,
+            control_receipt_webhook_interval_ms: 1_000,
+            control_receipt_webhook_timeout_ms: 5_000,
+            control_fallback_webhook_url: None,
+            control_fallback_deadline_ms: 30_000,
+            control_fallback_scan_interval_ms: 1_000,
+            control_fallback_timeout_ms: 5_000,
+            control_fallback_retry_ms: 60_000,
+            control_fallback_batch: 500,
+            control_fallback_max_in_flight: 64,
             control_presence_webhook_url: None,
             control_presence_webhook_batch_ms: 1_000,
             control_presence_webhook_timeout_ms: 3_000,

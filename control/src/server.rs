@@ -196,6 +196,8 @@ pub struct RunningControl {
     stop: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     sweeper: JoinHandle<()>,
+    /// The receipt webhook and fallback scanner, when configured.
+    feed_consumers: Vec<JoinHandle<()>>,
 }
 
 impl RunningControl {
@@ -209,6 +211,9 @@ impl RunningControl {
         // Receivers are gone only if both tasks already ended, which the joins below report.
         let _ = self.stop.send(true);
         self.sweeper.await?;
+        for consumer in self.feed_consumers {
+            consumer.await?;
+        }
         Ok(self.server.await??)
     }
 }
@@ -262,6 +267,7 @@ pub async fn start_with_routes(
     let addr = listener.local_addr()?;
     let state = AppState::new(config, cluster_secret, store, bus, prometheus)?;
     let (stop, stopped) = watch::channel(false);
+    let feed_consumers = crate::receipt_events::spawn_consumers(&state, &stopped)?;
     let sweeper = tokio::spawn(sweep(state.clone(), stopped.clone()));
     let router = build_router_with(state, extra);
     // Cancelled once graceful shutdown begins: the TLS listener then stops accepting.
@@ -309,6 +315,7 @@ pub async fn start_with_routes(
         stop,
         server,
         sweeper,
+        feed_consumers,
     })
 }
 

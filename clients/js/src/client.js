@@ -611,7 +611,7 @@ export class RimClient extends Emitter {
   }
 
   /** A durable push (op 20): handed to 'message' listeners unless it is a duplicate. */
-  _onDurablePush(conn, packet) {
+  _onDurablePush(packet) {
     const tracker = this._durable.tracker;
     const push = decodeDurablePush(packet.body);
     if (!tracker.deliver(push)) return;
@@ -880,7 +880,7 @@ export class RimClient extends Emitter {
     }
     if (this._durable && (packet.op === DurableOp.PUSH || packet.op === DurableOp.RESUME)) {
       try {
-        if (packet.op === DurableOp.PUSH) this._onDurablePush(conn, packet);
+        if (packet.op === DurableOp.PUSH) this._onDurablePush(packet);
         else this._onResumeAnswer(conn, packet);
       } catch (error) {
         if (!(error instanceof ProtocolError)) throw error;
