@@ -36,8 +36,14 @@ async fn presence(h: &Harness, query: &str, key: &str) -> (u16, Value) {
     Harness::call(h.with_key(Method::GET, &format!("/v1/presence?{query}"), key)).await
 }
 
-/// The sorted `(key, node, region, room)` of each online user of an answer, and the offline list.
-fn summary(answer: &Value) -> (Vec<(i64, Vec<(String, String, String, String)>)>, Vec<i64>) {
+/// One session of a presence answer: key, node, region, room.
+type SessionRow = (String, String, String, String);
+
+/// Each online user of a presence answer with its sessions, and the offline users.
+type Summary = (Vec<(i64, Vec<SessionRow>)>, Vec<i64>);
+
+/// The `(key, node, region, room)` of each online user's sessions, and the offline list.
+fn summary(answer: &Value) -> Summary {
     let online = answer["online"]
         .as_array()
         .unwrap()
@@ -64,7 +70,7 @@ fn summary(answer: &Value) -> (Vec<(i64, Vec<(String, String, String, String)>)>
     (online, offline)
 }
 
-fn session(key: &str, node: &str, region: &str, room: &str) -> (String, String, String, String) {
+fn session(key: &str, node: &str, region: &str, room: &str) -> SessionRow {
     (key.into(), node.into(), region.into(), room.into())
 }
 
