@@ -8,7 +8,9 @@
 //! | `edge` | – (reports to control over HTTP) | – (job workers push to it over HTTP) |
 //!
 //! Every edge runs with a [`SessionReporter`] (its link to the control plane) as its session observer,
-//! and authenticates clients through control's auth webhook when `edge_auth_webhook` is set.
+//! and authenticates clients through control's auth webhook when `edge_auth_webhook` is set; with
+//! `edge_upstream` an [`UpstreamForwarder`] takes client messages to control's upstream backend
+//! (`rim dev` turns it on when its control plane has an upstream webhook).
 //!
 //! Every edge and job worker first enrolls with the control plane ([`NodeCredentials`]: the
 //! cluster secret buys a node token bound to its role, node id and region, renewed with itself),
@@ -23,7 +25,8 @@ use rim_bus::kafka::{KafkaProducer, KafkaSettings};
 use rim_bus::memory::MemoryBus;
 use rim_edge::{Edge, EdgeConfig, EdgeHandle, EdgeHooks, Verifier};
 use rim_edgelink::{
-    CredentialSettings, LinkConfig, NodeCredentials, SessionReporter, WebhookVerifier,
+    CredentialSettings, LinkConfig, NodeCredentials, SessionReporter, UpstreamForwarder,
+    WebhookVerifier,
 };
 use rim_job::StoreDirectory;
 use rim_proto::node_token::NodeRole;
@@ -48,6 +51,11 @@ pub async fn dev(
     prometheus: PrometheusHandle,
 ) -> anyhow::Result<()> {
     let admin_key = args.control.control_admin_key.clone().unwrap_or_default();
+    let upstream_configured = args
+        .control
+        .control_upstream_webhook_url
+        .as_deref()
+        .is_some_and(|url| !url.is_empty());
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(StoreSettings::default()));
     let bus = Arc::new(MemoryBus::new(DEV_BUS_CAPACITY));
     let demo = crate::demo::router(&args.edge, &args.link);
@@ -66,6 +74,8 @@ pub async fn dev(
     if link.edge_public_addresses.is_empty() {
         link.edge_public_addresses = vec!["127.0.0.1".into()];
     }
+    // The embedded edge forwards client messages once the embedded control has a backend for them.
+    link.edge_upstream |= upstream_configured;
     let job_settings = CredentialSettings {
         control_url: link.edge_control_url.clone(),
         ..link.credential_settings()
@@ -179,12 +189,15 @@ async fn start_edge(
     } else {
         rim_edge::auth::from_config(&config)?
     };
-    let hooks = EdgeHooks {
+    let mut hooks = EdgeHooks {
         events: reporter.clone(),
         metrics: Some(prometheus),
         push_authority: Some(credentials.clone()),
         ..EdgeHooks::default()
     };
+    if link.edge_upstream {
+        hooks.upstream = UpstreamForwarder::start(&link, reporter.node_id(), &credentials)?;
+    }
     let handle = Edge::start(config, secret.to_owned(), verifier, hooks).await?;
     reporter.start(&credentials, handle.addrs())?;
     Ok(RunningEdge {

@@ -35,6 +35,18 @@ pub struct OutgoingPush {
     pub message: PushMessage,
 }
 
+/// A record of another stream than pushes, for [`BusProducer::publish_records`]: client messages
+/// going upstream to a business backend (see rim-control's `upstream`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingRecord {
+    /// The topic, named in full by the caller (created on first use like a region topic).
+    pub topic: String,
+    /// Ordering key: records with the same key share a partition and stay in order.
+    pub key: String,
+    /// The record's value, as the consumers expect it.
+    pub payload: Vec<u8>,
+}
+
 /// Where a delivered record sits in its region's log, so it can be committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LogPosition {
@@ -68,6 +80,16 @@ pub trait BusProducer: Send + Sync + 'static {
     fn region_topic(&self, region: &str) -> Option<String> {
         _ = region;
         None
+    }
+
+    /// Publishes records of another stream than pushes, in order, and waits until all are
+    /// durably accepted (on error, assume none were). Only buses with topics carry them: the
+    /// default refuses, so a configuration that needs them fails visibly.
+    async fn publish_records(&self, records: Vec<OutgoingRecord>) -> Result<(), BusError> {
+        _ = records;
+        Err(BusError::Unavailable(
+            "this bus has no topics for records other than pushes (it takes the Kafka bus)".into(),
+        ))
     }
 
     /// Makes sure `region`'s topic exists (the admin API creates it with the region, so a region

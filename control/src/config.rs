@@ -265,6 +265,49 @@ pub struct ControlConfig {
     )]
     pub control_presence_webhook_queue: usize,
 
+    /// URL of the business backend's upstream webhook: client messages (op 4 and business ops)
+    /// that edges forward through `/edge/v1/upstream` are posted there in batches (a JSON array;
+    /// see `upstream`). At most one of this and `control_upstream_kafka_topic_prefix`.
+    #[arg(long, env = "RIM_CONTROL_UPSTREAM_WEBHOOK_URL")]
+    pub control_upstream_webhook_url: Option<String>,
+
+    /// How long the upstream webhook may take to answer a batch before its messages are refused as
+    /// "upstream unavailable", in milliseconds (keep it under the edges' `edge_upstream_timeout_ms`).
+    #[arg(
+        long,
+        env = "RIM_CONTROL_UPSTREAM_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub control_upstream_webhook_timeout_ms: u64,
+
+    /// Instead of a webhook, produce client messages to the Kafka topic `<prefix><region>` of the
+    /// sending edge's region (e.g. `rim-upstream-`), keyed by user id (needs the Kafka bus).
+    #[arg(long, env = "RIM_CONTROL_UPSTREAM_KAFKA_TOPIC_PREFIX")]
+    pub control_upstream_kafka_topic_prefix: Option<String>,
+
+    /// Forward messages of anonymous connections (mid 0) too; by default they are refused with the
+    /// reason `anonymous`.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_UPSTREAM_ALLOW_ANONYMOUS",
+        default_value_t = false
+    )]
+    pub control_upstream_allow_anonymous: bool,
+
+    /// Most messages accepted in one upstream batch from an edge; larger batches get 413.
+    #[arg(long, env = "RIM_CONTROL_UPSTREAM_MAX_BATCH", default_value_t = 1_000)]
+    pub control_upstream_max_batch: usize,
+
+    /// Most upstream batches handled at once (each waits for the backend), apart from the other
+    /// edge calls, so a slow backend cannot starve heartbeats; beyond it the edge refuses the
+    /// messages as "upstream unavailable" (503).
+    #[arg(
+        long,
+        env = "RIM_CONTROL_UPSTREAM_MAX_IN_FLIGHT",
+        default_value_t = 256
+    )]
+    pub control_upstream_max_in_flight: usize,
+
     /// HTTPDNS answer settings (`/goim/nodes/weighted`, `/v1/dns`).
     #[command(flatten)]
     pub balancer: BalancerConfig,
@@ -367,6 +410,12 @@ impl Default for ControlConfig {
             control_presence_webhook_batch_ms: 1_000,
             control_presence_webhook_timeout_ms: 3_000,
             control_presence_webhook_queue: 10_000,
+            control_upstream_webhook_url: None,
+            control_upstream_webhook_timeout_ms: 3_000,
+            control_upstream_kafka_topic_prefix: None,
+            control_upstream_allow_anonymous: false,
+            control_upstream_max_batch: 1_000,
+            control_upstream_max_in_flight: 256,
             balancer: BalancerConfig::default(),
         }
     }

@@ -5,7 +5,8 @@
 //! - [`goim`]: the goim-compatible business routes (`/goim/*`).
 //! - [`v1`] and [`admin`]: rim's versioned JSON API, described by [`openapi`] at `/v1/openapi.json`.
 //! - [`edge_api`]: what edges call (register, heartbeat, session batches, auth webhook), with the
-//!   node tokens of [`enroll`] (enrollment, renewal, signing keys).
+//!   node tokens of [`enroll`] (enrollment, renewal, signing keys); [`upstream`]: client messages
+//!   the edges forward, handed to the business backend (webhook or Kafka) for its verdicts.
 //! - `/metrics`, and [`health`] (`/healthz`: store and broker reachable).
 //!
 //! Key takeovers that the store reports are turned into close notices for the old edge by
@@ -37,6 +38,7 @@ pub mod receipts;
 pub mod server;
 pub mod state;
 pub mod takeover;
+pub mod upstream;
 pub mod v1;
 pub mod webhook;
 

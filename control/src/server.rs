@@ -86,6 +86,11 @@ fn build_router_with(state: AppState, extra: Router) -> Router {
             "auth",
             state.config.control_auth_max_in_flight,
         ))
+        .merge(limited(
+            crate::upstream::routes(),
+            "upstream",
+            state.config.control_upstream_max_in_flight,
+        ))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(metrics))
         .merge(extra.with_state(()))

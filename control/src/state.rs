@@ -43,6 +43,8 @@ pub struct Shared {
     pub nodes: crate::enroll::NodeIssuer,
     /// The business auth webhook, if configured.
     pub webhook: Option<AuthWebhook>,
+    /// Where client upstream messages go (the business backend, if configured).
+    pub upstream: crate::upstream::Upstream,
     /// The presence webhook's queue, if configured (fed by the session batches).
     pub presence: Option<crate::presence::PresenceWebhook>,
     /// Locates HTTPDNS clients that send no coordinates (proxy headers, GeoIP database).
@@ -97,6 +99,7 @@ impl AppState {
         // A configured GeoIP database that cannot be read would silently locate nobody: refuse.
         let locator = rim_balancer::Locator::new(&config.balancer)?;
         let inbox = store.inbox(config.inbox_settings())?;
+        let upstream = crate::upstream::Upstream::new(&config, bus.as_ref())?;
         let presence = config
             .presence_webhook()
             .map(crate::presence::PresenceWebhook::start)
@@ -119,6 +122,7 @@ impl AppState {
                 Duration::from_millis(config.control_node_key_rotation_ms),
             ),
             webhook,
+            upstream,
             presence,
             store,
             inbox,

@@ -16,12 +16,15 @@ use reqwest::StatusCode;
 use rim_proto::node_token::TokenCell;
 use rim_proto::schema::{
     AuthRequest, AuthResponse, NodeCredential, NodeEnrollment, NodeHeartbeat, NodeKeys,
-    NodeRegistration, SessionBatch,
+    NodeRegistration, SessionBatch, UpstreamBatch, UpstreamVerdicts,
 };
 use rim_store::SessionApplyReport;
 
 /// Largest answer read from the control plane; longer ones are a failure of the call.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Largest answer to an upstream batch (the backend's replies to every message of it).
+pub const MAX_UPSTREAM_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Content type of protobuf bodies.
 const PROTOBUF: &str = "application/x-protobuf";
@@ -113,7 +116,7 @@ impl ControlClient {
             .send()
             .await
             .map_err(unavailable)?;
-        let (status, answer) = read_answer("/edge/v1/keys", response).await?;
+        let (status, answer) = read_answer("/edge/v1/keys", response, MAX_ANSWER_BYTES).await?;
         decoded(status, answer)
     }
 
@@ -170,12 +173,38 @@ impl ControlClient {
         Err(failure(status, &answer))
     }
 
-    /// Posts `message` to `path` and reads the bounded answer.
+    /// `POST /edge/v1/upstream`, bounded by `timeout`: one verdict per message, in order. The
+    /// answer may be up to [`MAX_UPSTREAM_ANSWER_BYTES`] (it carries the backend's replies).
+    pub async fn upstream(
+        &self,
+        batch: &UpstreamBatch,
+        timeout: Duration,
+    ) -> Result<UpstreamVerdicts, CallError> {
+        let path = "/edge/v1/upstream";
+        let (status, answer) = self
+            .call_bounded(path, batch, Some(timeout), MAX_UPSTREAM_ANSWER_BYTES)
+            .await?;
+        decoded(status, answer)
+    }
+
+    /// Posts `message` to `path` and reads the answer, bounded by [`MAX_ANSWER_BYTES`].
     async fn call(
         &self,
         path: &str,
         message: &impl Message,
         timeout: Option<Duration>,
+    ) -> Result<(StatusCode, Bytes), CallError> {
+        self.call_bounded(path, message, timeout, MAX_ANSWER_BYTES)
+            .await
+    }
+
+    /// Posts `message` to `path` and reads an answer of at most `limit` bytes.
+    async fn call_bounded(
+        &self,
+        path: &str,
+        message: &impl Message,
+        timeout: Option<Duration>,
+        limit: usize,
     ) -> Result<(StatusCode, Bytes), CallError> {
         let unavailable = |e: reqwest::Error| CallError::Unavailable(e.to_string());
         let mut request = self
@@ -191,22 +220,23 @@ impl ControlClient {
         if response.status() == StatusCode::UNAUTHORIZED {
             self.bearer.refused();
         }
-        read_answer(path, response).await
+        read_answer(path, response, limit).await
     }
 }
 
-/// Reads an answer of at most [`MAX_ANSWER_BYTES`].
+/// Reads an answer of at most `limit` bytes.
 async fn read_answer(
     path: &str,
     mut response: reqwest::Response,
+    limit: usize,
 ) -> Result<(StatusCode, Bytes), CallError> {
     let unavailable = |e: reqwest::Error| CallError::Unavailable(e.to_string());
     let status = response.status();
     let mut answer = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
-        if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+        if answer.len() + chunk.len() > limit {
             return Err(CallError::Unavailable(format!(
-                "answer to {path} longer than {MAX_ANSWER_BYTES} bytes"
+                "answer to {path} longer than {limit} bytes"
             )));
         }
         answer.extend_from_slice(&chunk);

@@ -111,6 +111,30 @@ pub struct LinkConfig {
         default_value_t = 4_000
     )]
     pub edge_auth_webhook_timeout_ms: u64,
+    /// Forward client upstream messages (op 4 and business ops) to the control plane
+    /// (`/edge/v1/upstream`, on to the business backend) and answer each with the backend's
+    /// verdict. Off: goim's answer, the same op with an empty body (see `crate::upstream`).
+    #[arg(long, env = "RIM_EDGE_UPSTREAM", default_value_t = false)]
+    pub edge_upstream: bool,
+    /// Most upstream messages sent in one request (keep it under `control_upstream_max_batch`).
+    #[arg(long, env = "RIM_EDGE_UPSTREAM_BATCH", default_value_t = 256)]
+    pub edge_upstream_batch: usize,
+    /// Shortest time, in milliseconds, between the starts of two upstream requests of one lane
+    /// that are not full (an isolated message is sent at once).
+    #[arg(long, env = "RIM_EDGE_UPSTREAM_FLUSH_MS", default_value_t = 5)]
+    pub edge_upstream_flush_ms: u64,
+    /// Most messages of one connection waiting for their verdicts; a message beyond it is refused
+    /// at once (reason `too_many_pending`), the connection stays open.
+    #[arg(long, env = "RIM_EDGE_UPSTREAM_MAX_PENDING", default_value_t = 16)]
+    pub edge_upstream_max_pending: usize,
+    /// Most messages waiting for their verdicts on this edge in all; beyond it messages are refused
+    /// at once as `upstream_unavailable`.
+    #[arg(long, env = "RIM_EDGE_UPSTREAM_QUEUE", default_value_t = 10_000)]
+    pub edge_upstream_queue: usize,
+    /// How long one upstream request may take, in milliseconds, before its messages are refused as
+    /// `upstream_unavailable` (keep it above control's `control_upstream_webhook_timeout_ms`).
+    #[arg(long, env = "RIM_EDGE_UPSTREAM_TIMEOUT_MS", default_value_t = 5_000)]
+    pub edge_upstream_timeout_ms: u64,
 }
 
 impl LinkConfig {

@@ -13,6 +13,7 @@
 //! | `buffer` | session changes coalesced per key, bounded, never blocking a connection |
 //! | [`reporter`] | [`SessionReporter`]: the edge's `EdgeEvents`; registration, batches, renewals, heartbeats |
 //! | [`webhook`] | [`WebhookVerifier`]: client auth through control's business auth webhook |
+//! | [`upstream`] | [`UpstreamForwarder`]: client messages to the business backend, verdicts back as replies |
 //!
 //! # Wiring an edge
 //!
@@ -50,10 +51,12 @@ pub mod config;
 pub mod credential;
 mod metrics;
 pub mod reporter;
+pub mod upstream;
 pub mod webhook;
 
 pub use client::{CallError, ControlClient};
 pub use config::LinkConfig;
 pub use credential::{CredentialSettings, NodeCredentials};
 pub use reporter::SessionReporter;
+pub use upstream::UpstreamForwarder;
 pub use webhook::WebhookVerifier;

@@ -23,7 +23,7 @@
 
 use super::topics::TopicCreator;
 use super::{KafkaSettings, millis};
-use crate::{BusError, BusHealth, BusProducer, OutgoingPush};
+use crate::{BusError, BusHealth, BusProducer, OutgoingPush, OutgoingRecord};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use parking_lot::{Mutex, RwLock};
@@ -289,6 +289,50 @@ impl BusProducer for KafkaProducer {
 
     fn region_topic(&self, region: &str) -> Option<String> {
         Some(self.shared.settings.topic(region))
+    }
+
+    /// Enqueued at once on the current producer (not through the producer task: these records do
+    /// not share push groups), then awaited together; a failure is handled as a push group's.
+    async fn publish_records(&self, records: Vec<OutgoingRecord>) -> Result<(), BusError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let topics: Vec<String> = records
+            .iter()
+            .map(|record| record.topic.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        self.shared.topics.ensure(&topics).await?;
+        let producer = self.shared.producer.read().clone();
+        let within = self.shared.settings.delivery_timeout;
+        let deadline = Instant::now() + within;
+        let mut deliveries = Vec::with_capacity(records.len());
+        let mut outcome = Ok(());
+        for record in &records {
+            let enqueued = enqueue(
+                &producer,
+                &record.topic,
+                &record.key,
+                &record.payload,
+                deadline,
+            );
+            match enqueued.await {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(err) => {
+                    outcome = Err(err);
+                    break;
+                }
+            }
+        }
+        let outcome = outcome.and(delivered(deliveries, within).await);
+        if outcome.is_err() {
+            self.shared.replace_if_broken(&producer).await;
+            for topic in &topics {
+                self.shared.topics.forget(topic);
+            }
+        }
+        outcome
     }
 
     async fn create_region_topic(&self, region: &str) -> Result<(), BusError> {
