@@ -48,6 +48,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use rim_proto::schema::SessionEvent;
 use rim_proto::schema::session_event::Kind;
+use rim_retry::Backoff;
 use rim_store::{Scope, Session};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -60,7 +61,8 @@ pub const MAX_WEBHOOK_BATCH: usize = 1_000;
 /// How many times a failed webhook post is retried before its batch is dropped.
 pub const RETRIES: u32 = 5;
 
-/// The first retry's delay; each later one doubles, up to [`MAX_BACKOFF`].
+/// The first retry's pause ceiling; each later one doubles (with jitter, [`Backoff`]), up to
+/// [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The longest delay between two attempts.
@@ -273,7 +275,7 @@ async fn post_with_retries(client: &reqwest::Client, url: &reqwest::Url, batch: 
             return;
         }
     };
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     for attempt in 0..=RETRIES {
         let sent = client
             .post(url.clone())
@@ -293,8 +295,7 @@ async fn post_with_retries(client: &reqwest::Client, url: &reqwest::Url, batch: 
         metrics::counter!("rim_control_presence_webhook_failures_total").increment(1);
         tracing::warn!(attempt, events = batch.len(), %failure, "presence webhook failed");
         if attempt < RETRIES {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.next_pause()).await;
         }
     }
     metrics::counter!("rim_control_presence_events_dropped_total", "reason" => "webhook_failed")
