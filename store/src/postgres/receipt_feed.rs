@@ -61,7 +61,7 @@ const READ: &str = "
     WHERE (feed_txn, feed_id) > ($1::int8::text::xid8, $2)
       AND feed_txn < pg_snapshot_xmin(pg_current_snapshot())
       AND state = ANY($3)
-    ORDER BY feed_txn, feed_id
+    ORDER BY push_receipts.feed_txn, push_receipts.feed_id -- the index's order, not the output's
     LIMIT $4";
 
 /// Claims the fallback of candidates not acked and not claimed, and answers each claimed one with
