@@ -19,6 +19,7 @@ use bytes::BytesMut;
 use common::SECRET;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use parking_lot::Mutex;
+use prost::Message as _;
 use rim_bus::BusProducer;
 use rim_bus::kafka::{KafkaProducer, KafkaSettings};
 use rim_bus::memory::MemoryBus;
@@ -28,7 +29,9 @@ use rim_edge::{Edge, EdgeConfig, EdgeHandle, EdgeHooks};
 use rim_edgelink::{LinkConfig, NodeCredentials, UpstreamForwarder};
 use rim_proto::node_token::NodeRole;
 use rim_proto::schema::edge_push::Target;
-use rim_proto::schema::{EdgeKeys, EdgePush};
+use rim_proto::schema::{
+    EdgeKeys, EdgePush, UpstreamBatch, UpstreamRequest, UpstreamVerdict, UpstreamVerdicts,
+};
 use rim_proto::{Packet, op};
 use rim_store::postgres::PostgresStore;
 use rim_testkit::postgres::TestPostgres;
@@ -419,4 +422,222 @@ async fn kafka_mode_produces_to_the_region_topic_keyed_by_mid() {
     assert_eq!(value["key"], "k77");
     assert_eq!(value["region"], REGION);
     assert_eq!(value["body"], STANDARD.encode(b"to kafka"));
+}
+
+/// A backend that answers every batch with `answer`.
+async fn start_fixed_backend(answer: Value) -> String {
+    let app = axum::Router::new().route(
+        "/upstream",
+        axum::routing::post(move || {
+            let answer = answer.clone();
+            async move { Json(answer) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/upstream")
+}
+
+/// `messages` copies of one message of user 1, from node `node_id`.
+fn batch(node_id: &str, messages: usize) -> UpstreamBatch {
+    let message = UpstreamRequest {
+        mid: 1,
+        key: "k1".into(),
+        operation: op::SEND_MSG,
+        body: b"x".to_vec().into(),
+        ..UpstreamRequest::default()
+    };
+    UpstreamBatch {
+        node_id: node_id.into(),
+        messages: vec![message; messages],
+    }
+}
+
+/// Posts `batch` to the upstream route with `token`; the status and the decoded verdicts.
+async fn post_batch(
+    harness: &common::Harness,
+    token: &str,
+    batch: &UpstreamBatch,
+) -> (u16, Vec<UpstreamVerdict>) {
+    let response = harness.edge_with(token, "/edge/v1/upstream", batch).await;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap();
+    let verdicts = UpstreamVerdicts::decode(body)
+        .map(|answer| answer.verdicts)
+        .unwrap_or_default();
+    (status, verdicts)
+}
+
+/// The reason of a refused verdict's JSON reply.
+fn reason(verdict: &UpstreamVerdict) -> String {
+    assert!(!verdict.accepted, "{verdict:?}");
+    let body: Value = serde_json::from_slice(&verdict.reply).unwrap();
+    body["reason"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_route_takes_only_the_own_node_s_bounded_batches() {
+    let url = start_fixed_backend(json!([{"accepted": true}])).await;
+    let config = ControlConfig {
+        control_upstream_max_batch: 3,
+        ..webhook_config(&url)
+    };
+    let harness = common::start(config, common::memory_store(), Arc::new(MemoryBus::new(10))).await;
+    let credential = harness.enroll("edge", "edge-api", REGION).await;
+    let (status, verdicts) = post_batch(&harness, &credential.token, &batch("edge-api", 1)).await;
+    assert_eq!((status, verdicts.len()), (200, 1));
+    assert!(verdicts[0].accepted);
+    assert_eq!(
+        post_batch(&harness, &credential.token, &batch("another-edge", 1))
+            .await
+            .0,
+        403,
+        "a batch for another node"
+    );
+    assert_eq!(
+        post_batch(&harness, &credential.token, &batch("edge-api", 4))
+            .await
+            .0,
+        413
+    );
+    assert_eq!(
+        post_batch(&harness, SECRET, &batch("edge-api", 1)).await.0,
+        401,
+        "the cluster secret is no node token"
+    );
+}
+
+#[tokio::test]
+async fn unusable_webhook_answers_refuse_every_message_as_unavailable() {
+    for answer in [
+        json!([{"accepted": true}]),
+        json!({"accepted": true}),
+        json!([{"accepted": true, "reply_text": "a", "reply_base64": "Yg=="}, {"accepted": true}]),
+        json!([{"accepted": true, "reply_base64": "not base64!"}, {"accepted": true}]),
+    ] {
+        let url = start_fixed_backend(answer.clone()).await;
+        let harness = common::start(
+            webhook_config(&url),
+            common::memory_store(),
+            Arc::new(MemoryBus::new(10)),
+        )
+        .await;
+        let credential = harness.enroll("edge", "edge-api", REGION).await;
+        let (status, verdicts) =
+            post_batch(&harness, &credential.token, &batch("edge-api", 2)).await;
+        assert_eq!((status, verdicts.len()), (200, 2), "{answer}");
+        for verdict in &verdicts {
+            assert_eq!(reason(verdict), "upstream_unavailable", "{answer}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn replies_come_as_text_or_base64_and_refusals_with_the_backend_s_error() {
+    let url = start_fixed_backend(json!([
+        {"accepted": true, "reply_base64": STANDARD.encode([0u8, 1, 2])},
+        {"accepted": true},
+        {"accepted": false, "error": "spam"},
+        {"accepted": false},
+    ]))
+    .await;
+    let harness = common::start(
+        webhook_config(&url),
+        common::memory_store(),
+        Arc::new(MemoryBus::new(10)),
+    )
+    .await;
+    let credential = harness.enroll("edge", "edge-api", REGION).await;
+    let (_, verdicts) = post_batch(&harness, &credential.token, &batch("edge-api", 4)).await;
+    assert_eq!(&verdicts[0].reply[..], &[0, 1, 2]);
+    assert!(verdicts[1].accepted && verdicts[1].reply.is_empty());
+    assert_eq!(reason(&verdicts[2]), "upstream_refused");
+    assert_eq!(verdicts[2].error, "spam");
+    assert_eq!(reason(&verdicts[3]), "upstream_refused");
+}
+
+#[tokio::test]
+async fn without_a_backend_messages_are_refused_and_bad_configurations_do_not_start() {
+    let harness = common::start(
+        common::config(),
+        common::memory_store(),
+        Arc::new(MemoryBus::new(10)),
+    )
+    .await;
+    let credential = harness.enroll("edge", "edge-api", REGION).await;
+    let (_, verdicts) = post_batch(&harness, &credential.token, &batch("edge-api", 1)).await;
+    assert_eq!(reason(&verdicts[0]), "upstream_unavailable");
+
+    let prometheus = PrometheusBuilder::new().build_recorder().handle();
+    let both = ControlConfig {
+        control_upstream_kafka_topic_prefix: Some("rim-upstream-".into()),
+        ..webhook_config("http://127.0.0.1:1/upstream")
+    };
+    let kafka_on_memory = ControlConfig {
+        control_upstream_kafka_topic_prefix: Some("rim-upstream-".into()),
+        ..common::config()
+    };
+    for config in [both, kafka_on_memory] {
+        let started = rim_control::start(
+            config,
+            SECRET,
+            common::memory_store(),
+            Arc::new(MemoryBus::new(10)),
+            prometheus.clone(),
+        )
+        .await;
+        assert!(started.is_err());
+    }
+}
+
+/// Many connections sending at once: every reply comes back to its connection in the order of its
+/// messages (seq), with the reply for its own identity. Prints the rate and latency it saw (run with
+/// `--no-capture` to read them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connections_get_their_replies_in_order() {
+    const CLIENTS: i64 = 50;
+    const MESSAGES: i32 = 20;
+    let (backend, url) = start_backend().await;
+    let setup = setup(
+        webhook_config(&url),
+        Arc::new(MemoryBus::new(100)),
+        |link| {
+            link.edge_upstream_max_pending = MESSAGES as usize;
+        },
+    )
+    .await;
+    let tcp = setup.edge.addrs().tcp;
+    let started = tokio::time::Instant::now();
+    let clients = (1..=CLIENTS).map(|mid| {
+        tokio::spawn(async move {
+            let key = format!("c{mid}");
+            let mut client = Goim::connect(tcp, mid, &key, "").await;
+            let sent = tokio::time::Instant::now();
+            for seq in 1..=MESSAGES {
+                client.send(op::SEND_MSG, seq, b"m").await;
+            }
+            for seq in 1..=MESSAGES {
+                let reply = client.recv().await;
+                let expected = format!("ok {mid} \"{key}\" 4");
+                assert_eq!((reply.seq, &reply.body[..]), (seq, expected.as_bytes()));
+            }
+            sent.elapsed()
+        })
+    });
+    let mut latencies = Vec::new();
+    for client in clients.collect::<Vec<_>>() {
+        latencies.push(client.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let total = (CLIENTS * i64::from(MESSAGES)) as usize;
+    assert_eq!(backend.seen.lock().len(), total);
+    eprintln!(
+        "{total} upstream messages from {CLIENTS} connections in {elapsed:?} ({:.0}/s); \
+         time to a connection's last reply: p50 {:?}, max {:?}",
+        total as f64 / elapsed.as_secs_f64(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+    );
 }
