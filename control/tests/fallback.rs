@@ -548,3 +548,132 @@ async fn receipt_events_survive_a_restart_and_a_second_instance() {
     assert_eq!(messages, expected, "each stored receipt once, in order");
     third.control.shutdown().await.unwrap();
 }
+
+/// The whole path: pushes through the push API to users with and without sessions, an ack through
+/// the edge API, and what the relay and the receipt receiver are told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn real_pushes_fall_back_and_report_their_receipts() {
+    use rim_proto::schema::{AckBatch, DeviceAck};
+    let relay = Receiver::start(0).await;
+    let receiver = Receiver::start(0).await;
+    let (_url, store, _inbox) = database().await;
+    let h = control(hooks(Some(&relay), 1_000, Some(&receiver), 50), store).await;
+    h.register("n1", "sh").await;
+    let (status, _) = h
+        .sessions(
+            "n1",
+            vec![
+                common::connect("phone-7", 7, 1, common::now(), ""),
+                common::connect("tablet-9", 9, 2, common::now(), ""),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let push_to = |kind: &'static str, body: Value| {
+        let request = h
+            .with_key(
+                reqwest::Method::POST,
+                &format!("/v1/push/{kind}"),
+                common::ADMIN_KEY,
+            )
+            .json(&body);
+        async move {
+            let (status, report) = common::Harness::call(request).await;
+            assert_eq!(status, 202, "{report}");
+            report["message_id"].as_str().unwrap().to_owned()
+        }
+    };
+    // 7 online (never acks), 8 offline, 9 online and acks; a key nobody holds.
+    let to_users = push_to(
+        "users",
+        serde_json::json!({"operation": 1000, "mids": [7, 8, 9], "body_text": "hello"}),
+    )
+    .await;
+    let to_key = push_to(
+        "keys",
+        serde_json::json!({"operation": 1001, "keys": ["nobody"], "body_text": "hi"}),
+    )
+    .await;
+    let credential = h.enroll("edge", "n1", "sh").await;
+    let acks = AckBatch {
+        node_id: "n1".into(),
+        acks: vec![DeviceAck {
+            mid: 9,
+            key: "tablet-9".into(),
+            epoch: 0,
+            seq: 1,
+        }],
+    };
+    let response = h.edge_with(&credential.token, "/edge/v1/acks", &acks).await;
+    assert_eq!(response.status(), 204);
+
+    relay
+        .wait_for("three fallbacks", |calls| calls.len() >= 3)
+        .await;
+    tokio::time::sleep(Duration::from_millis(SCAN_MS * 8)).await;
+    let by_push = calls_by_push(&relay.accepted());
+    let reason = |id: &str, target: &str| -> Vec<String> {
+        by_push
+            .get(&(id.to_owned(), target.to_owned()))
+            .map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| c["reason"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(by_push.len(), 3, "{by_push:?}");
+    assert_eq!(reason(&to_users, "mid:7"), ["unacked"]);
+    assert_eq!(reason(&to_users, "mid:8"), ["offline"]);
+    assert_eq!(reason(&to_key, "key:nobody"), ["offline"]);
+    let offline = &by_push[&(to_users.clone(), "mid:8".to_owned())][0];
+    assert_eq!(offline["operation"], 1000);
+    assert_eq!(
+        offline["body"],
+        base64::engine::general_purpose::STANDARD.encode("hello")
+    );
+    assert_eq!(
+        offline["position"],
+        serde_json::json!({"epoch": 0, "seq": 1})
+    );
+
+    // The receipt receiver saw each state of each target once.
+    receiver
+        .wait_for("the fallback receipts", |batches| {
+            events(batches)
+                .iter()
+                .filter(|e| e["state"] == "fallback")
+                .count()
+                >= 3
+        })
+        .await;
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for event in events(&receiver.accepted()) {
+        seen.entry(event["target"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(event["state"].as_str().unwrap().to_owned());
+    }
+    let sorted = |mut states: Vec<String>| {
+        states.sort();
+        states
+    };
+    let expect = |states: &[&str]| sorted(states.iter().map(|s| (*s).to_owned()).collect());
+    assert_eq!(
+        sorted(seen["mid:7"].clone()),
+        expect(&["accepted", "stored", "fallback"])
+    );
+    assert_eq!(
+        sorted(seen["mid:8"].clone()),
+        expect(&["offline", "stored", "fallback"])
+    );
+    assert_eq!(
+        sorted(seen["mid:9"].clone()),
+        expect(&["accepted", "stored", "acked"])
+    );
+    assert_eq!(
+        sorted(seen["key:nobody"].clone()),
+        expect(&["offline", "fallback"])
+    );
+    h.control.shutdown().await.unwrap();
+}
