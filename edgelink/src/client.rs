@@ -188,7 +188,7 @@ impl ControlClient {
     }
 
     /// Posts `message` to `path` and reads the answer, bounded by [`MAX_ANSWER_BYTES`].
-    async fn call(
+    pub(crate) async fn call(
         &self,
         path: &str,
         message: &impl Message,
@@ -199,7 +199,7 @@ impl ControlClient {
     }
 
     /// Posts `message` to `path` and reads an answer of at most `limit` bytes.
-    async fn call_bounded(
+    pub(crate) async fn call_bounded(
         &self,
         path: &str,
         message: &impl Message,
@@ -245,7 +245,10 @@ async fn read_answer(
 }
 
 /// A successful answer decoded as `M`, or the error of its status.
-fn decoded<M: Message + Default>(status: StatusCode, answer: Bytes) -> Result<M, CallError> {
+pub(crate) fn decoded<M: Message + Default>(
+    status: StatusCode,
+    answer: Bytes,
+) -> Result<M, CallError> {
     if !status.is_success() {
         return Err(failure(status, &answer));
     }
@@ -253,7 +256,7 @@ fn decoded<M: Message + Default>(status: StatusCode, answer: Bytes) -> Result<M,
 }
 
 /// The error of an unsuccessful status, with the control plane's message when it sent one.
-fn failure(status: StatusCode, answer: &[u8]) -> CallError {
+pub(crate) fn failure(status: StatusCode, answer: &[u8]) -> CallError {
     let message = serde_json::from_slice::<serde_json::Value>(answer)
         .ok()
         .and_then(|json| json.get("message")?.as_str().map(str::to_owned))

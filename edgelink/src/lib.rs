@@ -13,6 +13,7 @@
 //! | `buffer` | session changes coalesced per key, bounded, never blocking a connection |
 //! | [`reporter`] | [`SessionReporter`]: the edge's `EdgeEvents`; registration, batches, renewals, heartbeats |
 //! | [`webhook`] | [`WebhookVerifier`]: client auth through control's business auth webhook |
+//! | [`durable`] | [`DurableReporter`]: the edge's `DurableLink`; resume calls, acks and `written` receipts in batches |
 //! | [`upstream`] | [`UpstreamForwarder`]: client messages to the business backend, verdicts back as replies |
 //!
 //! # Wiring an edge
@@ -49,6 +50,7 @@ mod buffer;
 pub mod client;
 pub mod config;
 pub mod credential;
+pub mod durable;
 mod metrics;
 pub mod reporter;
 pub mod upstream;
@@ -57,6 +59,7 @@ pub mod webhook;
 pub use client::{CallError, ControlClient};
 pub use config::LinkConfig;
 pub use credential::{CredentialSettings, NodeCredentials};
+pub use durable::DurableReporter;
 pub use reporter::SessionReporter;
 pub use upstream::UpstreamForwarder;
 pub use webhook::WebhookVerifier;
