@@ -1,12 +1,14 @@
 //! A whole rim deployment on this machine for the scenarios that go through the production path
-//! (REST -> Kafka -> job -> edge): a throwaway PostgreSQL cluster and a tansu broker from
-//! rim-testkit, then `rim control`, one `rim job` and `edges` `rim edge` processes, each the real
+//! (REST -> Kafka -> job -> edge): a throwaway PostgreSQL cluster and a Kafka-protocol broker
+//! (tansu from rim-testkit, or librdkafka's mock cluster in a `rim-bench mock-kafka` child: see
+//! [`Broker`]), then `rim control`, one `rim job` and `edges` `rim edge` processes, each the real
 //! `rim` binary (release build next to this program, or `--rim`) in its own process on free
 //! loopback ports, edges with insecure auth so goim auth bodies are trusted. Every process logs to
 //! a file in the cluster's directory (printed at start). Everything is killed when the cluster is
 //! dropped.
 
 use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -74,8 +76,86 @@ pub struct Cluster {
     pub processes: Vec<RimProcess>,
     /// Where the logs are.
     pub dir: PathBuf,
-    _kafka: TestKafka,
+    _kafka: Kafka,
     _postgres: TestPostgres,
+}
+
+/// The Kafka-protocol broker of a started deployment.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// tansu 0.6 with memory storage (rim-testkit): the test broker of rim's own tests. It
+    /// sleeps through a fetch's whole wait even when it holds records, and its produce and fetch
+    /// costs grow with the log.
+    Tansu,
+    /// librdkafka's mock cluster: answers a fetch at once when it holds records (as Kafka does),
+    /// waits `fetch.wait.max.ms` only when it has none; no CreateTopics, so the region topic is
+    /// created by the mock itself. Shows what rim's own hops cost.
+    Mock,
+}
+
+/// A running broker, stopped on drop.
+enum Kafka {
+    Tansu(TestKafka),
+    /// The `rim-bench mock-kafka` child (it ends when its stdin closes) and its bootstrap list.
+    Mock(Child, String),
+}
+
+impl Kafka {
+    /// Starts `broker` with the region topic (for the mock, which cannot be asked to create it).
+    async fn start(broker: Broker, topic: &str) -> anyhow::Result<Kafka> {
+        Ok(match broker {
+            Broker::Tansu => Kafka::Tansu(tokio::task::spawn_blocking(TestKafka::start).await?),
+            Broker::Mock => {
+                let mut child = Command::new(std::env::current_exe()?)
+                    .args(["mock-kafka", "--topic", topic])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .context("starting rim-bench mock-kafka")?;
+                let stdout = child.stdout.take().context("mock-kafka stdout")?;
+                let line = tokio::task::spawn_blocking(move || {
+                    let mut line = String::new();
+                    BufReader::new(stdout).read_line(&mut line).map(|_| line)
+                })
+                .await??;
+                let bootstrap = line.trim().to_owned();
+                anyhow::ensure!(
+                    !bootstrap.is_empty(),
+                    "mock-kafka printed no bootstrap list"
+                );
+                Kafka::Mock(child, bootstrap)
+            }
+        })
+    }
+
+    fn bootstrap(&self) -> String {
+        match self {
+            Kafka::Tansu(tansu) => tansu.bootstrap(),
+            Kafka::Mock(_, bootstrap) => bootstrap.clone(),
+        }
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        if let Kafka::Mock(child, _) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `rim-bench mock-kafka`: librdkafka's mock cluster (one broker) with these topics, until stdin
+/// closes (the parent ended). Prints the bootstrap list as its first line.
+pub fn serve_mock_kafka(topics: &[String], partitions: i32) -> anyhow::Result<()> {
+    let mock = rdkafka::mocking::MockCluster::new(1)?;
+    for topic in topics {
+        mock.create_topic(topic, partitions, 1)?;
+    }
+    println!("{}", mock.bootstrap_servers());
+    // Returns at EOF (or an error): the parent is gone or done with the broker.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    Ok(())
 }
 
 /// The `rim` binary next to the running program (both built by `cargo build --release`).
@@ -86,7 +166,7 @@ pub fn default_rim() -> anyhow::Result<PathBuf> {
 impl Cluster {
     /// Starts PostgreSQL, the broker, control, job and `edges` edges; waits until control lists
     /// every edge as active.
-    pub async fn start(rim: &Path, edges: usize) -> anyhow::Result<Cluster> {
+    pub async fn start(rim: &Path, edges: usize, broker: Broker) -> anyhow::Result<Cluster> {
         anyhow::ensure!(
             rim.exists(),
             "{} not found: build it with `cargo build --release -p rim`",
@@ -94,7 +174,11 @@ impl Cluster {
         );
         let _ = rustls::crypto::ring::default_provider().install_default();
         let postgres = tokio::task::spawn_blocking(TestPostgres::start).await?;
-        let kafka = tokio::task::spawn_blocking(TestKafka::start).await?;
+        let kafka = Kafka::start(
+            broker,
+            &format!("{}{REGION}", rim_bus::kafka::DEFAULT_TOPIC_PREFIX),
+        )
+        .await?;
         let dir = std::env::temp_dir().join(format!("rim-bench-cluster-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         eprintln!("cluster logs: {}", dir.display());
@@ -121,6 +205,7 @@ impl Cluster {
                 .is_ok_and(|r| r.status().is_success())
         })
         .await?;
+        let job_listen = free_port()?;
         processes.push(RimProcess::start(
             rim,
             &dir,
@@ -131,7 +216,7 @@ impl Cluster {
                 format!("--job-database-url={database_url}"),
                 format!("--job-kafka-brokers={}", kafka.bootstrap()),
                 format!("--job-control-url={control_url}"),
-                format!("--job-listen=127.0.0.1:{}", free_port()?),
+                format!("--job-listen=127.0.0.1:{job_listen}"),
             ],
         )?);
         let (mut edge_tcp, mut edge_ws) = (Vec::new(), Vec::new());
@@ -174,6 +259,19 @@ impl Cluster {
             Duration::from_secs(60),
             "every edge to be active",
             || async { cluster.active_edges(&http).await == edges },
+        )
+        .await?;
+        // The job answers 200 once the group gave it the region's partitions: pushes sent before
+        // would wait for the group join, which is not what a scenario measures.
+        wait_for(
+            Duration::from_secs(60),
+            "the job to join its consumer group",
+            || async {
+                http.get(format!("http://127.0.0.1:{job_listen}/healthz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            },
         )
         .await?;
         Ok(cluster)

@@ -30,6 +30,17 @@ enum Scenario {
     /// Internal: the HTTPDNS server process of `httpdns`.
     #[command(hide = true)]
     HttpdnsServer(rim_bench::httpdns::ServerArgs),
+    /// Internal: librdkafka's mock cluster for `--broker mock` (prints its bootstrap list, ends
+    /// when stdin closes).
+    #[command(hide = true)]
+    MockKafka {
+        /// Topics to create.
+        #[arg(long)]
+        topic: Vec<String>,
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+    },
     /// Internal: one worker process of a load (started by the scenarios).
     #[command(hide = true)]
     Worker {
@@ -45,6 +56,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Scenario::Worker { spec } => rim_bench::worker::main(&spec),
         Scenario::HttpdnsServer(args) => rim_bench::httpdns::server(args),
+        Scenario::MockKafka { topic, partitions } => {
+            rim_bench::cluster::serve_mock_kafka(&topic, partitions)
+        }
         Scenario::Httpdns(args) => {
             tokio::runtime::Runtime::new()?.block_on(rim_bench::httpdns::run(args))?;
             Ok(())

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::client::{ClientSpec, GOIM_AUTH, Transport, mid_of};
-use crate::cluster::{self, Cluster};
+use crate::cluster::{self, Broker, Cluster};
 use crate::edge::{self, EdgeProcess};
 use crate::procfs::{self, ProcessSample, Watched};
 use crate::push::{Pusher, Rest};
@@ -606,12 +606,20 @@ pub struct PathArgs {
     /// Edges of the started cluster.
     #[arg(long, default_value_t = 1)]
     edges: usize,
+    /// The started cluster's Kafka-protocol broker.
+    #[arg(long, value_enum, default_value_t = Broker::Tansu)]
+    broker: Broker,
     /// Push calls in flight at most; the schedule waits (and counts late pushes) beyond.
     #[arg(long, default_value_t = 512)]
     in_flight: usize,
     /// Seconds to hold the connections before pushing (a memory reading is taken after).
     #[arg(long, default_value_t = 2)]
     hold_secs: u64,
+    /// Seconds of pushing at `--rate` before the measured phase (0: none), reported as a phase of
+    /// its own: a cold path (connections to open, producer and consumer metadata to fetch)
+    /// answers its first pushes slower than it runs.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
     /// The `rim` binary (default: next to this program).
     #[arg(long)]
     rim: Option<PathBuf>,
@@ -662,7 +670,7 @@ async fn full_path(scenario: &str, args: PathArgs) -> anyhow::Result<Report> {
                 Some(path) => path.clone(),
                 None => cluster::default_rim()?,
             };
-            let cluster = Cluster::start(&rim, args.edges.max(1)).await?;
+            let cluster = Cluster::start(&rim, args.edges.max(1), args.broker).await?;
             let rest = Rest::new(&cluster.control_url, Some(cluster::ADMIN_KEY.into()));
             let targets = match load.transport {
                 Transport::Tcp => cluster.edge_tcp.clone(),
@@ -688,18 +696,33 @@ async fn full_path(scenario: &str, args: PathArgs) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     let idle = procfs::total_rss(&edge_watch.sample()?);
 
+    if args.warmup_secs > 0.0 {
+        let clock = PhaseClock::start(&run, &mut swarm).await?;
+        let schedule = steady(&args, args.warmup_secs, &rest, rooms).await;
+        swarm
+            .wait_messages(clock.messages + schedule.expected, stall(load), "warm-up")
+            .await;
+        check_schedule(&mut run, &schedule);
+        let name = format!("warm-up: {} pushes/s for {} s", args.rate, args.warmup_secs);
+        clock
+            .phase(
+                &mut run,
+                &mut swarm,
+                name,
+                schedule.pushes,
+                schedule.pushes,
+                schedule.expected,
+                None,
+                None,
+                schedule.late,
+            )
+            .await?;
+    }
     let clock = PhaseClock::start(&run, &mut swarm).await?;
-    let schedule = steady(&args, &rest, rooms).await;
+    let schedule = steady(&args, args.seconds, &rest, rooms).await;
     let total = clock.messages + schedule.expected;
     swarm.wait_messages(total, stall(load), "delivered").await;
-    if schedule.errors > 0 {
-        run.problem(format!(
-            "{} of {} pushes failed (first: {})",
-            schedule.errors,
-            schedule.pushes,
-            schedule.first_error.unwrap_or_default()
-        ));
-    }
+    check_schedule(&mut run, &schedule);
     let name = match args.to {
         PushTo::Users => format!("{} pushes/s to users for {} s", args.rate, args.seconds),
         PushTo::Rooms => format!(
@@ -745,10 +768,22 @@ struct Schedule {
     first_error: Option<String>,
 }
 
-/// Pushes at `args.rate` for `args.seconds` through `rest`, round robin over users or rooms.
-async fn steady(args: &PathArgs, rest: &Rest, rooms: usize) -> Schedule {
+/// Notes the failed pushes of a schedule as a problem of the run.
+fn check_schedule(run: &mut Run, schedule: &Schedule) {
+    if schedule.errors > 0 {
+        run.problem(format!(
+            "{} of {} pushes failed (first: {})",
+            schedule.errors,
+            schedule.pushes,
+            schedule.first_error.as_deref().unwrap_or_default()
+        ));
+    }
+}
+
+/// Pushes at `args.rate` for `seconds` through `rest`, round robin over users or rooms.
+async fn steady(args: &PathArgs, seconds: f64, rest: &Rest, rooms: usize) -> Schedule {
     let n = args.load.connections;
-    let total = (args.rate * args.seconds).round() as u64;
+    let total = (args.rate * seconds).round() as u64;
     let gate = Arc::new(tokio::sync::Semaphore::new(args.in_flight.max(1)));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));

@@ -24,7 +24,9 @@
 //! `rim_job_edge_auth_failures_total`, `rim_job_dropped_total{reason}` (`edge_unreachable`,
 //! `edge_stopping`, `edge_gone`, `rejected`, `no_target`), `rim_job_bus_errors_total`,
 //! `rim_job_commit_errors_total`, `rim_job_inflight_batches`, `rim_job_inflight_full_total`,
-//! `rim_job_commit_lag_seconds` (from control accepting a push to its commit), all by `region`.
+//! `rim_job_consume_lag_seconds` (from control accepting a push to the worker reading it: the
+//! bus's share), `rim_job_commit_lag_seconds` (to its commit, once its edges took it), all by
+//! `region`.
 
 pub mod config;
 pub mod directory;

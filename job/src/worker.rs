@@ -79,6 +79,22 @@ impl Stall {
     }
 }
 
+/// Records, in histogram `name`, how long ago control accepted each push (its
+/// `accepted_at_unix_ms`; control and job share a clock within NTP's error). Read lag against
+/// commit lag tells the bus's share of a push's time from the edges'.
+fn record_lag(name: &'static str, region: &str, pushes: &[IncomingPush]) {
+    if pushes.is_empty() {
+        return;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64);
+    let lag = metrics::histogram!(name, "region" => region.to_owned());
+    for push in pushes {
+        lag.record((now_ms - push.message.accepted_at_unix_ms).max(0) as f64 / 1000.0);
+    }
+}
+
 /// What the loop keeps between iterations.
 struct LoopState {
     lanes: HashMap<String, Lane>,
@@ -119,6 +135,7 @@ impl<C: BusConsumer> Worker<C> {
                     Ok(batch) => {
                         metrics::counter!("rim_job_consumed_total", "region" => self.region.clone())
                             .increment(batch.len() as u64);
+                        record_lag("rim_job_consume_lag_seconds", &self.region, &batch);
                         held = Some(batch);
                     }
                     Err(err) => {
@@ -257,14 +274,7 @@ impl<C: BusConsumer> Worker<C> {
             tracing::warn!(region = %self.region, %err, "commit failed");
             return;
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as i64);
-        let lag =
-            metrics::histogram!("rim_job_commit_lag_seconds", "region" => self.region.clone());
-        for push in &done {
-            lag.record((now_ms - push.message.accepted_at_unix_ms).max(0) as f64 / 1000.0);
-        }
+        record_lag("rim_job_commit_lag_seconds", &self.region, &done);
     }
 
     /// After shutdown: waits up to the grace period for in-flight batches, committing as they

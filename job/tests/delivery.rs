@@ -46,6 +46,8 @@ struct EdgeLog {
     authorizations: Vec<String>,
     /// Statuses to answer before taking anything (a failing edge).
     failures: VecDeque<StatusCode>,
+    /// How long each request takes to answer (a slow edge).
+    delay: Duration,
 }
 
 /// A fake edge's internal push endpoint on a real port.
@@ -98,6 +100,8 @@ impl Drop for FakeEdge {
 }
 
 async fn take(State(log): State<Arc<Mutex<EdgeLog>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let delay = log.lock().unwrap().delay;
+    tokio::time::sleep(delay).await;
     let mut log = log.lock().unwrap();
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -462,6 +466,39 @@ async fn an_edge_gets_its_pushes_in_order_across_batches_and_failures() {
     assert!(
         n1.log.lock().unwrap().authorizations.len() > 3,
         "the failed requests were retried"
+    );
+
+    worker.stop().await;
+    assert!(cluster.uncommitted().await.is_empty());
+}
+
+#[tokio::test]
+async fn pushes_queued_behind_a_slow_edge_leave_together_and_in_order() {
+    let mut cluster = Cluster::new();
+    // Every push is a batch of its own, so each is a part of its own in the edge's lane.
+    cluster.config.job_batch_size = 1;
+    let edge = FakeEdge::start().await;
+    edge.log.lock().unwrap().delay = Duration::from_millis(200);
+    cluster.register("n1", REGION, &edge.url).await;
+    let worker = cluster.start_worker();
+
+    // One room: its pushes may not overtake each other, so they go one delivery at a time.
+    let ids: Vec<String> = (0..20).map(|n| format!("r{n}")).collect();
+    for id in &ids {
+        cluster
+            .publish(vec![("room:live://1", id, room("live://1"))])
+            .await;
+    }
+    eventually("the edge took every push", || {
+        edge.taken().len() == ids.len()
+    })
+    .await;
+    assert_eq!(edge.taken_ids(), ids, "order");
+    let requests = edge.log.lock().unwrap().taken.len();
+    assert!(
+        requests <= 3,
+        "{requests} requests for {} pushes queued behind a slow edge: they should leave together",
+        ids.len()
     );
 
     worker.stop().await;

@@ -29,7 +29,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use rim_proto::schema::PushMessage;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,23 +120,8 @@ impl KafkaConsumer {
         let context = OwnershipContext {
             pending: pending.clone(),
         };
-        let mut properties: Vec<(&str, String)> = vec![
-            ("group.id", group_id.to_owned()),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("auto.offset.reset", "earliest".into()),
-        ];
-        properties.extend(
-            GROUP_TIMEOUTS
-                .iter()
-                .chain(LOW_LATENCY)
-                .map(|(key, value)| (*key, (*value).to_owned())),
-        );
-        if let Some(instance_id) = instance_id {
-            properties.push(("group.instance.id", instance_id.to_owned()));
-        }
         let consumer: StreamConsumer<OwnershipContext> = settings
-            .client_config(&properties)
+            .consumer_config(group_id, instance_id)
             .create_with_context(context)
             .map_err(|err| BusError::Unavailable(format!("kafka consumer: {err}")))?;
         consumer
@@ -248,6 +233,31 @@ impl KafkaConsumer {
     }
 }
 
+impl KafkaSettings {
+    /// The librdkafka configuration of rim's consumer in `group_id` (static member `instance_id`
+    /// when given): manual commits, a new group starting at the oldest record, rim's group
+    /// timeouts ([`GROUP_TIMEOUTS`]) and low-latency fetches ([`LOW_LATENCY`]). Public so tools
+    /// can measure a broker with exactly rim's settings (`bus-latency` in rim-bench).
+    pub fn consumer_config(&self, group_id: &str, instance_id: Option<&str>) -> ClientConfig {
+        let mut properties: Vec<(&str, String)> = vec![
+            ("group.id", group_id.to_owned()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+        ];
+        properties.extend(
+            GROUP_TIMEOUTS
+                .iter()
+                .chain(LOW_LATENCY)
+                .map(|(key, value)| (*key, (*value).to_owned())),
+        );
+        if let Some(instance_id) = instance_id {
+            properties.push(("group.instance.id", instance_id.to_owned()));
+        }
+        self.client_config(&properties)
+    }
+}
+
 /// A partition whose read position [`lost_positions`] moves back.
 struct LostPosition {
     partition: i32,
@@ -323,8 +333,17 @@ const GROUP_TIMEOUTS: &[(&str, &str)] = &[
 /// is there (the broker waits at most 10 ms for more), a lost broker is retried within a second or
 /// two, and a topic recreated behind the consumer's back (a broker that lost its storage) is seen
 /// within seconds. Operators override any of them with [`super::KafkaOptions`].
+///
+/// `fetch.queue.backoff.ms`: when a worker fell so far behind that librdkafka's local queue holds
+/// `queued.min.messages` records, fetching pauses; librdkafka's default pause (1 s) would leave a
+/// worker that just caught up idle for up to a second with records waiting at the broker.
+///
+/// `fetch.wait.max.ms` costs a Kafka broker nothing in latency (it answers as soon as records
+/// arrive); tansu 0.6, the test broker, sleeps through the whole wait even when it holds records
+/// (see rim-bench's `bus-latency`), so there it adds 10 to 20 ms per push.
 const LOW_LATENCY: &[(&str, &str)] = &[
     ("fetch.wait.max.ms", "10"),
+    ("fetch.queue.backoff.ms", "10"),
     ("fetch.error.backoff.ms", "100"),
     ("reconnect.backoff.ms", "100"),
     ("reconnect.backoff.max.ms", "2000"),

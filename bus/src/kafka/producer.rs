@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
+use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -221,17 +222,26 @@ async fn delivered(deliveries: Vec<DeliveryFuture>, within: Duration) -> Result<
 /// A librdkafka producer with rim's settings.
 fn build(settings: &KafkaSettings) -> Result<FutureProducer, BusError> {
     settings
-        .client_config(&[
-            ("enable.idempotence", "true".into()),
-            ("acks", "all".into()),
-            ("linger.ms", millis(settings.linger)),
-            ("batch.num.messages", "10000".into()),
-            ("compression.type", "lz4".into()),
-            ("message.timeout.ms", millis(settings.delivery_timeout)),
-            ("request.timeout.ms", millis(settings.delivery_timeout)),
-        ])
+        .producer_config()
         .create()
         .map_err(|err| BusError::Unavailable(format!("kafka producer: {err}")))
+}
+
+impl KafkaSettings {
+    /// The librdkafka configuration of rim's producer: idempotent (so `acks=all`), the configured
+    /// linger, large lz4 batches, and records failed after the delivery timeout. Public so tools
+    /// can measure a broker with exactly rim's settings (`bus-latency` in rim-bench).
+    pub fn producer_config(&self) -> ClientConfig {
+        self.client_config(&[
+            ("enable.idempotence", "true".into()),
+            ("acks", "all".into()),
+            ("linger.ms", millis(self.linger)),
+            ("batch.num.messages", "10000".into()),
+            ("compression.type", "lz4".into()),
+            ("message.timeout.ms", millis(self.delivery_timeout)),
+            ("request.timeout.ms", millis(self.delivery_timeout)),
+        ])
+    }
 }
 
 /// Hands one record to librdkafka, waiting (until `deadline`) while its local queue is full.

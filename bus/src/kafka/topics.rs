@@ -6,6 +6,11 @@
 //! saw created (or already existing), so only the first publish to a region pays the round trip;
 //! after a failure the client forgets the topics involved and checks them again, so a topic lost
 //! with a broker's storage is recreated instead of failing forever.
+//!
+//! A refused creation is not an error when the topic is there: a cluster may deny rim the right
+//! to create topics (its operator created them), and some brokers have no CreateTopics at all
+//! (librdkafka's mock cluster, which rim-bench runs the full path on). Then the broker's metadata
+//! decides: a topic it lists with partitions is used as it is.
 
 use super::KafkaSettings;
 use crate::BusError;
@@ -14,11 +19,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Creates missing region topics; remembers which exist.
 pub(crate) struct TopicCreator {
-    admin: AdminClient<DefaultClientContext>,
+    /// Shared with the blocking metadata look-ups of [`TopicCreator::listed`].
+    admin: Arc<AdminClient<DefaultClientContext>>,
     partitions: i32,
     replication_factor: i32,
     timeout: Duration,
@@ -33,7 +40,7 @@ impl TopicCreator {
             .create()
             .map_err(|err| BusError::Unavailable(format!("kafka admin client: {err}")))?;
         Ok(Self {
-            admin,
+            admin: Arc::new(admin),
             partitions: settings.partitions.max(1),
             // Anything below 1 means "the broker's default" (KIP-464), sent as -1.
             replication_factor: if settings.replication_factor < 1 {
@@ -87,21 +94,51 @@ impl TopicCreator {
                 "creating topics timed out after {:?}",
                 self.timeout
             ))
-        })?
-        .map_err(|err| BusError::Unavailable(format!("creating topics: {err}")))?;
-        let mut known = self.known.lock();
-        for result in results {
-            match result {
-                Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    known.insert(topic);
+        })?;
+        let refused: Vec<(String, String)> = match results {
+            Ok(results) => {
+                let mut refused = Vec::new();
+                let mut known = self.known.lock();
+                for result in results {
+                    match result {
+                        Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                            known.insert(topic);
+                        }
+                        Err((topic, code)) => refused.push((topic, code.to_string())),
+                    }
                 }
-                Err((topic, code)) => {
-                    return Err(BusError::Unavailable(format!(
-                        "creating topic {topic}: {code}"
-                    )));
-                }
+                refused
             }
+            // The whole request was refused (e.g. a broker without CreateTopics).
+            Err(err) => missing
+                .iter()
+                .map(|topic| ((*topic).clone(), err.to_string()))
+                .collect(),
+        };
+        for (topic, reason) in refused {
+            if !self.listed(&topic).await {
+                return Err(BusError::Unavailable(format!(
+                    "creating topic {topic}: {reason}"
+                )));
+            }
+            tracing::debug!(%topic, %reason, "creating the topic was refused; the broker has it");
+            self.known.lock().insert(topic);
         }
         Ok(())
+    }
+
+    /// Whether the broker's metadata lists `topic` with partitions and without error (asked when
+    /// creating it was refused).
+    async fn listed(&self, topic: &str) -> bool {
+        let (admin, name, timeout) = (self.admin.clone(), topic.to_owned(), self.timeout);
+        let metadata =
+            tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(Some(&name), timeout))
+                .await;
+        let Ok(Ok(metadata)) = metadata else {
+            return false;
+        };
+        metadata.topics().iter().any(|found| {
+            found.name() == topic && found.error().is_none() && !found.partitions().is_empty()
+        })
     }
 }
