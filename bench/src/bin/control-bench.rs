@@ -4,6 +4,9 @@
 //! - Pushes accepted per second: concurrent `POST /goim/push/mids` (one online user each, so every
 //!   push resolves a session and publishes one record) with the memory store, once with the
 //!   in-process bus and once with Kafka (a tansu broker from rim-testkit, when installed).
+//! - The same pushes with the PostgreSQL store, so every push is also stored in the user's inbox
+//!   before it is answered (durable delivery: the push path's append-publish-commit), with both
+//!   buses.
 //! - Session events ingested per second: concurrent `POST /edge/v1/sessions` batches of connects,
 //!   from several edge nodes, into PostgreSQL (a throwaway cluster from rim-testkit).
 //!
@@ -259,9 +262,17 @@ where
     }
 }
 
+/// A fresh memory store.
+fn memory_store() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new(rim_store::StoreSettings::default()))
+}
+
 /// Pushes to online users as fast as the instance accepts them; answers pushes/s and failures.
-async fn push_rate(args: &Args, bus: Arc<dyn BusProducer>) -> anyhow::Result<Measured> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(rim_store::StoreSettings::default()));
+async fn push_rate(
+    args: &Args,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn BusProducer>,
+) -> anyhow::Result<Measured> {
     let instance = Arc::new(Instance::start(args, store, bus).await?);
     instance.register("edge-1").await?;
     let users = usize::try_from(args.users).context("--users")?;
@@ -378,7 +389,7 @@ async fn main() -> anyhow::Result<()> {
 
     let bus = MemoryBus::new(1_000_000);
     let drainer = drain_memory_bus(&bus);
-    let measured = push_rate(&args, Arc::new(bus)).await?;
+    let measured = push_rate(&args, memory_store(), Arc::new(bus)).await?;
     drainer.abort();
     println!("pushes accepted (memory store, memory bus):  {measured}");
 
@@ -388,8 +399,36 @@ async fn main() -> anyhow::Result<()> {
         let broker = rim_testkit::kafka::TestKafka::start();
         let settings = rim_bus::kafka::KafkaSettings::new(broker.bootstrap());
         let producer = rim_bus::kafka::KafkaProducer::new(&settings)?;
-        let measured = push_rate(&args, Arc::new(producer)).await?;
+        let measured = push_rate(&args, memory_store(), Arc::new(producer)).await?;
         println!("pushes accepted (memory store, Kafka/tansu): {measured}");
+    }
+
+    if args.no_postgres {
+        println!("pushes stored and accepted (PostgreSQL): skipped (--no-postgres)");
+    } else {
+        let cluster = rim_testkit::postgres::TestPostgres::start();
+        let broker = (!args.no_kafka).then(rim_testkit::kafka::TestKafka::start);
+        let mut buses: Vec<(&str, Arc<dyn BusProducer>)> = Vec::new();
+        let memory = MemoryBus::new(1_000_000);
+        let drainer = drain_memory_bus(&memory);
+        buses.push(("memory bus", Arc::new(memory)));
+        if let Some(broker) = &broker {
+            let settings = rim_bus::kafka::KafkaSettings::new(broker.bootstrap());
+            buses.push((
+                "Kafka/tansu",
+                Arc::new(rim_bus::kafka::KafkaProducer::new(&settings)?),
+            ));
+        }
+        for (name, bus) in buses {
+            let store = rim_store::postgres::PostgresStore::connect(
+                &cluster.fresh_database(),
+                rim_store::StoreSettings::default(),
+            )
+            .await?;
+            let measured = push_rate(&args, Arc::new(store), bus).await?;
+            println!("pushes stored and accepted (PostgreSQL store and inbox, {name}): {measured}");
+        }
+        drainer.abort();
     }
 
     if args.no_postgres {
