@@ -7,7 +7,8 @@
 //! | `job` | PostgreSQL (to find edges) | Kafka consumer group of its region |
 //! | `edge` | – (reports to control over HTTP) | – (job workers push to it over HTTP) |
 //!
-//! Every edge runs with a [`SessionReporter`] (its link to the control plane) as its session observer,
+//! Every edge runs with a [`SessionReporter`] (its link to the control plane) as its session observer
+//! and a [`DurableReporter`] (resume calls, acks and `written` receipts of rim's durable delivery),
 //! and authenticates clients through control's auth webhook when `edge_auth_webhook` is set; with
 //! `edge_upstream` an [`UpstreamForwarder`] takes client messages to control's upstream backend
 //! (`rim dev` turns it on when its control plane has an upstream webhook).
@@ -25,8 +26,8 @@ use rim_bus::kafka::{KafkaProducer, KafkaSettings};
 use rim_bus::memory::MemoryBus;
 use rim_edge::{Edge, EdgeConfig, EdgeHandle, EdgeHooks, Verifier};
 use rim_edgelink::{
-    CredentialSettings, LinkConfig, NodeCredentials, SessionReporter, UpstreamForwarder,
-    WebhookVerifier,
+    CredentialSettings, DurableReporter, LinkConfig, NodeCredentials, SessionReporter,
+    UpstreamForwarder, WebhookVerifier,
 };
 use rim_job::StoreDirectory;
 use rim_proto::node_token::NodeRole;
@@ -163,6 +164,8 @@ fn enroll(
 struct RunningEdge {
     handle: EdgeHandle,
     reporter: Arc<SessionReporter>,
+    /// Resume calls, acks and `written` receipts (rim's durable delivery).
+    durable: Arc<DurableReporter>,
     _renewal: DropGuard,
 }
 
@@ -189,10 +192,12 @@ async fn start_edge(
     } else {
         rim_edge::auth::from_config(&config)?
     };
+    let durable = DurableReporter::start(&link, &credentials)?;
     let mut hooks = EdgeHooks {
         events: reporter.clone(),
         metrics: Some(prometheus),
         push_authority: Some(credentials.clone()),
+        durable: Some(durable.clone()),
         ..EdgeHooks::default()
     };
     if link.edge_upstream {
@@ -203,6 +208,7 @@ async fn start_edge(
     Ok(RunningEdge {
         handle,
         reporter,
+        durable,
         _renewal: renewal,
     })
 }
@@ -215,6 +221,7 @@ async fn stop_edge(edge: RunningEdge) {
     if !edge.reporter.shutdown(REPORT_FLUSH_TIMEOUT).await {
         tracing::warn!("some session changes were not reported; they expire at the control plane");
     }
+    edge.durable.shutdown(REPORT_FLUSH_TIMEOUT).await;
 }
 
 /// `addr`, with an unspecified IP (listening on every interface) replaced by loopback.
