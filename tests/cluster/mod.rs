@@ -13,6 +13,7 @@
 pub mod process;
 pub mod pusher;
 pub mod recorder;
+pub mod rim_wire;
 
 use process::Process;
 use recorder::Recorder;
@@ -80,6 +81,15 @@ impl Cluster {
     /// Starts PostgreSQL, the broker, `rim control`, and one `rim job` per region of `regions`;
     /// then the `edges` (node id, region), waiting until control lists every edge as active.
     pub async fn start(regions: &[&str], edges: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(regions, edges, &[]).await
+    }
+
+    /// [`Cluster::start`] with extra flags for `rim control` (`--control-inbox-max-per-user=10`).
+    pub async fn start_with(
+        regions: &[&str],
+        edges: &[(&str, &str)],
+        control_flags: &[&str],
+    ) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let postgres = TestPostgres::start();
         let kafka = TestKafka::start();
@@ -94,17 +104,15 @@ impl Cluster {
         let database_url = postgres.fresh_database();
         let port = free_port().expect("free port");
         let control_url = format!("http://127.0.0.1:{port}");
-        let control = Process::start(
-            dir.path(),
-            "control",
-            vec![
-                "control".into(),
-                format!("--control-listen=127.0.0.1:{port}"),
-                format!("--control-database-url={database_url}"),
-                format!("--control-kafka-brokers={}", kafka.bootstrap()),
-                format!("--control-admin-key={ADMIN_KEY}"),
-            ],
-        );
+        let mut control_args = vec![
+            "control".into(),
+            format!("--control-listen=127.0.0.1:{port}"),
+            format!("--control-database-url={database_url}"),
+            format!("--control-kafka-brokers={}", kafka.bootstrap()),
+            format!("--control-admin-key={ADMIN_KEY}"),
+        ];
+        control_args.extend(control_flags.iter().map(|flag| (*flag).to_owned()));
+        let control = Process::start(dir.path(), "control", control_args);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
