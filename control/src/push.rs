@@ -4,7 +4,9 @@
 //! sessions → nodes → regions; room and broadcast → every region with live nodes). Each push gets a
 //! UUIDv7 message id (time-ordered, unique across instances) and becomes one [`PushMessage`] record
 //! per target and region, keyed by its target (`key:<key>`, `mid:<mid>`, `room:<room>`,
-//! `broadcast`) so one target's pushes stay ordered in one partition. The records of one push are
+//! `broadcast`) so one target's pushes stay ordered in one partition (a key push stored in its
+//! user's inbox is keyed by the user, `mid:<mid>`: its position is one of the user's stream, whose
+//! positions must reach the edges in order). The records of one push are
 //! numbered 0, 1, 2, ... (`PushMessage.record`): edges and clients drop duplicate deliveries by
 //! (message id, record), so the records of a push to several users or keys never collide. The
 //! caller is answered only after the bus accepted every record; if the bus fails, nothing is
@@ -263,16 +265,18 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
                 };
                 online.insert(session.key.as_str());
                 let target = ReceiptTarget::Key(session.key.clone());
-                let mut record = record(
-                    &template,
-                    region,
-                    format!("key:{}", session.key),
-                    keys_target([session]),
-                );
+                // A stored key push is numbered in its user's stream, so it shares the user's
+                // partition: the stream's positions then reach the edges in order. User 0
+                // (anonymous) has no inbox: its key gets a plain push, keyed by the key.
+                let stored = session.mid != 0;
+                let partition = if stored {
+                    ReceiptTarget::Mid(session.mid).to_text()
+                } else {
+                    target.to_text()
+                };
+                let mut record = record(&template, region, partition, keys_target([session]));
                 record.message.receipt_target = target.to_text();
-                // User 0 (anonymous) has no inbox: its key gets a plain push.
-                let slot = (session.mid != 0)
-                    .then(|| durable.user(session.mid, Some(session.key.clone())));
+                let slot = stored.then(|| durable.user(session.mid, Some(session.key.clone())));
                 durable.receipt(target, ReceiptState::Accepted, now);
                 records.push((record, slot));
             }

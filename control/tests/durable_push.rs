@@ -245,7 +245,8 @@ async fn key_pushes_go_to_the_key_owners_stream_and_offline_keys_only_get_a_rece
         [
             // An anonymous connection (user 0) has no inbox: a plain push.
             ("key:guest", "key:guest", None),
-            ("key:phone", "key:phone", user_position(2)),
+            // A stored key push shares its user's partition (the user stream's order).
+            ("mid:7", "key:phone", user_position(2)),
         ]
     );
     // The phone reads it in user 7's stream; the laptop (another key) does not.

@@ -116,9 +116,10 @@ async fn records_per_push_are_bounded_and_numbered() {
     assert_eq!(
         numbered,
         vec![
-            ("key:k1".into(), 0),
-            ("key:k2".into(), 1),
-            ("key:k3".into(), 2)
+            // Stored key pushes are keyed by their user (the user stream's partition).
+            ("mid:1".into(), 0),
+            ("mid:2".into(), 1),
+            ("mid:3".into(), 2)
         ]
     );
     assert!(
