@@ -222,11 +222,43 @@ async fn expect_answer(client: &mut GoimClient) -> ResumeAnswer {
     }
 }
 
+/// A proxy to `control` that holds each answer for `delay` before passing it on: a resume that
+/// surely takes long enough for live pushes to race it.
+async fn slow_proxy(control: std::net::SocketAddr, delay: Duration) -> String {
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    let forward = move |State(control): State<std::net::SocketAddr>,
+                        uri: Uri,
+                        headers: HeaderMap,
+                        body: Bytes| async move {
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{control}{}", uri.path()))
+            .body(body);
+        if let Some(bearer) = headers.get("authorization") {
+            request = request.header("authorization", bearer.as_bytes());
+        }
+        let answer = request.send().await.unwrap();
+        let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+        let body = answer.bytes().await.unwrap();
+        tokio::time::sleep(delay).await;
+        (status, body)
+    };
+    let router = axum::Router::new()
+        .fallback(axum::routing::post(forward))
+        .with_state(control);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_replays_in_order_then_answers_then_goes_live_with_nothing_twice() {
     let durable = Durable::start().await;
     let stored = durable.append_user(1_500).await;
-    let edge = durable.edge("edge-resume", None).await;
+    let slow = slow_proxy(durable.control.local_addr(), Duration::from_millis(300)).await;
+    let edge = durable.edge("edge-resume", Some(slow)).await;
     let from = stored[99].1; // the client processed seq 100
     let mut client = edge
         .client("phone", "", json!({"v": 1, "user": position(from)}))
@@ -234,9 +266,11 @@ async fn a_resume_replays_in_order_then_answers_then_goes_live_with_nothing_twic
     // Live pushes race the replay: copies of stored ones (already in the replay) and one stored
     // after the client asked.
     for stored in &stored[1_497..] {
-        edge.handle
+        let reached = edge
+            .handle
             .push(&live_user_push("phone", *stored, "live copy"))
             .await;
+        assert_eq!(reached, 1, "held in the outbox while the resume runs");
     }
     let late = durable.append_user(1).await[0];
     edge.handle
@@ -272,6 +306,7 @@ async fn a_resume_replays_in_order_then_answers_then_goes_live_with_nothing_twic
     }
     let expected: Vec<u64> = (from.seq + 1..=late.1.seq).collect();
     assert_eq!(seqs, expected, "every push once, in order");
+    assert!(client_silent(&mut client).await, "and nothing after them");
     assert!(answer.position.seq >= seqs[replayed as usize - 1]);
     edge.stop().await;
     durable.control.shutdown().await.unwrap();
