@@ -4,10 +4,10 @@
 //! An edge that authenticates a rim-aware connection (see `docs/rim-protocol-extension.md`) asks
 //! control for the pushes the client missed after the positions it sent, one page per stream per
 //! call, and later reports the client's cumulative acks and the `written` receipts of the durable
-//! pushes it wrote, in batches. Control is only the door to the store's [`Inbox`]: it checks the
-//! node token exactly like the lifecycle routes ([`crate::edge_api`]: role edge, the body's node id
-//! must be the token's), validates every field, and maps the store's answers to the protobuf
-//! messages of `rim_proto::schema`.
+//! pushes it wrote, in batches. Control is only the door to the store's inbox
+//! ([`rim_store::inbox::Inbox`]): it checks the node token exactly like the lifecycle routes
+//! ([`crate::edge_api`]: role edge, the body's node id must be the token's), validates every
+//! field, and maps the store's answers to the protobuf messages of `rim_proto::schema`.
 //!
 //! | route | request | success |
 //! |---|---|---|

@@ -15,6 +15,7 @@
 //! | `/edge/v1/enroll`, `/edge/v1/renew`, `/edge/v1/keys` | see [`crate::enroll`] | 200 | node tokens |
 //! | `/edge/v1/sessions` | `SessionBatch` | 200, JSON `SessionApplyReport` | events applied in order |
 //! | `/edge/v1/auth` | `AuthRequest` | 200, `AuthResponse` | business webhook accepted or refused the client |
+//! | `/edge/v1/resume`, `/edge/v1/acks`, `/edge/v1/receipts` | see [`crate::durable_api`] | 200 / 204 | durable delivery: what a client missed, what it processed, what was written |
 //!
 //! Statuses an edge client must handle (error bodies are JSON `{"error","message"}`):
 //! - 401: missing, malformed, forged or expired node token (enroll or renew, then retry).
