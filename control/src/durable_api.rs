@@ -183,8 +183,14 @@ fn check_resume(request: &ResumeRequest) -> Result<Asked<'_>, ApiError> {
     Ok(Asked { user, room, limit })
 }
 
-/// One stream's part of the answer from what the store read after `after`.
-fn stream_part(after: Position, outcome: ReadOutcome, limit: usize) -> StreamResume {
+/// One stream's part of the answer from what the store read after `after`; `mid` is the user of a
+/// user stream (`None` for a room stream).
+fn stream_part(
+    after: Position,
+    outcome: ReadOutcome,
+    limit: usize,
+    mid: Option<i64>,
+) -> StreamResume {
     match outcome {
         ReadOutcome::NotResumable { reason, head } => StreamResume {
             reason: reason_code(reason),
@@ -207,20 +213,25 @@ fn stream_part(after: Position, outcome: ReadOutcome, limit: usize) -> StreamRes
             StreamResume {
                 reason: 0,
                 head: Some(value(head)),
-                pushes: pushes.into_iter().map(replayed).collect(),
+                pushes: pushes.into_iter().map(|push| replayed(push, mid)).collect(),
                 more,
             }
         }
     }
 }
 
-/// A stored push as a resume replays it.
-fn replayed(push: StoredPush) -> ReplayedPush {
+/// A stored push as a resume replays it; `mid` names the user of a user stream (`None` for a
+/// room), so the edge can record `written` receipts for the target the push was for.
+fn replayed(push: StoredPush, mid: Option<i64>) -> ReplayedPush {
+    let receipt_target = mid
+        .map(|mid| ReceiptTarget::of_entry(mid, push.key.as_deref()).to_text())
+        .unwrap_or_default();
     ReplayedPush {
         message_id: bytes::Bytes::copy_from_slice(&push.message_id.0),
         operation: push.operation,
         body: push.body.into(),
         position: Some(value(push.position)),
+        receipt_target,
     }
 }
 
@@ -260,7 +271,7 @@ async fn resume(
                     state.inbox.read_user(mid, key, after, asked.limit),
                 )
                 .await?;
-                stream_part(after, outcome, asked.limit)
+                stream_part(after, outcome, asked.limit, Some(mid))
             }
         };
         count("user", &part);
@@ -277,7 +288,7 @@ async fn resume(
                         .read_room(room, after, asked.limit, crate::now_ms()),
                 )
                 .await?;
-                stream_part(after, outcome, asked.limit)
+                stream_part(after, outcome, asked.limit, None)
             }
         };
         count("room", &part);
@@ -415,6 +426,7 @@ mod tests {
                 head: at(3),
             },
             2,
+            None,
         );
         assert_eq!((full.reason, full.pushes.len(), full.more), (0, 2, true));
         let last = stream_part(
@@ -424,6 +436,7 @@ mod tests {
                 head: at(3),
             },
             2,
+            None,
         );
         assert_eq!((last.reason, last.pushes.len(), last.more), (0, 1, false));
         // A full page that reaches the head: nothing more to ask for.
@@ -434,8 +447,28 @@ mod tests {
                 head: at(3),
             },
             2,
+            None,
         );
         assert!(!exact.more);
+    }
+
+    #[test]
+    fn replayed_pushes_name_their_receipt_target_on_user_streams_only() {
+        let mut key_push = stored(2);
+        key_push.key = Some("phone".into());
+        let page = || ReadOutcome::Page {
+            pushes: vec![stored(1), key_push.clone()],
+            head: at(2),
+        };
+        let user = stream_part(at(0), page(), RESUME_PAGE, Some(7));
+        let targets: Vec<&str> = user
+            .pushes
+            .iter()
+            .map(|p| p.receipt_target.as_str())
+            .collect();
+        assert_eq!(targets, ["mid:7", "key:phone"]);
+        let room = stream_part(at(0), page(), RESUME_PAGE, None);
+        assert!(room.pushes.iter().all(|p| p.receipt_target.is_empty()));
     }
 
     #[test]
@@ -448,6 +481,7 @@ mod tests {
                 head,
             },
             RESUME_PAGE,
+            None,
         );
         assert_eq!(part.reason, 5);
         assert!(part.pushes.is_empty());
@@ -460,6 +494,7 @@ mod tests {
                 head,
             },
             RESUME_PAGE,
+            None,
         );
         assert_eq!(part.reason, 0);
     }

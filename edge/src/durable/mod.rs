@@ -179,7 +179,7 @@ pub(crate) fn acked(has_user: bool) {
 }
 
 /// Milliseconds since the Unix epoch, the time unit of receipts.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -27,7 +27,9 @@ use rim_proto::Packet;
 use rim_proto::durable::{
     NotResumedReason, Position, RESUME_PAGE, ResumeAnswer, ResumeOutcome, RimAuth, StreamKind,
 };
-use rim_proto::schema::{PositionValue, ResumeRequest, ResumeResponse, StreamResume};
+use rim_proto::schema::{
+    EdgeReceipt, PositionValue, ReplayedPush, ResumeRequest, ResumeResponse, StreamResume,
+};
 use tokio::time::Sleep;
 
 use super::{Floors, MAX_RESUME_REPLAY, filter_held, replay_frame};
@@ -209,6 +211,27 @@ impl<T: Transport> Resume<'_, '_, T> {
         }
     }
 
+    /// Records `written` receipts for the replayed pushes that name a receipt target (user and key
+    /// pushes), now that they are on the socket.
+    fn record_written(&self, pushes: &[ReplayedPush]) {
+        let Some(link) = &self.shared.durable else {
+            return;
+        };
+        let now = super::now_ms();
+        let receipts: Vec<EdgeReceipt> = pushes
+            .iter()
+            .filter(|push| !push.receipt_target.is_empty() && push.message_id.len() == 16)
+            .map(|push| EdgeReceipt {
+                message_id: push.message_id.clone(),
+                target: push.receipt_target.clone(),
+                at_unix_ms: now,
+            })
+            .collect();
+        if !receipts.is_empty() {
+            link.written(&receipts);
+        }
+    }
+
     /// Replays one stream from `part` (the first page, if control answered) and the pages after it
     /// (asked with `next`), then writes its op-21 answer; returns the answer's position.
     async fn stream(
@@ -239,6 +262,7 @@ impl<T: Transport> Resume<'_, '_, T> {
             }
             count += frames.len();
             self.write(&frames).await?;
+            self.record_written(&page.pushes);
             let capped = count >= MAX_RESUME_REPLAY;
             match last {
                 Some(after) if page.more && !capped => {
