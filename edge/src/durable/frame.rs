@@ -337,6 +337,7 @@ mod tests {
             operation: 1001,
             body: Bytes::from_static(b"old"),
             position: Some(rim_proto::schema::PositionValue { epoch: 0, seq: 3 }),
+            receipt_target: "mid:1".into(),
         };
         let (Frame::Push(frame), position) = replay_frame(StreamKind::User, &replayed).unwrap()
         else {
