@@ -10,10 +10,9 @@
 //!    through `POST /internal/push`:
 //!    - `single`: one message per push, one push per HTTP request (goim's unbatched case);
 //!    - `request`: `--batch` pushes of one message each in one request (how rim-job sends): each is a
-//!      separate frame; the edge may coalesce what is queued into one write per connection;
-//!    - `raw`: one push per request whose operation is 9 and whose body is `--batch` complete goim
-//!      packets (goim's batched room push: one frame carrying the batch). Not run by default: rim's
-//!      edge now refuses pushes with operations below 1000 (`--modes raw` shows its 400).
+//!      separate frame; the edge may coalesce what is queued into one write per connection. (An
+//!      earlier `raw` mode pushed goim-style op-9 batches; the edge now refuses pushes with operations
+//!      below 1000, and merges consecutive queued pushes into one op-9 frame itself.)
 //!
 //!    Clients count every op-1000 packet they receive (op 9 is treated as a container, so packets inside a
 //!    batch are counted one by one) by walking packet headers only, a few runtime threads serving all
@@ -40,7 +39,7 @@
 //! shared and noisy: compare figures from one run, and repeat (`--runs`).
 //! Run with `cargo build --release -p rim-bench && target/release/edge-bench --help`. `rim-bench room`
 //! and `rim-bench idle` measure the same and more (worker processes, latency, any goim server);
-//! this program stays for its `request`/`raw` comparison with goim's op-9 batching.
+//! this program stays for its `single`/`request` comparison with goim and its durable phases.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -89,7 +88,7 @@ struct Args {
     /// Body size of each message, in bytes.
     #[arg(long, default_value_t = 64)]
     body: usize,
-    /// Messages per request (`request` mode) or per op-9 push (`raw` mode).
+    /// Messages per request (`request` mode).
     #[arg(long, default_value_t = 20)]
     batch: usize,
     /// Push modes to run, in order.
@@ -155,13 +154,13 @@ impl Audience {
 }
 
 /// The phases of a run, in order: every mode plain, and with `--durable-share` the `single` and
-/// `request` modes positioned and rim-aware too (an op-9 `raw` push has no position to carry).
+/// `request` modes positioned and rim-aware too.
 fn plan(args: &Args) -> Vec<(Mode, Audience)> {
     let durable = args.durable_share > 0.0;
     args.modes
         .iter()
         .flat_map(|&mode| {
-            let audiences: &[Audience] = if durable && mode != Mode::Raw {
+            let audiences: &[Audience] = if durable {
                 &[Audience::Plain, Audience::Positioned, Audience::Rim]
             } else {
                 &[Audience::Plain]
@@ -178,8 +177,6 @@ enum Mode {
     Single,
     /// `--batch` one-message pushes per request.
     Request,
-    /// One op-9 push carrying `--batch` packets per request.
-    Raw,
 }
 
 /// How clients talk to the edge.
@@ -761,32 +758,15 @@ mod phase {
         while sent < args.messages {
             let count = match mode {
                 Mode::Single => 1,
-                Mode::Request | Mode::Raw => batch.min(args.messages - sent),
+                Mode::Request => batch.min(args.messages - sent),
             };
-            let pushes = match mode {
-                Mode::Single | Mode::Request => (sent..sent + count)
-                    .map(|n| push(n as u64, PUSH_OP, body.clone()))
-                    .collect(),
-                Mode::Raw => {
-                    let inner = packets_back_to_back(count, &body);
-                    vec![push(sent as u64, op::RAW, inner)]
-                }
-            };
+            let pushes = (sent..sent + count)
+                .map(|n| push(n as u64, PUSH_OP, body.clone()))
+                .collect();
             out.push((count, EdgePushRequest { pushes }));
             sent += count;
         }
         out
-    }
-
-    /// `count` op-1000 packets with `body`, back to back (an op-9 body).
-    fn packets_back_to_back(count: usize, body: &[u8]) -> Vec<u8> {
-        let packet = Packet::new(1, PUSH_OP, 0, body.to_vec()).to_bytes();
-        packet
-            .iter()
-            .copied()
-            .cycle()
-            .take(packet.len() * count)
-            .collect()
     }
 
     /// Waits until `done()` or until the clients' total stops moving for `stall`; true if done.
@@ -851,14 +831,7 @@ mod phase {
                 bail!("{mode:?}: deliveries stalled after {sent} messages");
             }
             let per_push = edge.push(request).await?;
-            let per_message = match mode {
-                Mode::Raw => *count as u64,
-                Mode::Single | Mode::Request => 1,
-            };
-            reached += per_push
-                .iter()
-                .map(|n| u64::from(*n) * per_message)
-                .sum::<u64>();
+            reached += per_push.iter().map(|n| u64::from(*n)).sum::<u64>();
         }
         let expected = sent * connections;
         wait_until(fleet, stall, |total| total - base >= expected).await;
