@@ -48,9 +48,10 @@ macro_rules! client_modules {
 }
 
 /// The JavaScript client's modules (every `.js` of `clients/js/src/`; a test keeps the list whole).
-const CLIENT_MODULES: [(&str, &str, &str); 6] = client_modules!(
+const CLIENT_MODULES: [(&str, &str, &str); 7] = client_modules!(
     "backoff.js",
     "client.js",
+    "durable.js",
     "emitter.js",
     "heartbeat.js",
     "httpdns.js",
