@@ -10,7 +10,8 @@
 //!   live ones written).
 //! - A room connection resumes the room's pushes it missed within the room window.
 //! - A position whose pushes retention removed gets "not resumed: expired" (and one ahead of the
-//!   stream "not resumed: ahead"), with the head to continue from, before any push.
+//!   stream "not resumed: ahead"), with the head to continue from, before any push; the removed
+//!   pushes' receipts say `expired`.
 
 mod cluster;
 
@@ -481,9 +482,17 @@ async fn a_position_retention_removed_is_not_resumed_and_says_why() {
     let processed = live[0].position;
     drop(client);
     wait_presence(&cluster, "920", (vec![], vec![mid])).await;
+    let mut gone = Vec::new();
     for n in 0..30 {
-        push_user(&cluster, mid, &format!("gone:{n}")).await;
+        gone.push(push_user(&cluster, mid, &format!("gone:{n}")).await);
     }
+    // The oldest ones were pushed out by the count before anyone acked them: expired.
+    let target = format!("mid:{mid}");
+    let states = wait_receipts(&cluster, &gone[0], &target, &["expired"]).await;
+    for state in ["stored", "offline", "expired"] {
+        assert!(states.contains(&state.to_owned()), "{states:?}");
+    }
+    assert!(!states.contains(&"acked".to_owned()), "{states:?}");
     let head = Position {
         epoch,
         seq: processed.seq + 30,
