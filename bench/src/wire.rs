@@ -52,50 +52,72 @@ pub struct Tally {
     pub stamps: Vec<u64>,
 }
 
-/// Walks a stream of goim packets across reads.
-#[derive(Debug)]
-pub struct Packets {
-    head: [u8; HEADER_LEN],
-    have: usize,
-    /// Body bytes still to skip.
-    skip: usize,
-    /// The counted operation.
-    operation: i32,
-    /// Expected body size of counted packets, when known.
-    body: Option<usize>,
-    /// The current counted body's first bytes, while they are being read.
-    prefix: [u8; STAMP_LEN],
-    prefix_have: usize,
-    prefix_want: usize,
+/// What a [`PacketWalk`] does with the body of the packet whose header it has just read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyPlan {
+    /// Walk into it: its bytes are packets (op 9, goim's batched push).
+    Enter,
+    /// Skip it whole.
+    Skip,
+    /// Capture its first bytes (at most the walk's capacity and the body's size), skip the rest.
+    Capture(usize),
 }
 
-impl Packets {
-    /// Counts packets of `operation`, expecting bodies of `body` bytes when given.
-    pub fn new(operation: i32, body: Option<usize>) -> Self {
+/// What a reader of a packet stream looks at, called back by [`PacketWalk::feed`].
+pub trait PacketVisitor {
+    /// A packet header was read: `body` is its body size, or `None` when its length field is
+    /// shorter than a header (the walk then goes on with the next bytes as a header).
+    fn header(&mut self, code: i32, body: Option<usize>, tally: &mut Tally) -> BodyPlan;
+
+    /// The first bytes of the current packet's body, as many as [`PacketVisitor::header`] asked.
+    fn captured(&mut self, code: i32, body: usize, prefix: &[u8], tally: &mut Tally);
+}
+
+/// Walks a stream of goim packets across reads: headers are read, bodies skipped unless the
+/// visitor asks for their first bytes (up to `CAPTURE` of them), nothing is allocated.
+#[derive(Debug)]
+pub struct PacketWalk<const CAPTURE: usize> {
+    head: [u8; HEADER_LEN],
+    have: usize,
+    /// The captured start of the current body.
+    capture: [u8; CAPTURE],
+    captured: usize,
+    /// Bytes of the current body still to capture (0: none), then to skip.
+    want: usize,
+    skip: usize,
+    /// The op and body size of the packet being captured.
+    code: i32,
+    body: usize,
+}
+
+impl<const CAPTURE: usize> Default for PacketWalk<CAPTURE> {
+    fn default() -> Self {
         Self {
             head: [0; HEADER_LEN],
             have: 0,
+            capture: [0; CAPTURE],
+            captured: 0,
+            want: 0,
             skip: 0,
-            operation,
-            body,
-            prefix: [0; STAMP_LEN],
-            prefix_have: 0,
-            prefix_want: 0,
+            code: 0,
+            body: 0,
         }
     }
+}
 
-    /// Consumes `data`, counting into `tally`.
-    pub fn feed(&mut self, mut data: &[u8], tally: &mut Tally) {
+impl<const CAPTURE: usize> PacketWalk<CAPTURE> {
+    /// Consumes `data`, telling `visitor` of every header and captured body start.
+    pub fn feed<V: PacketVisitor>(&mut self, mut data: &[u8], visitor: &mut V, tally: &mut Tally) {
         while !data.is_empty() {
-            if self.prefix_want > 0 {
-                let n = (self.prefix_want - self.prefix_have).min(data.len());
-                self.prefix[self.prefix_have..self.prefix_have + n].copy_from_slice(&data[..n]);
-                self.prefix_have += n;
-                self.skip -= n;
+            if self.want > 0 {
+                let n = (self.want - self.captured).min(data.len());
+                self.capture[self.captured..self.captured + n].copy_from_slice(&data[..n]);
+                self.captured += n;
                 data = &data[n..];
-                if self.prefix_have == self.prefix_want {
-                    tally.stamps.extend(stamp(&self.prefix[..self.prefix_want]));
-                    self.prefix_want = 0;
+                if self.captured == self.want {
+                    self.want = 0;
+                    let prefix = &self.capture[..self.captured];
+                    visitor.captured(self.code, self.body, prefix, tally);
                 }
                 continue;
             }
@@ -116,33 +138,79 @@ impl Packets {
             let len = i32::from_be_bytes([self.head[0], self.head[1], self.head[2], self.head[3]]);
             let code =
                 i32::from_be_bytes([self.head[8], self.head[9], self.head[10], self.head[11]]);
-            let Some(body) = usize::try_from(len)
+            let body = usize::try_from(len)
                 .ok()
-                .and_then(|l| l.checked_sub(HEADER_LEN))
-            else {
-                tally.malformed += 1;
-                continue;
+                .and_then(|l| l.checked_sub(HEADER_LEN));
+            let plan = visitor.header(code, body, tally);
+            let Some(body) = body else { continue };
+            let capture = match plan {
+                BodyPlan::Enter => continue,
+                BodyPlan::Skip => 0,
+                BodyPlan::Capture(n) => n.min(CAPTURE).min(body),
             };
-            match code {
-                op::RAW => {
-                    tally.batches += 1;
-                    continue; // the inner packets follow
-                }
-                code if code == self.operation => {
-                    tally.messages += 1;
-                    tally.malformed += u64::from(self.body.is_some_and(|want| want != body));
-                    self.prefix_want = body.min(STAMP_LEN);
-                    self.prefix_have = 0;
-                    if self.prefix_want < STAMP_LEN {
-                        self.prefix_want = 0; // too short to carry a stamp
-                    }
-                }
-                op::AUTH_REPLY => tally.authed = true,
-                op::HEARTBEAT_REPLY => tally.heartbeat_replies += 1,
-                _ => {}
-            }
-            self.skip = body;
+            (self.code, self.body) = (code, body);
+            (self.want, self.captured, self.skip) = (capture, 0, body - capture);
         }
+    }
+}
+
+/// Counts the packets of one operation in a goim stream, with their send times (see the module
+/// docs).
+#[derive(Debug)]
+pub struct Packets {
+    walk: PacketWalk<STAMP_LEN>,
+    counter: Counter,
+}
+
+/// What [`Packets`] counts: the operation and the expected body size.
+#[derive(Debug)]
+struct Counter {
+    operation: i32,
+    body: Option<usize>,
+}
+
+impl Packets {
+    /// Counts packets of `operation`, expecting bodies of `body` bytes when given.
+    pub fn new(operation: i32, body: Option<usize>) -> Self {
+        Self {
+            walk: PacketWalk::default(),
+            counter: Counter { operation, body },
+        }
+    }
+
+    /// Consumes `data`, counting into `tally`.
+    pub fn feed(&mut self, data: &[u8], tally: &mut Tally) {
+        self.walk.feed(data, &mut self.counter, tally);
+    }
+}
+
+impl PacketVisitor for Counter {
+    fn header(&mut self, code: i32, body: Option<usize>, tally: &mut Tally) -> BodyPlan {
+        let Some(body) = body else {
+            tally.malformed += 1;
+            return BodyPlan::Skip;
+        };
+        match code {
+            op::RAW => {
+                tally.batches += 1;
+                return BodyPlan::Enter;
+            }
+            code if code == self.operation => {
+                tally.messages += 1;
+                tally.malformed += u64::from(self.body.is_some_and(|want| want != body));
+                if body >= STAMP_LEN {
+                    return BodyPlan::Capture(STAMP_LEN);
+                } // shorter bodies are too short to carry a stamp
+            }
+            op::AUTH_REPLY => tally.authed = true,
+            op::HEARTBEAT_REPLY => tally.heartbeat_replies += 1,
+            _ => {}
+        }
+        BodyPlan::Skip
+    }
+
+    fn captured(&mut self, _code: i32, _body: usize, prefix: &[u8], tally: &mut Tally) {
+        tally.stamps.extend(stamp(prefix));
     }
 }
 

@@ -401,13 +401,12 @@ mod fleet {
 }
 
 mod rim_wire {
-    //! What a rim-aware client reads: packet headers walked like [`rim_bench::wire::Packets`] does
-    //! (op 9 is a container), with op-20 headers and op-21 bodies captured and decoded by
-    //! `rim_proto::durable`, and every other body skipped. Nothing else is kept.
+    //! What a rim-aware client reads: packet headers walked by [`rim_bench::wire::PacketWalk`], as
+    //! a goim client's are (op 9 is a container), with op-20 headers and op-21 bodies captured and
+    //! decoded by `rim_proto::durable`, and every other body skipped. Nothing else is kept.
 
     use super::*;
-    use rim_bench::wire::Tally;
-    use rim_proto::HEADER_LEN;
+    use rim_bench::wire::{BodyPlan, PacketVisitor, PacketWalk, Tally};
     use rim_proto::durable::{
         self, DurablePush, NotResumedReason, PUSH_HEADER_LEN, RESUME_LEN, ResumeAnswer,
         ResumeOutcome, StreamKind,
@@ -427,17 +426,13 @@ mod rim_wire {
     /// Walks a rim-aware connection's stream across reads; see the module docs.
     #[derive(Debug)]
     pub struct Walker {
-        head: [u8; HEADER_LEN],
-        have: usize,
-        /// The captured start of the current body (an op-20 header or an op-21 body).
-        capture: [u8; PUSH_HEADER_LEN],
-        captured: usize,
-        /// Bytes of the current body to capture (0: none), then to skip.
-        want: usize,
-        skip: usize,
-        /// The op and body length of the packet being captured.
-        op: i32,
-        body_len: usize,
+        walk: PacketWalk<PUSH_HEADER_LEN>,
+        checker: Checker,
+    }
+
+    /// What a [`Walker`] checks the captured op-20 headers and op-21 bodies against, and counts.
+    #[derive(Debug)]
+    struct Checker {
         /// Expected payload size of pushes.
         payload: usize,
         /// The seq of the last op-20 push (the room's seqs start at 1).
@@ -450,94 +445,58 @@ mod rim_wire {
         /// A walker expecting push payloads of `payload` bytes.
         pub fn new(payload: usize) -> Self {
             Self {
-                head: [0; HEADER_LEN],
-                have: 0,
-                capture: [0; PUSH_HEADER_LEN],
-                captured: 0,
-                want: 0,
-                skip: 0,
-                op: 0,
-                body_len: 0,
-                payload,
-                last_seq: 0,
-                answered: 0,
-                counts: Counts::default(),
+                walk: PacketWalk::default(),
+                checker: Checker {
+                    payload,
+                    last_seq: 0,
+                    answered: 0,
+                    counts: Counts::default(),
+                },
             }
         }
 
         /// Op-21 answers received so far.
         pub fn answered(&self) -> u64 {
-            self.answered
+            self.checker.answered
         }
 
         /// The counts since the last call.
         pub fn take(&mut self) -> Counts {
-            std::mem::take(&mut self.counts)
+            std::mem::take(&mut self.checker.counts)
         }
 
         /// Consumes `data`: op-20 pushes go to `tally.messages` (bad ones to `tally.malformed`), the
         /// auth reply to `tally.authed`.
-        pub fn feed(&mut self, mut data: &[u8], tally: &mut Tally) {
-            while !data.is_empty() {
-                if self.want > 0 {
-                    let n = (self.want - self.captured).min(data.len());
-                    self.capture[self.captured..self.captured + n].copy_from_slice(&data[..n]);
-                    self.captured += n;
-                    data = &data[n..];
-                    if self.captured == self.want {
-                        self.want = 0;
-                        self.decode(tally);
-                    }
-                    continue;
+        pub fn feed(&mut self, data: &[u8], tally: &mut Tally) {
+            self.walk.feed(data, &mut self.checker, tally);
+        }
+    }
+
+    impl PacketVisitor for Checker {
+        fn header(&mut self, code: i32, body: Option<usize>, tally: &mut Tally) -> BodyPlan {
+            let Some(body) = body else {
+                tally.malformed += 1;
+                return BodyPlan::Skip;
+            };
+            match code {
+                op::RAW => BodyPlan::Enter,
+                durable::PUSH if body >= PUSH_HEADER_LEN => BodyPlan::Capture(PUSH_HEADER_LEN),
+                durable::RESUME if body == RESUME_LEN => BodyPlan::Capture(RESUME_LEN),
+                durable::PUSH | durable::RESUME | PUSH_OP => {
+                    tally.malformed += 1; // too short, or a plain push to the rim room
+                    BodyPlan::Skip
                 }
-                if self.skip > 0 {
-                    let n = self.skip.min(data.len());
-                    self.skip -= n;
-                    data = &data[n..];
-                    continue;
+                op::AUTH_REPLY => {
+                    tally.authed = true;
+                    BodyPlan::Skip
                 }
-                let n = (HEADER_LEN - self.have).min(data.len());
-                self.head[self.have..self.have + n].copy_from_slice(&data[..n]);
-                self.have += n;
-                data = &data[n..];
-                if self.have < HEADER_LEN {
-                    return;
-                }
-                self.have = 0;
-                let len =
-                    i32::from_be_bytes([self.head[0], self.head[1], self.head[2], self.head[3]]);
-                let code =
-                    i32::from_be_bytes([self.head[8], self.head[9], self.head[10], self.head[11]]);
-                let Some(body) = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| l.checked_sub(HEADER_LEN))
-                else {
-                    tally.malformed += 1;
-                    continue;
-                };
-                let capture = match code {
-                    op::RAW => continue, // the inner packets follow
-                    durable::PUSH if body >= PUSH_HEADER_LEN => PUSH_HEADER_LEN,
-                    durable::RESUME if body == RESUME_LEN => RESUME_LEN,
-                    durable::PUSH | durable::RESUME | PUSH_OP => {
-                        tally.malformed += 1; // too short, or a plain push to the rim room
-                        0
-                    }
-                    op::AUTH_REPLY => {
-                        tally.authed = true;
-                        0
-                    }
-                    _ => 0,
-                };
-                (self.op, self.body_len) = (code, body);
-                (self.want, self.captured, self.skip) = (capture, 0, body - capture);
+                _ => BodyPlan::Skip,
             }
         }
 
         /// Checks the captured op-20 header or op-21 body.
-        fn decode(&mut self, tally: &mut Tally) {
-            let captured = &self.capture[..self.captured];
-            if self.op == durable::RESUME {
+        fn captured(&mut self, code: i32, body: usize, captured: &[u8], tally: &mut Tally) {
+            if code == durable::RESUME {
                 match ResumeAnswer::decode(captured) {
                     Ok(answer) => {
                         self.answered += 1;
@@ -560,7 +519,7 @@ mod rim_wire {
                 && push.operation == PUSH_OP
                 && push.position.epoch == EPOCH
                 && push.message_id.0[8..] == seq.to_be_bytes()
-                && self.body_len - PUSH_HEADER_LEN == self.payload;
+                && body - PUSH_HEADER_LEN == self.payload;
             tally.malformed += u64::from(!expected);
             self.counts.out_of_order += u64::from(seq != self.last_seq + 1);
             self.last_seq = seq;
