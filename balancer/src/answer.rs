@@ -77,28 +77,60 @@ pub fn answer(
 
 /// The answer from nodes in their final order; `why` explains an empty one.
 pub(crate) fn answer_from(
-    mut ordered: selection::Ordered<'_>,
+    ordered: selection::Ordered<'_>,
     why: impl FnOnce() -> NoEligibleNode,
     client: &Client,
     config: &BalancerConfig,
 ) -> GoimAnswer {
-    let (ports, nodes, reason) = match ordered.next() {
-        Some(best) => {
-            let ports = best.node.ports;
-            let mut nodes: Vec<String> = Vec::with_capacity(config.httpdns_max_nodes);
-            let same_ports = std::iter::once(best).chain(ordered.filter(|s| s.node.ports == ports));
-            for endpoint in same_ports.flat_map(|s| s.node.endpoints(client.platform)) {
-                if nodes.len() == config.httpdns_max_nodes {
-                    break;
-                }
-                if !nodes.iter().any(|n| n == endpoint) {
-                    nodes.push(endpoint.to_owned());
-                }
-            }
-            (ports, nodes, None)
-        }
-        None => (Ports::default(), Vec::new(), Some(why())),
+    let mut nodes: Vec<String> = Vec::with_capacity(config.httpdns_max_nodes);
+    let best = listed(
+        ordered,
+        client,
+        config.httpdns_max_nodes,
+        |_, _, endpoint| nodes.push(endpoint.to_owned()),
+    );
+    let (ports, reason) = match best {
+        Some(best) => (best.ports, None),
+        None => (Ports::default(), Some(why())),
     };
+    goim_answer(config, ports, nodes, reason)
+}
+
+/// What an answer lists, from nodes in their final order: the endpoints of the best node and of
+/// the later nodes on the same ports, in order, duplicates dropped, at most `max`; `each` gets
+/// every listed endpoint with its node and its position among the node's endpoints. Returns the
+/// best node, `None` when there is none.
+pub(crate) fn listed<'a>(
+    mut ordered: selection::Ordered<'a>,
+    client: &Client,
+    max: usize,
+    mut each: impl FnMut(&'a NodeCandidate, usize, &'a str),
+) -> Option<&'a NodeCandidate> {
+    let best = ordered.next()?;
+    let ports = best.node.ports;
+    let mut seen: Vec<&str> = Vec::with_capacity(max);
+    let same_ports = std::iter::once(best).chain(ordered.filter(|s| s.node.ports == ports));
+    'nodes: for scored in same_ports {
+        for (k, endpoint) in scored.node.endpoints(client.platform).enumerate() {
+            if seen.len() == max {
+                break 'nodes;
+            }
+            if !seen.contains(&endpoint) {
+                seen.push(endpoint);
+                each(scored.node, k, endpoint);
+            }
+        }
+    }
+    Some(best.node)
+}
+
+/// The answer listing `nodes` on `ports`, with the configured domain, heartbeat and backoff.
+pub(crate) fn goim_answer(
+    config: &BalancerConfig,
+    ports: Ports,
+    nodes: Vec<String>,
+    reason: Option<NoEligibleNode>,
+) -> GoimAnswer {
     GoimAnswer {
         domain: config.httpdns_domain.clone(),
         tcp_port: ports.tcp,

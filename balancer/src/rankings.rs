@@ -17,6 +17,11 @@
 //! answer asked outside it is computed from scratch, so precomputing never changes an answer:
 //! [`Rankings::answer`] equals [`crate::answer()`] for the same snapshot, client and time.
 //!
+//! The JSON of an answer is precomputed in pieces too: what every answer shares (domain,
+//! heartbeat, backoff) and, per node, its ports and each endpoint as a JSON string, so
+//! [`Rankings::answer_json`] only concatenates the pieces of the nodes the request's order lists,
+//! byte for byte what serializing [`Rankings::answer`] gives.
+//!
 //! [`RankingCache`] keeps the rankings of the latest snapshot behind an [`ArcSwapOption`]: a
 //! request reads them without a lock, and the first request that sees a new snapshot (or time
 //! past the interval) builds new rankings and swaps them in.
@@ -27,10 +32,10 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
-use crate::answer::{GoimAnswer, answer_from};
+use crate::answer::{GoimAnswer, answer_from, goim_answer, listed};
 use crate::client::{Client, Platform};
 use crate::config::BalancerConfig;
-use crate::discovery::{NodeCandidate, NodeState};
+use crate::discovery::{NodeCandidate, NodeState, Ports};
 use crate::health::{self, NoEligibleNode};
 use crate::selection::{self, RankedNode, Score, Scored};
 
@@ -62,6 +67,29 @@ pub struct Rankings {
     valid_until: Option<SystemTime>,
     native: PlatformTable,
     web: PlatformTable,
+    json: AnswerJson,
+}
+
+/// The JSON pieces of the answers (see the module docs).
+struct AnswerJson {
+    /// `{"domain":"…"`
+    head: Vec<u8>,
+    /// `,"heartbeat":…,"heartbeat_max":…,"nodes":[`
+    middle: Vec<u8>,
+    /// `],"backoff":{…}}`
+    tail: Vec<u8>,
+    /// Per candidate, in snapshot order.
+    nodes: Vec<NodeJson>,
+}
+
+/// One candidate's JSON pieces.
+struct NodeJson {
+    /// Its ports as answer fields (`,"tcp_port":…`; ports where nothing listens left out).
+    ports: Vec<u8>,
+    /// Each endpoint for native clients as a JSON string, in [`NodeCandidate::endpoints`] order.
+    native: Vec<Vec<u8>>,
+    /// The same for web clients.
+    web: Vec<Vec<u8>>,
 }
 
 impl Rankings {
@@ -70,6 +98,7 @@ impl Rankings {
         let (valid_from, valid_until) = verdict_interval(&candidates, now, config.node_staleness());
         let native = PlatformTable::new(&candidates, Platform::Native, now, config);
         let web = PlatformTable::new(&candidates, Platform::Web, now, config);
+        let json = AnswerJson::new(&candidates, config);
         Self {
             candidates,
             config: config.clone(),
@@ -77,6 +106,7 @@ impl Rankings {
             valid_until,
             native,
             web,
+            json,
         }
     }
 
@@ -99,6 +129,40 @@ impl Rankings {
         let table = self.table(client.platform);
         let why = || table.why_empty.clone();
         answer_from(self.ordered(table, client), why, client, &self.config)
+    }
+
+    /// Appends the JSON of [`Rankings::answer`] for `client` at `now` to `out`, byte for byte what
+    /// serializing that answer gives, from the precomputed pieces.
+    pub fn answer_json(&self, client: &Client, now: SystemTime, out: &mut Vec<u8>) {
+        if !self.is_current(now) {
+            return json_into(out, &self.answer(client, now));
+        }
+        let table = self.table(client.platform);
+        let json = &self.json;
+        let max = self.config.httpdns_max_nodes;
+        let mut endpoints: Vec<&[u8]> = Vec::with_capacity(max);
+        let best = listed(self.ordered(table, client), client, max, |node, k, _| {
+            let pieces = &json.nodes[index_of(&self.candidates, node)];
+            let strings = match client.platform {
+                Platform::Native => &pieces.native,
+                Platform::Web => &pieces.web,
+            };
+            endpoints.push(&strings[k]);
+        });
+        let Some(best) = best else {
+            // Nothing to list: the answer says why (rare, so simply serialized).
+            return json_into(out, &self.answer(client, now));
+        };
+        out.extend_from_slice(&json.head);
+        out.extend_from_slice(&json.nodes[index_of(&self.candidates, best)].ports);
+        out.extend_from_slice(&json.middle);
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(endpoint);
+        }
+        out.extend_from_slice(&json.tail);
     }
 
     /// rim's explained ranking for `client` at `now`: the same as [`crate::rank()`] over the snapshot.
@@ -136,6 +200,68 @@ impl Rankings {
             })
             .collect();
         selection::presorted(scored, client.seed, &self.config)
+    }
+}
+
+impl AnswerJson {
+    fn new(candidates: &[NodeCandidate], config: &BalancerConfig) -> Self {
+        let template = goim_answer(config, Ports::default(), Vec::new(), None);
+        let mut head = b"{\"domain\":".to_vec();
+        json_into(&mut head, &template.domain);
+        let mut middle = b",\"heartbeat\":".to_vec();
+        json_into(&mut middle, &template.heartbeat);
+        middle.extend_from_slice(b",\"heartbeat_max\":");
+        json_into(&mut middle, &template.heartbeat_max);
+        middle.extend_from_slice(b",\"nodes\":[");
+        let mut tail = b"],\"backoff\":".to_vec();
+        json_into(&mut tail, &template.backoff);
+        tail.push(b'}');
+        let nodes = candidates
+            .iter()
+            .map(|node| {
+                let mut ports = Vec::new();
+                for (name, port) in [
+                    ("tcp_port", node.ports.tcp),
+                    ("ws_port", node.ports.ws),
+                    ("wss_port", node.ports.wss),
+                ] {
+                    if port != 0 {
+                        ports.extend_from_slice(b",\"");
+                        ports.extend_from_slice(name.as_bytes());
+                        ports.extend_from_slice(b"\":");
+                        json_into(&mut ports, &port);
+                    }
+                }
+                let strings = |platform| {
+                    node.endpoints(platform)
+                        .map(|endpoint| {
+                            let mut string = Vec::new();
+                            json_into(&mut string, endpoint);
+                            string
+                        })
+                        .collect()
+                };
+                NodeJson {
+                    ports,
+                    native: strings(Platform::Native),
+                    web: strings(Platform::Web),
+                }
+            })
+            .collect();
+        Self {
+            head,
+            middle,
+            tail,
+            nodes,
+        }
+    }
+}
+
+/// Appends `value`'s JSON to `out`. Used on answers and their parts, made of strings, numbers and
+/// structs of them, which always serialize (into a `Vec`, which takes any write).
+fn json_into(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    if let Err(error) = serde_json::to_writer(&mut *out, value) {
+        unreachable!("an HTTPDNS answer did not serialize: {error}");
     }
 }
 

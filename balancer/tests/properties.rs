@@ -283,6 +283,35 @@ proptest! {
     }
 
     #[test]
+    fn precomputed_json_is_byte_for_byte_the_serialized_answer(
+        nodes in snapshot(), client in client(), config in config(), later_secs in -200i64..200,
+        escaped in any::<bool>(), max_nodes in 0usize..8,
+    ) {
+        // Endpoints and domain that need escaping, and any list length (0 included).
+        let mut nodes = nodes;
+        let mut config = BalancerConfig { httpdns_max_nodes: max_nodes, ..config };
+        if escaped {
+            config.httpdns_domain = "conn \"q\" \\ \u{e9}\u{1}.test".into();
+            for node in &mut nodes {
+                node.hostname = node.hostname.replace("edge", "\"edge\"\t\u{e9}");
+                for address in &mut node.addresses {
+                    address.push_str("\\\u{7f}");
+                }
+            }
+        }
+        let rankings = Rankings::new(nodes.clone(), now(), &config);
+        for at in [now(), shifted(now(), later_secs)] {
+            let mut json = b"prefix".to_vec();
+            rankings.answer_json(&client, at, &mut json);
+            let expected = serde_json::to_vec(&answer(&nodes, &client, at, &config)).unwrap();
+            prop_assert_eq!(
+                String::from_utf8_lossy(&json[6..]), String::from_utf8_lossy(&expected)
+            );
+            prop_assert_eq!(&json[..6], b"prefix");
+        }
+    }
+
+    #[test]
     fn rankings_are_current_exactly_while_no_health_verdict_changes(
         nodes in snapshot(), config in config(), later_secs in -200i64..200
     ) {
