@@ -3,7 +3,9 @@
 //! - Topic of region `R` is `<prefix>R` (default prefix [`DEFAULT_TOPIC_PREFIX`]); topics are
 //!   created on first use with [`KafkaSettings::partitions`] partitions ([`topics`]).
 //! - Record key = [`crate::OutgoingPush::partition_key`], so one target's pushes share a partition
-//!   and stay in order; value = the protobuf [`rim_proto::schema::PushMessage`].
+//!   and stay in order; value = the protobuf [`rim_proto::schema::PushMessage`], or, for the
+//!   records of one push that share a partition, one record holding them all (`group`). rim names
+//!   each push record's partition itself, with the hash of librdkafka's partitioner (`partition`).
 //! - [`KafkaProducer`]: idempotent, `acks=all`, short linger; `publish` waits for every delivery
 //!   report, bounded by [`KafkaSettings::delivery_timeout`] (a dead broker is an error within that
 //!   time, never a hang).
@@ -11,7 +13,9 @@
 //!   job finished, never beyond an unfinished record; undecodable records are skipped and counted.
 
 mod consumer;
+mod group;
 mod options;
+mod partition;
 mod producer;
 mod topics;
 

@@ -8,7 +8,8 @@
 //! Contract of both implementations (checked by the same test suite):
 //! - [`BusProducer::publish`] returns only once every record is durably accepted; on error, the caller
 //!   must assume none were (and answer the business caller 503).
-//! - A consumer sees one key's records in publish order.
+//! - A consumer sees one key's records in publish order (the Kafka bus sends the records of one
+//!   push that share a partition as one log record and hands them out again one by one).
 //! - Records not committed are delivered again to the next consumer of the group (after a restart).
 
 pub mod error;
@@ -103,8 +104,9 @@ pub trait BusProducer: Send + Sync + 'static {
 /// A job worker's side of the bus: one consumer of one region's group.
 #[async_trait]
 pub trait BusConsumer: Send + 'static {
-    /// Waits for the next pushes of the region (at least one, at most `max`), in log order per
-    /// partition. Returns what is already there without waiting to fill `max`.
+    /// Waits for the next pushes of the region (at least one, at most `max`, except that the
+    /// pushes of one log record, a Kafka group of one push's records, always come together), in
+    /// log order per partition. Returns what is already there without waiting to fill `max`.
     ///
     /// Cancel-safe: dropping the future before it completes loses no record, so a worker may
     /// `select!` it against other work.

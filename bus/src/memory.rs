@@ -202,7 +202,7 @@ impl MemoryConsumer {
             })
             .collect();
         for push in &batch {
-            self.pending.delivered(push.position);
+            self.pending.delivered(push.position, 1);
         }
         self.cursor += batch.len() as i64;
         batch

@@ -5,9 +5,13 @@
 //! commit point of a partition is the earliest record handed out and not yet done, or, when none is
 //! pending, the offset after the last record handed out: never beyond an unfinished record. Both bus
 //! implementations use this one rule.
+//!
+//! One log record may carry several pushes (a group of one push's records, see the Kafka bus's
+//! `group` module), all handed out with the same position: the record counts as done once every
+//! one of them is marked done.
 
 use crate::LogPosition;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 /// Records handed out by one consumer and not yet done, per partition.
 #[derive(Debug, Default)]
@@ -17,8 +21,8 @@ pub(crate) struct PendingOffsets {
 
 #[derive(Debug, Default)]
 struct PartitionPending {
-    /// Offsets handed out and not yet done.
-    pending: BTreeSet<i64>,
+    /// Offsets handed out and not yet done, with how many of their pushes are not done yet.
+    pending: BTreeMap<i64, usize>,
     /// The offset after the highest one handed out.
     next: i64,
 }
@@ -26,19 +30,22 @@ struct PartitionPending {
 impl PartitionPending {
     /// The offset to commit: nothing at or after it is known to be done for sure.
     fn commit_point(&self) -> i64 {
-        self.pending.first().copied().unwrap_or(self.next)
+        self.pending
+            .first_key_value()
+            .map_or(self.next, |(offset, _)| *offset)
     }
 }
 
 impl PendingOffsets {
-    /// Notes a record handed out to the caller (offsets grow within a partition).
-    pub(crate) fn delivered(&mut self, position: LogPosition) {
+    /// Notes a record handed out to the caller as `pushes` pushes (offsets grow within a
+    /// partition).
+    pub(crate) fn delivered(&mut self, position: LogPosition, pushes: usize) {
         let partition = self.partitions.entry(position.partition).or_default();
-        partition.pending.insert(position.offset);
+        partition.pending.insert(position.offset, pushes.max(1));
         partition.next = partition.next.max(position.offset + 1);
     }
 
-    /// Marks records done and returns, for each partition whose commit point this moved, the
+    /// Marks pushes done (one position per push) and returns, for each partition whose commit point this moved, the
     /// partition and its new commit point (the next offset to read). Positions not handed out by
     /// this consumer (already done, or of a partition since taken away) are ignored.
     pub(crate) fn done(
@@ -50,8 +57,16 @@ impl PendingOffsets {
             let Some(partition) = self.partitions.get_mut(&position.partition) else {
                 continue;
             };
+            let Some(left) = partition.pending.get_mut(&position.offset) else {
+                continue;
+            };
+            *left -= 1;
+            if *left > 0 {
+                continue;
+            }
             let before = partition.commit_point();
-            if partition.pending.remove(&position.offset) && partition.commit_point() > before {
+            partition.pending.remove(&position.offset);
+            if partition.commit_point() > before {
                 moved.insert(position.partition, partition.commit_point());
             }
         }
@@ -86,7 +101,7 @@ mod tests {
     fn commit_point_stops_at_the_earliest_unfinished_record() {
         let mut offsets = PendingOffsets::default();
         for offset in 10..15 {
-            offsets.delivered(at(0, offset));
+            offsets.delivered(at(0, offset), 1);
         }
         assert_eq!(offsets.done([at(0, 12), at(0, 13)]), vec![]);
         assert_eq!(offsets.done([at(0, 10)]), vec![(0, 11)]);
@@ -97,9 +112,9 @@ mod tests {
     #[test]
     fn partitions_move_independently_and_unknown_positions_are_ignored() {
         let mut offsets = PendingOffsets::default();
-        offsets.delivered(at(0, 0));
-        offsets.delivered(at(1, 7));
-        offsets.delivered(at(1, 8));
+        offsets.delivered(at(0, 0), 1);
+        offsets.delivered(at(1, 7), 1);
+        offsets.delivered(at(1, 8), 1);
         assert_eq!(offsets.done([at(1, 7), at(2, 3), at(0, 5)]), vec![(1, 8)]);
         assert_eq!(offsets.done([at(1, 8), at(0, 0)]), vec![(0, 1), (1, 9)]);
         assert_eq!(
@@ -110,9 +125,19 @@ mod tests {
     }
 
     #[test]
+    fn a_record_of_several_pushes_is_done_when_all_of_them_are() {
+        let mut offsets = PendingOffsets::default();
+        offsets.delivered(at(0, 4), 3);
+        offsets.delivered(at(0, 5), 1);
+        assert_eq!(offsets.done([at(0, 4), at(0, 5)]), vec![]);
+        assert_eq!(offsets.done([at(0, 4)]), vec![]);
+        assert_eq!(offsets.done([at(0, 4)]), vec![(0, 6)]);
+    }
+
+    #[test]
     fn a_forgotten_partition_commits_nothing() {
         let mut offsets = PendingOffsets::default();
-        offsets.delivered(at(3, 1));
+        offsets.delivered(at(3, 1), 1);
         offsets.forget(3);
         assert_eq!(offsets.done([at(3, 1)]), vec![]);
     }

@@ -15,8 +15,12 @@
 //! An undecodable record (not protobuf, no key, no id or target) cannot be retried into shape: it
 //! is logged, counted as `rim_bus_corrupt_total`, treated as done and skipped, so one bad record
 //! never wedges a partition.
+//!
+//! A record written as a group of one push's records (see `group`) is handed out as those records,
+//! all in the same batch and at the record's position, which is committed once all are done.
 
 use super::KafkaSettings;
+use super::group::{self, GROUP_HEADER, GROUP_VERSION};
 use super::topics::TopicCreator;
 use crate::offsets::PendingOffsets;
 use crate::{BusConsumer, BusError, BusHealth, HealthProbe, IncomingPush, LogPosition};
@@ -28,7 +32,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaResult;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use rim_proto::schema::PushMessage;
 use std::collections::HashMap;
@@ -354,28 +358,41 @@ const LOW_LATENCY: &[(&str, &str)] = &[
 /// queues, and a bound on the read's work should errors keep coming.
 const ERRORS_PER_READ: usize = 1024;
 
-/// Decodes a record into a push, or says why it is corrupt.
-fn decode(message: &BorrowedMessage<'_>, position: LogPosition) -> Result<IncomingPush, BusError> {
+/// Decodes a record into its pushes (one, or a group's), or says why it is corrupt.
+fn decode(
+    message: &BorrowedMessage<'_>,
+    position: LogPosition,
+) -> Result<Vec<IncomingPush>, BusError> {
     let corrupt = |reason: String| BusError::Corrupt {
         partition: position.partition,
         offset: position.offset,
         reason,
     };
+    let payload = message.payload().unwrap_or_default();
+    let grouped = message.headers().is_some_and(|headers| {
+        headers
+            .iter()
+            .any(|header| header.key == GROUP_HEADER && header.value == Some(GROUP_VERSION))
+    });
+    if grouped {
+        // One copy of the record; the members' bodies share it.
+        return group::expand(bytes::Bytes::copy_from_slice(payload), position).map_err(corrupt);
+    }
     let key = message
         .key()
         .ok_or_else(|| corrupt("no record key".into()))?;
     let key =
         std::str::from_utf8(key).map_err(|err| corrupt(format!("key is not UTF-8: {err}")))?;
-    let push = PushMessage::decode(message.payload().unwrap_or_default())
-        .map_err(|err| corrupt(format!("not a PushMessage: {err}")))?;
+    let push =
+        PushMessage::decode(payload).map_err(|err| corrupt(format!("not a PushMessage: {err}")))?;
     if push.message_id.is_empty() || push.target.is_none() {
         return Err(corrupt("push without message id or target".into()));
     }
-    Ok(IncomingPush {
+    Ok(vec![IncomingPush {
         partition_key: key.to_owned(),
         position,
         message: push,
-    })
+    }])
 }
 
 #[async_trait]
@@ -422,13 +439,17 @@ impl BusConsumer for KafkaConsumer {
                 partition: message.partition(),
                 offset: message.offset(),
             };
-            self.pending.lock().delivered(position);
             match decode(&message, position) {
-                Ok(push) => batch.push(push),
+                Ok(pushes) => {
+                    self.pending.lock().delivered(position, pushes.len());
+                    batch.extend(pushes);
+                }
                 Err(err) => {
                     tracing::warn!(topic = %self.topic, %err, "skipping undecodable record");
                     metrics::counter!("rim_bus_corrupt_total").increment(1);
-                    self.pending.lock().done([position]);
+                    let mut pending = self.pending.lock();
+                    pending.delivered(position, 1);
+                    pending.done([position]);
                 }
             }
         }

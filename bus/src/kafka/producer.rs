@@ -20,16 +20,23 @@
 //! Meanwhile the producer task goes on with the next group, so a group in flight never holds up the
 //! ones behind it; librdkafka packs what is enqueued into produce requests per partition. Under
 //! load this costs one wake-up, one topic check and one report task per group instead of per push.
+//!
+//! Each push record names its partition, chosen in rim with the hash of librdkafka's configured
+//! partitioner and the topic's cached partition count (see `partition`), and the records of one
+//! push that share a partition go as one Kafka record (see `group`): a push to 100 keys costs at
+//! most one record per partition instead of 100.
 
+use super::group::{self, GROUP_HEADER, GROUP_VERSION, Record};
+use super::partition::KeyHash;
 use super::topics::TopicCreator;
 use super::{KafkaSettings, millis};
 use crate::{BusError, BusHealth, BusProducer, OutgoingPush, OutgoingRecord};
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use parking_lot::{Mutex, RwLock};
-use prost::Message;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::BTreeSet;
@@ -68,6 +75,9 @@ struct Shared {
     producer: RwLock<Arc<FutureProducer>>,
     topics: TopicCreator,
     settings: KafkaSettings,
+    /// How the configured partitioner hashes keys (`None`: it does not, so rim names no
+    /// partition and groups nothing).
+    hash: Option<KeyHash>,
     /// When the producer was last replaced because it was stuck (bounds how often that happens).
     replaced_at: Mutex<Option<Instant>>,
 }
@@ -109,6 +119,7 @@ impl KafkaProducer {
                 producer: RwLock::new(Arc::new(build(settings)?)),
                 topics: TopicCreator::new(settings)?,
                 settings: settings.clone(),
+                hash: KeyHash::configured(&settings.client_options),
                 replaced_at: Mutex::new(None),
             }),
             queue: OnceLock::new(),
@@ -164,26 +175,38 @@ impl Shared {
         }
     }
 
-    /// Enqueues the records of every publish of `group` on `producer`, in order: the delivery
-    /// reports of each publish, or the error that stopped its enqueueing (the records of that
-    /// publish enqueued before it are left to librdkafka; the publish fails all the same).
+    /// Enqueues the records of every publish of `group` on `producer`, in order (each publish's
+    /// records of one push grouped by partition, see [`group::records`]): the delivery reports of
+    /// each publish, or the error that stopped its enqueueing (the records of that publish
+    /// enqueued before it are left to librdkafka; the publish fails all the same).
     async fn enqueue_group(
         &self,
         producer: &FutureProducer,
         group: &[Vec<OutgoingPush>],
+        topics: &[String],
     ) -> Vec<Result<Vec<DeliveryFuture>, BusError>> {
         let deadline = Instant::now() + self.settings.delivery_timeout;
+        let partitions: Vec<Option<i32>> = topics
+            .iter()
+            .map(|topic| self.topics.partitions(topic))
+            .collect();
+        let place = |region: &str, key: &str| {
+            let topic = self.settings.topic(region);
+            let partition = topics
+                .iter()
+                .position(|known| *known == topic)
+                .and_then(|at| partitions[at])
+                .zip(self.hash)
+                .and_then(|(count, hash)| hash.partition(key.as_bytes(), count));
+            (topic, partition)
+        };
         let mut enqueued = Vec::with_capacity(group.len());
-        let mut payload = Vec::new();
         for pushes in group {
-            let mut deliveries = Vec::with_capacity(pushes.len());
+            let records = group::records(pushes, place);
+            let mut deliveries = Vec::with_capacity(records.len());
             let mut failed = None;
-            for push in pushes {
-                let topic = self.settings.topic(&push.region);
-                payload.clear();
-                // Encoding into a Vec cannot fail (it grows as needed).
-                let _ = push.message.encode(&mut payload);
-                match enqueue(producer, &topic, &push.partition_key, &payload, deadline).await {
+            for record in &records {
+                match enqueue(producer, record, deadline).await {
                     Ok(delivery) => deliveries.push(delivery),
                     Err(err) => {
                         failed = Some(err);
@@ -191,6 +214,7 @@ impl Shared {
                     }
                 }
             }
+            metrics::counter!("rim_bus_kafka_records_total").increment(deliveries.len() as u64);
             enqueued.push(match failed {
                 Some(err) => Err(err),
                 None => Ok(deliveries),
@@ -247,24 +271,34 @@ impl KafkaSettings {
 /// Hands one record to librdkafka, waiting (until `deadline`) while its local queue is full.
 async fn enqueue(
     producer: &FutureProducer,
-    topic: &str,
-    key: &str,
-    payload: &[u8],
+    record: &Record,
     deadline: Instant,
 ) -> Result<DeliveryFuture, BusError> {
-    let mut record = FutureRecord::to(topic).key(key).payload(payload);
+    let mut future = FutureRecord::to(&record.topic)
+        .key(&record.key)
+        .payload(&record.payload);
+    if let Some(partition) = record.partition {
+        future = future.partition(partition);
+    }
+    if record.grouped {
+        future = future.headers(OwnedHeaders::new().insert(Header {
+            key: GROUP_HEADER,
+            value: Some(GROUP_VERSION),
+        }));
+    }
     loop {
-        match producer.send_result(record) {
+        match producer.send_result(future) {
             Ok(delivery) => return Ok(delivery),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
                 if Instant::now() < deadline =>
             {
-                record = returned;
+                future = returned;
                 tokio::time::sleep(QUEUE_FULL_PAUSE).await;
             }
             Err((err, _)) => {
                 return Err(BusError::Unavailable(format!(
-                    "producing to {topic}: {err}"
+                    "producing to {}: {err}",
+                    record.topic
                 )));
             }
         }
@@ -319,15 +353,16 @@ impl BusProducer for KafkaProducer {
         let deadline = Instant::now() + within;
         let mut deliveries = Vec::with_capacity(records.len());
         let mut outcome = Ok(());
-        for record in &records {
-            let enqueued = enqueue(
-                &producer,
-                &record.topic,
-                &record.key,
-                &record.payload,
-                deadline,
-            );
-            match enqueued.await {
+        for record in records {
+            // Not pushes: librdkafka's partitioner places them by key.
+            let record = Record {
+                topic: record.topic,
+                key: record.key,
+                partition: None,
+                payload: record.payload,
+                grouped: false,
+            };
+            match enqueue(&producer, &record, deadline).await {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(err) => {
                     outcome = Err(err);
@@ -388,7 +423,7 @@ async fn produce(shared: Arc<Shared>, mut waiting: mpsc::Receiver<Publish>) {
             continue;
         }
         let producer = shared.producer.read().clone();
-        let enqueued = shared.enqueue_group(&producer, &pushes).await;
+        let enqueued = shared.enqueue_group(&producer, &pushes, &topics).await;
         let records: Vec<usize> = pushes.iter().map(Vec::len).collect();
         tokio::spawn(settle(
             shared.clone(),

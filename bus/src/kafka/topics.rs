@@ -11,6 +11,13 @@
 //! to create topics (its operator created them), and some brokers have no CreateTopics at all
 //! (librdkafka's mock cluster, which rim-bench runs the full path on). Then the broker's metadata
 //! decides: a topic it lists with partitions is used as it is.
+//!
+//! Each known topic comes with its partition count (the configured one for a topic created here,
+//! the broker's metadata for one that existed), which the producer needs to name a record's
+//! partition itself (see `partition`). The count is cached like the topic and read again with it
+//! after a failure, so a topic recreated with another count is seen then; a partition an operator
+//! adds while rim runs is used from the next failed publish or restart on, and meanwhile every key
+//! stays in its partition.
 
 use super::KafkaSettings;
 use crate::BusError;
@@ -18,18 +25,19 @@ use parking_lot::Mutex;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Creates missing region topics; remembers which exist.
+/// Creates missing region topics; remembers which exist, and their partition counts.
 pub(crate) struct TopicCreator {
     /// Shared with the blocking metadata look-ups of [`TopicCreator::listed`].
     admin: Arc<AdminClient<DefaultClientContext>>,
     partitions: i32,
     replication_factor: i32,
     timeout: Duration,
-    known: Mutex<HashSet<String>>,
+    /// Topics seen created or existing, with their partition counts.
+    known: Mutex<HashMap<String, i32>>,
 }
 
 impl TopicCreator {
@@ -49,7 +57,7 @@ impl TopicCreator {
                 settings.replication_factor
             },
             timeout: settings.delivery_timeout,
-            known: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashMap::new()),
         })
     }
 
@@ -59,13 +67,19 @@ impl TopicCreator {
         self.known.lock().remove(topic);
     }
 
+    /// The partition count of `topic`, if [`TopicCreator::ensure`] saw it (and it was not
+    /// forgotten since).
+    pub(crate) fn partitions(&self, topic: &str) -> Option<i32> {
+        self.known.lock().get(topic).copied()
+    }
+
     /// Makes sure these topics exist, creating the ones not seen before.
     pub(crate) async fn ensure(&self, topics: &[String]) -> Result<(), BusError> {
         let missing: Vec<&String> = {
             let known = self.known.lock();
             topics
                 .iter()
-                .filter(|topic| !known.contains(*topic))
+                .filter(|topic| !known.contains_key(*topic))
                 .collect()
         };
         if missing.is_empty() {
@@ -101,8 +115,12 @@ impl TopicCreator {
                 let mut known = self.known.lock();
                 for result in results {
                     match result {
-                        Ok(topic) | Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                            known.insert(topic);
+                        Ok(topic) => {
+                            known.insert(topic, self.partitions);
+                        }
+                        // Its partition count is the broker's: asked below, as for a refusal.
+                        Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                            refused.push((topic, "it already exists".into()));
                         }
                         Err((topic, code)) => refused.push((topic, code.to_string())),
                     }
@@ -116,29 +134,30 @@ impl TopicCreator {
                 .collect(),
         };
         for (topic, reason) in refused {
-            if !self.listed(&topic).await {
+            let Some(partitions) = self.listed(&topic).await else {
                 return Err(BusError::Unavailable(format!(
                     "creating topic {topic}: {reason}"
                 )));
-            }
-            tracing::debug!(%topic, %reason, "creating the topic was refused; the broker has it");
-            self.known.lock().insert(topic);
+            };
+            tracing::debug!(%topic, %reason, partitions, "creating the topic was refused; the broker has it");
+            self.known.lock().insert(topic, partitions);
         }
         Ok(())
     }
 
-    /// Whether the broker's metadata lists `topic` with partitions and without error (asked when
-    /// creating it was refused).
-    async fn listed(&self, topic: &str) -> bool {
+    /// The partition count of `topic` if the broker's metadata lists it with partitions and
+    /// without error (asked when creating it was refused, or it existed).
+    async fn listed(&self, topic: &str) -> Option<i32> {
         let (admin, name, timeout) = (self.admin.clone(), topic.to_owned(), self.timeout);
         let metadata =
             tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(Some(&name), timeout))
                 .await;
         let Ok(Ok(metadata)) = metadata else {
-            return false;
+            return None;
         };
-        metadata.topics().iter().any(|found| {
+        let found = metadata.topics().iter().find(|found| {
             found.name() == topic && found.error().is_none() && !found.partitions().is_empty()
-        })
+        })?;
+        i32::try_from(found.partitions().len()).ok()
     }
 }
