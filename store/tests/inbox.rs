@@ -2,7 +2,9 @@
 //! and the PostgreSQL inbox (a real server from rim-testkit, a fresh database per test).
 //!
 //! Each behaviour is one `async fn` taking an opener (settings → a fresh, empty inbox);
-//! `inbox_suite!` turns the list into one `#[tokio::test]` per implementation.
+//! `backends::backend_suite!` turns the list into one `#[tokio::test]` per implementation.
+
+mod backends;
 
 use rim_proto::durable::{MAX_APPEND_BATCH, MessageId, NotResumedReason, Position};
 use rim_store::StoreSettings;
@@ -39,19 +41,7 @@ fn postgres(settings: InboxSettings) -> Opened {
     })
 }
 
-macro_rules! inbox_suite {
-    ($($name:ident),* $(,)?) => {
-        mod in_memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::memory).await; })*
-        }
-        mod in_postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-              async fn $name() { super::$name(super::postgres).await; })*
-        }
-    };
-}
-
-inbox_suite!(
+backends::backend_suite!(
     numbers_are_per_user_in_batch_order,
     reads_are_paged_and_see_user_and_own_key_pushes,
     unreadable_positions_say_why,

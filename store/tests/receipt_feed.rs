@@ -6,6 +6,8 @@
 //! them; the feed must hand them out in order, never skip one (also while many writers commit
 //! concurrently), and claim each fallback once.
 
+mod backends;
+
 use rim_proto::durable::{MAX_RECEIPT_BATCH, MessageId, Position};
 use rim_store::inbox::{
     AckEntry, Inbox, InboxSettings, Receipt, ReceiptState, ReceiptTarget, UserEntry,
@@ -62,19 +64,7 @@ fn postgres() -> Opening {
     })
 }
 
-macro_rules! feed_suite {
-    ($($name:ident),* $(,)?) => {
-        mod in_memory {
-            $(#[tokio::test] async fn $name() { super::$name(super::memory).await; })*
-        }
-        mod in_postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-              async fn $name() { super::$name(super::postgres).await; })*
-        }
-    };
-}
-
-feed_suite!(
+backends::backend_suite!(
     a_new_consumer_starts_at_the_end_and_reads_in_recording_order,
     pages_follow_the_cursor_and_filter_by_state,
     only_the_lease_holder_moves_the_cursor,
