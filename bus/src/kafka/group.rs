@@ -26,7 +26,6 @@ use crate::{IncomingPush, LogPosition, OutgoingPush};
 use bytes::Bytes;
 use prost::Message;
 use rim_proto::schema::PushMessage;
-use std::collections::HashMap;
 
 /// Header naming a record whose value is a [`PushGroup`] (version 1 of the format).
 pub(crate) const GROUP_HEADER: &str = "rim-push-group";
@@ -111,19 +110,18 @@ fn group_run(
     records: &mut Vec<Record>,
 ) {
     // Buckets in order of their first record; a record whose partition is unknown goes alone.
+    // A push has at most one bucket per region and partition: a scan beats hashing topic names.
     let mut buckets: Vec<(String, Option<i32>, Vec<&OutgoingPush>)> = Vec::new();
-    let mut index: HashMap<(String, i32), usize> = HashMap::new();
     for push in run {
         let (topic, partition) = place(&push.region, &push.partition_key);
-        match partition {
-            Some(partition) => match index.get(&(topic.clone(), partition)) {
-                Some(&at) => buckets[at].2.push(push),
-                None => {
-                    index.insert((topic.clone(), partition), buckets.len());
-                    buckets.push((topic, Some(partition), vec![push]));
-                }
-            },
-            None => buckets.push((topic, None, vec![push])),
+        let bucket = partition.and_then(|partition| {
+            buckets
+                .iter_mut()
+                .find(|(known, at, _)| *at == Some(partition) && *known == topic)
+        });
+        match bucket {
+            Some((_, _, members)) => members.push(push),
+            None => buckets.push((topic, partition, vec![push])),
         }
     }
     for (topic, partition, members) in buckets {
