@@ -199,6 +199,7 @@ async fn register(
     if report.restarted {
         tracing::info!(node = %node.node_id, region = %node.region, boot_id = %node.boot_id,
             sessions_ended = report.sessions_ended, "edge restarted; its previous life's sessions ended");
+        crate::presence::report_ended(&state, &report.ended_users).await;
     } else {
         tracing::info!(node = %node.node_id, region = %node.region, "edge registered");
     }

@@ -33,10 +33,16 @@
 //! [`MAX_WEBHOOK_BATCH`] per post), each post bounded by `control_presence_webhook_timeout_ms` and
 //! retried with exponential backoff ([`RETRIES`] times) before the batch is dropped and counted.
 //!
-//! What the webhook does not see: sessions that end without a disconnect event (a node declared
-//! dead, a restarted edge, an expired session) produce no offline event; and two edges reporting
-//! the same user's first connections at the same instant may both report it online (the events
-//! are hints to keep a cache fresh; `/v1/presence` is the truth).
+//! Sessions can also end without a disconnect event: the sweeper declares a silent node dead or
+//! removes an expired session, or an edge registers after a restart (its previous life's sessions
+//! end). The store names the users of those sessions ([`rim_store::EndedUsers`]), and
+//! [`report_ended`] sends **offline** for each of them left without a live session (at the time of
+//! the sweep or registration, in the region of the node the session was on).
+//!
+//! What the webhook does not see: an edge that stops gracefully or a node an admin declares dead
+//! end their sessions without naming their users; and two edges reporting the same user's first
+//! connections at the same instant may both report it online (the events are hints to keep a
+//! cache fresh; `/v1/presence` is the truth).
 
 use crate::error::ApiError;
 use crate::input::Params;
@@ -49,7 +55,7 @@ use axum::{Json, Router};
 use rim_proto::schema::SessionEvent;
 use rim_proto::schema::session_event::Kind;
 use rim_retry::Backoff;
-use rim_store::{Scope, Session};
+use rim_store::{EndedUsers, Scope, Session};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
@@ -300,6 +306,42 @@ async fn post_with_retries(client: &reqwest::Client, url: &reqwest::Url, batch: 
     }
     metrics::counter!("rim_control_presence_events_dropped_total", "reason" => "webhook_failed")
         .increment(batch.len() as u64);
+}
+
+/// Most users whose presence one store read checks after sessions ended without a disconnect.
+const ENDED_CHECK_CHUNK: usize = 1_000;
+
+/// Sends **offline** for each of `ended` (users whose sessions the store removed without a
+/// disconnect event: an expiry sweep, an edge's restart) that has no live session left. Nothing
+/// without the webhook; a failed read leaves those users unreported (counted in
+/// `rim_control_presence_watch_failures_total`).
+pub async fn report_ended(state: &AppState, ended: &EndedUsers) {
+    let Some(webhook) = &state.presence else {
+        return;
+    };
+    let at_unix_ms = crate::now_ms();
+    let mids: Vec<i64> = ended.keys().copied().collect();
+    for chunk in mids.chunks(ENDED_CHECK_CHUNK) {
+        let online = match online_of(state, chunk).await {
+            Ok(online) => online,
+            Err(error) => {
+                metrics::counter!("rim_control_presence_watch_failures_total").increment(1);
+                tracing::warn!(%error, users = chunk.len(),
+                    "presence after sessions ended unknown; those users go unreported");
+                continue;
+            }
+        };
+        for (mid, region) in chunk.iter().filter_map(|mid| Some((*mid, ended.get(mid)?))) {
+            if !online.contains(&mid) {
+                webhook.offer(PresenceEvent {
+                    mid,
+                    state: PresenceState::Offline,
+                    at_unix_ms,
+                    region: region.clone(),
+                });
+            }
+        }
+    }
 }
 
 /// Watches one session batch for users coming and going (only when the webhook is configured):

@@ -187,6 +187,7 @@ async fn sweep(state: AppState, mut stop: watch::Receiver<bool>) {
                     sessions_removed = report.sessions_removed,
                     "expiry sweep"
                 );
+                presence::report_ended(&state, &report.ended_users).await;
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "expiry sweep failed; retrying next interval"),

@@ -270,6 +270,78 @@ async fn the_webhook_hears_first_sessions_come_and_last_sessions_go() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_whose_sessions_end_without_a_disconnect_go_offline() {
+    let backend = Backend::default();
+    let h = harness(ControlConfig {
+        control_sweep_interval_ms: 100,
+        control_node_timeout_ms: 600,
+        ..webhook_config(backend.clone().serve().await)
+    })
+    .await;
+    h.register("east-1", "east").await;
+    h.register("west-1", "west").await;
+    // User 5 only on east-1; user 6 on both edges.
+    h.sessions("east-1", vec![connect("a", 5, 1, now(), "")])
+        .await;
+    h.sessions("east-1", vec![connect("b", 6, 2, now(), "")])
+        .await;
+    h.sessions("west-1", vec![connect("c", 6, 3, now(), "")])
+        .await;
+    assert_eq!(
+        backend.wait_for(2).await,
+        vec![event(5, "online", "east"), event(6, "online", "east")]
+    );
+    // east-1 goes silent while west-1 keeps reporting: the sweeper declares east-1 dead, and
+    // user 5, left without a session, goes offline; user 6 still has one on west-1.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while backend.events().len() < 3 && tokio::time::Instant::now() < deadline {
+        assert_eq!(h.heartbeat("west-1", 1, &[]).await, 204);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        backend.wait_for(3).await[2..],
+        [event(5, "offline", "east")]
+    );
+    // west-1 restarts (a new boot id): its previous life's sessions end, and user 6 with them.
+    let mut restarted = registration("west-1", "west");
+    restarted.boot_id = "boot-2".into();
+    let response = h.edge("/edge/v1/register", &restarted).await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        backend.wait_for(4).await[3..],
+        [event(6, "offline", "west")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_expires_unrenewed_goes_offline() {
+    let backend = Backend::default();
+    let database = TestPostgres::shared().fresh_database();
+    let settings = rim_store::StoreSettings {
+        session_ttl_ms: 500,
+    };
+    let store = PostgresStore::connect(&database, settings).await.unwrap();
+    let config = ControlConfig {
+        control_sweep_interval_ms: 100,
+        ..webhook_config(backend.clone().serve().await)
+    };
+    let h = start(config, Arc::new(store), Arc::new(MemoryBus::new(1_000))).await;
+    h.register("east-1", "east").await;
+    h.sessions("east-1", vec![connect("a", 7, 1, now(), "")])
+        .await;
+    // The node stays alive; the session is never renewed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while backend.events().len() < 2 && tokio::time::Instant::now() < deadline {
+        assert_eq!(h.heartbeat("east-1", 1, &[]).await, 204);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        backend.wait_for(2).await,
+        vec![event(7, "online", "east"), event(7, "offline", "east")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_webhook_is_retried_and_events_are_batched() {
     let backend = Backend {
         fail_first: 2,

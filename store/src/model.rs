@@ -4,6 +4,7 @@
 //! (`SessionEvent::at_unix_ms`), so both stores and the wire agree without conversions.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Milliseconds since the Unix epoch.
 pub type UnixMillis = i64;
@@ -161,23 +162,33 @@ pub struct DisplacedSession {
 }
 
 /// What a registration did besides storing the node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistrationReport {
     /// The registration carried a boot id other than the stored one: the node restarted, and the
     /// sessions and room counts of its previous life were removed.
     pub restarted: bool,
     /// Sessions removed because they belonged to the previous life.
     pub sessions_ended: u64,
+    /// Whose sessions those were.
+    pub ended_users: EndedUsers,
 }
 
 /// What one expiry sweep removed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpiryReport {
     /// Nodes marked dead because they stopped reporting.
     pub nodes_marked_dead: u64,
     /// Sessions removed (expired, or on a dead node).
     pub sessions_removed: u64,
+    /// Whose sessions were removed: presence tells which of them are now offline.
+    pub ended_users: EndedUsers,
 }
+
+/// The users (not 0, goim's anonymous user) who lost sessions without a disconnect event (a node
+/// declared dead or restarted, an expired session), each with the region of the node of one such
+/// session. Sessions that end this way have no edge to report them, so presence reads which of
+/// these users have no session left and tells the webhook they went offline.
+pub type EndedUsers = BTreeMap<i64, String>;
 
 /// Online count of one room, summed over all live nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ pub use receipt_feed::MemoryReceiptFeed;
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegionRemoval,
+    ApiKeyRecord, EndedUsers, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegionRemoval,
     RegistrationReport, RoomOnline, Session, SessionApplyReport, UnixMillis,
 };
 use crate::node_input::{check_region, is_new_life, load_of, node_from_registration, region_of};
@@ -79,13 +79,33 @@ impl State {
             .ok_or_else(|| StoreError::UnknownNode(node_id.to_owned()))
     }
 
-    /// Marks a node dead and drops what it reported; returns how many sessions went with it.
-    fn bury(&mut self, node_id: &str) -> u64 {
+    /// Marks a node dead and drops what it reported; returns how many sessions went with it,
+    /// noting their users in `ended`.
+    fn bury(&mut self, node_id: &str, ended: &mut EndedUsers) -> u64 {
         if let Some(entry) = self.nodes.get_mut(node_id) {
             entry.node.state = NodeState::Dead;
             entry.rooms.clear();
         }
-        self.sessions.remove_node(node_id)
+        self.end_sessions_of(node_id, ended)
+    }
+
+    /// Removes the sessions of `node_id` (noting their users in `ended`); returns how many.
+    fn end_sessions_of(&mut self, node_id: &str, ended: &mut EndedUsers) -> u64 {
+        let mids = self.sessions.remove_node(node_id);
+        let region = self.region_of_node(node_id);
+        let count = mids.len() as u64;
+        for mid in mids.into_iter().filter(|mid| *mid != 0) {
+            ended.entry(mid).or_insert_with(|| region.clone());
+        }
+        count
+    }
+
+    /// The region `node_id` serves ("" for a node never registered).
+    fn region_of_node(&self, node_id: &str) -> String {
+        self.nodes
+            .get(node_id)
+            .map(|entry| entry.node.region.clone())
+            .unwrap_or_default()
     }
 
     fn live_nodes(&self) -> impl Iterator<Item = &NodeEntry> {
@@ -201,7 +221,8 @@ impl Store for MemoryStore {
                 entry.node = node;
                 if report.restarted {
                     entry.rooms.clear();
-                    report.sessions_ended = state.sessions.remove_node(&entry.node.id);
+                    let id = entry.node.id.clone();
+                    report.sessions_ended = state.end_sessions_of(&id, &mut report.ended_users);
                 }
             }
             None => {
@@ -231,7 +252,8 @@ impl Store for MemoryStore {
         }
         entry.rooms = load.rooms;
         if report.stopped {
-            state.bury(&report.node_id);
+            // Presence is not told of these (its module doc says what it does not see).
+            state.bury(&report.node_id, &mut EndedUsers::new());
         }
         Ok(())
     }
@@ -244,7 +266,7 @@ impl Store for MemoryStore {
             .ok_or_else(|| StoreError::UnknownNode(node_id.to_owned()))?;
         match node_state {
             NodeState::Dead => {
-                state.bury(node_id);
+                state.bury(node_id, &mut EndedUsers::new());
             }
             NodeState::Draining => {
                 entry.node.drained_by_admin = true;
@@ -322,12 +344,18 @@ impl Store for MemoryStore {
             .collect();
         let mut report = ExpiryReport {
             nodes_marked_dead: silent.len() as u64,
-            sessions_removed: 0,
+            ..ExpiryReport::default()
         };
         for node_id in &silent {
-            report.sessions_removed += state.bury(node_id);
+            report.sessions_removed += state.bury(node_id, &mut report.ended_users);
         }
-        report.sessions_removed += state.sessions.remove_expired(now);
+        for (mid, node_id) in state.sessions.remove_expired(now) {
+            report.sessions_removed += 1;
+            if mid != 0 && !report.ended_users.contains_key(&mid) {
+                let region = state.region_of_node(&node_id);
+                report.ended_users.insert(mid, region);
+            }
+        }
         Ok(report)
     }
 

@@ -47,29 +47,35 @@ impl SessionTable {
         }
     }
 
-    /// Removes every session of `node_id`; returns how many.
-    pub fn remove_node(&mut self, node_id: &str) -> u64 {
+    /// Removes every session of `node_id`; returns their users (one entry per session).
+    pub fn remove_node(&mut self, node_id: &str) -> Vec<i64> {
         let keys = self.by_node.remove(node_id).unwrap_or_default();
+        let mut mids = Vec::with_capacity(keys.len());
         for key in &keys {
             if let Some(session) = self.by_key.remove(key) {
                 unindex(&mut self.by_mid, session.mid, key);
+                mids.push(session.mid);
             }
         }
-        keys.len() as u64
+        mids
     }
 
-    /// Removes sessions whose `expires_at` is not after `now`; returns how many.
-    pub fn remove_expired(&mut self, now: UnixMillis) -> u64 {
-        let expired: Vec<String> = self
+    /// Removes sessions whose `expires_at` is not after `now`; returns their users and nodes
+    /// (one entry per session).
+    pub fn remove_expired(&mut self, now: UnixMillis) -> Vec<(i64, String)> {
+        let expired: Vec<(String, i64, String)> = self
             .by_key
             .values()
             .filter(|s| s.expires_at <= now)
-            .map(|s| s.key.clone())
+            .map(|s| (s.key.clone(), s.mid, s.node_id.clone()))
             .collect();
-        for key in &expired {
-            self.remove(key);
-        }
-        expired.len() as u64
+        expired
+            .into_iter()
+            .map(|(key, mid, node_id)| {
+                self.remove(&key);
+                (mid, node_id)
+            })
+            .collect()
     }
 
     /// Live sessions of these keys, by key.

@@ -24,7 +24,7 @@ pub use receipt_feed::PostgresReceiptFeed;
 
 use crate::error::StoreError;
 use crate::model::{
-    ApiKeyRecord, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegionRemoval,
+    ApiKeyRecord, EndedUsers, ExpiryReport, Node, NodeState, OnlineTotals, Region, RegionRemoval,
     RegistrationReport, RoomOnline, Session, SessionApplyReport, UnixMillis,
 };
 use crate::node_input::{check_region, is_new_life, load_of, node_from_registration, region_of};
@@ -100,9 +100,20 @@ impl PostgresStore {
     }
 }
 
+/// What a session delete returns for [`EndedUsers`]: the user and its node's region.
+macro_rules! ended_user {
+    () => {
+        "mid, COALESCE((SELECT n.region FROM nodes n WHERE n.id = sessions.node_id), '')"
+    };
+}
+
 /// Marks nodes dead and removes their sessions and room counts, in the caller's transaction;
 /// returns how many sessions went with them.
-async fn bury(tx: &mut sqlx::PgConnection, node_ids: &[String]) -> Result<u64, sqlx::Error> {
+async fn bury(
+    tx: &mut sqlx::PgConnection,
+    node_ids: &[String],
+    ended: &mut EndedUsers,
+) -> Result<u64, sqlx::Error> {
     sqlx::query("UPDATE nodes SET state = 'dead' WHERE id = ANY($1)")
         .bind(node_ids)
         .execute(&mut *tx)
@@ -111,25 +122,44 @@ async fn bury(tx: &mut sqlx::PgConnection, node_ids: &[String]) -> Result<u64, s
         .bind(node_ids)
         .execute(&mut *tx)
         .await?;
-    let removed = sqlx::query("DELETE FROM sessions WHERE node_id = ANY($1)")
-        .bind(node_ids)
-        .execute(&mut *tx)
-        .await?;
-    Ok(removed.rows_affected())
+    let removed: Vec<(i64, String)> = sqlx::query_as(concat!(
+        "DELETE FROM sessions WHERE node_id = ANY($1) RETURNING ",
+        ended_user!()
+    ))
+    .bind(node_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(note_ended(ended, removed))
+}
+
+/// Adds the removed sessions' users (not user 0) to `ended`; returns how many sessions ended.
+fn note_ended(ended: &mut EndedUsers, removed: Vec<(i64, String)>) -> u64 {
+    let count = removed.len() as u64;
+    for (mid, region) in removed.into_iter().filter(|(mid, _)| *mid != 0) {
+        ended.entry(mid).or_insert(region);
+    }
+    count
 }
 
 /// Removes the sessions and room counts of a node's previous life (it restarted), in the caller's
 /// transaction; returns how many sessions ended.
-async fn end_previous_life(tx: &mut sqlx::PgConnection, node_id: &str) -> Result<u64, sqlx::Error> {
+async fn end_previous_life(
+    tx: &mut sqlx::PgConnection,
+    node_id: &str,
+    ended: &mut EndedUsers,
+) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM room_counts WHERE node_id = $1")
         .bind(node_id)
         .execute(&mut *tx)
         .await?;
-    let removed = sqlx::query("DELETE FROM sessions WHERE node_id = $1")
-        .bind(node_id)
-        .execute(&mut *tx)
-        .await?;
-    Ok(removed.rows_affected())
+    let removed: Vec<(i64, String)> = sqlx::query_as(concat!(
+        "DELETE FROM sessions WHERE node_id = $1 RETURNING ",
+        ended_user!()
+    ))
+    .bind(node_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(note_ended(ended, removed))
 }
 
 #[async_trait]
@@ -282,9 +312,10 @@ impl Store for PostgresStore {
         let mut report = RegistrationReport {
             restarted: stored_boot.is_some_and(|stored| is_new_life(&stored, &node.boot_id)),
             sessions_ended: 0,
+            ended_users: EndedUsers::new(),
         };
         if report.restarted {
-            report.sessions_ended = end_previous_life(&mut tx, &node.id)
+            report.sessions_ended = end_previous_life(&mut tx, &node.id, &mut report.ended_users)
                 .await
                 .map_err(store_error)?;
         }
@@ -315,7 +346,9 @@ impl Store for PostgresStore {
             return Err(StoreError::UnknownNode(report.node_id.clone()));
         }
         if report.stopped {
-            bury(&mut tx, std::slice::from_ref(&report.node_id))
+            // Presence is not told of these (its module doc says what it does not see).
+            let mut ended = EndedUsers::new();
+            bury(&mut tx, std::slice::from_ref(&report.node_id), &mut ended)
                 .await
                 .map_err(store_error)?;
             return tx.commit().await.map_err(store_error);
@@ -365,7 +398,7 @@ impl Store for PostgresStore {
             return Err(StoreError::UnknownNode(node_id.to_owned()));
         }
         if state == NodeState::Dead {
-            bury(&mut tx, &[node_id.to_owned()])
+            bury(&mut tx, &[node_id.to_owned()], &mut EndedUsers::new())
                 .await
                 .map_err(store_error)?;
         }
@@ -429,16 +462,22 @@ impl Store for PostgresStore {
         let mut report = ExpiryReport {
             nodes_marked_dead: silent.len() as u64,
             sessions_removed: 0,
+            ended_users: EndedUsers::new(),
         };
         if !silent.is_empty() {
-            report.sessions_removed += bury(&mut tx, &silent).await.map_err(store_error)?;
+            report.sessions_removed += bury(&mut tx, &silent, &mut report.ended_users)
+                .await
+                .map_err(store_error)?;
         }
-        let expired = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        report.sessions_removed += expired.rows_affected();
+        let expired: Vec<(i64, String)> = sqlx::query_as(concat!(
+            "DELETE FROM sessions WHERE expires_at <= $1 RETURNING ",
+            ended_user!()
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(store_error)?;
+        report.sessions_removed += note_ended(&mut report.ended_users, expired);
         tx.commit().await.map_err(store_error)?;
         Ok(report)
     }

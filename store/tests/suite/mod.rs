@@ -10,8 +10,8 @@
 use rim_proto::schema::session_event::Kind;
 use rim_proto::schema::{NodeHeartbeat, NodeRegistration, RoomCount, SessionEvent};
 use rim_store::{
-    ApiKeyRecord, DisplacedSession, ExpiryReport, NodeState, OnlineTotals, RateLimit, Region,
-    RegistrationReport, RoomOnline, Scope, Session, SessionApplyReport, Store, StoreError,
+    ApiKeyRecord, DisplacedSession, EndedUsers, ExpiryReport, NodeState, OnlineTotals, RateLimit,
+    Region, RegistrationReport, RoomOnline, Scope, Session, SessionApplyReport, Store, StoreError,
     StoreSettings, TargetKind,
 };
 use std::collections::{BTreeMap, HashMap};
@@ -120,6 +120,14 @@ pub fn heartbeat(id: &str, conns: u64, ips: u64, rooms: &[(&str, u64)]) -> NodeH
 }
 
 /// A connect of `key` (user `mid`) on connection `conn` at `at`, in `room`.
+/// The users (with their nodes' region) a report says lost sessions without a disconnect.
+pub fn ended(users: &[(i64, &str)]) -> EndedUsers {
+    users
+        .iter()
+        .map(|(mid, region)| (*mid, (*region).to_owned()))
+        .collect()
+}
+
 pub fn connect(key: &str, mid: i64, conn: u64, at: i64, room: &str) -> SessionEvent {
     SessionEvent {
         kind: Kind::Connect.into(),
@@ -482,7 +490,8 @@ pub async fn new_boot_id_ends_the_previous_life(store: &dyn Store) {
         report,
         RegistrationReport {
             restarted: true,
-            sessions_ended: 2
+            sessions_ended: 2,
+            ended_users: ended(&[(1, "sh"), (2, "sh")]),
         }
     );
     assert_eq!(owner(store, "k1", T0 + 4).await, None);
@@ -1056,7 +1065,8 @@ pub async fn sessions_expire(store: &dyn Store) {
         swept,
         ExpiryReport {
             nodes_marked_dead: 0,
-            sessions_removed: 1
+            sessions_removed: 1,
+            ended_users: ended(&[(1, "sh")]),
         }
     );
     // A renew cannot bring a removed session back.
@@ -1083,10 +1093,9 @@ pub async fn silent_nodes_die_with_their_sessions(store: &dyn Store) {
     for id in ["n1", "n2"] {
         store.register_node(&registration(id), t).await.unwrap();
     }
-    store
-        .apply_session_events("n1", &[connect("k1", 1, 1, t, "")], t)
-        .await
-        .unwrap();
+    // An anonymous session (user 0) goes with its node too, but names no one who went offline.
+    let on_n1 = [connect("k1", 1, 1, t, ""), connect("k0", 0, 9, t, "")];
+    store.apply_session_events("n1", &on_n1, t).await.unwrap();
     store
         .apply_session_events("n2", &[connect("k2", 2, 2, t, "")], t)
         .await
@@ -1112,7 +1121,8 @@ pub async fn silent_nodes_die_with_their_sessions(store: &dyn Store) {
         swept,
         ExpiryReport {
             nodes_marked_dead: 1,
-            sessions_removed: 1
+            sessions_removed: 2,
+            ended_users: ended(&[(1, "sh")]),
         }
     );
     assert_eq!(
