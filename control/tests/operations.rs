@@ -85,12 +85,14 @@ async fn metrics_count_requests_pushes_store_and_bus() {
 async fn the_sweeper_removes_sessions_of_a_silent_node() {
     let config = ControlConfig {
         control_sweep_interval_ms: 100,
-        control_node_timeout_ms: 300,
+        // Long enough that a loaded machine still reaches the first push while the node lives.
+        control_node_timeout_ms: 1_500,
         ..config()
     };
     let h = start(config, memory_store(), Arc::new(MemoryBus::new(100))).await;
     h.register("n1", "sh").await;
     h.sessions("n1", vec![connect("k", 1, 1, now(), "")]).await;
+    assert_eq!(h.heartbeat("n1", 1, &[]).await, 204);
     let push = || {
         h.with_key(Method::POST, "/v1/push/users", ADMIN_KEY)
             .json(&json!({"operation": 1000, "mids": [1], "body_text": "x"}))
@@ -98,7 +100,7 @@ async fn the_sweeper_removes_sessions_of_a_silent_node() {
     let (_, body) = Harness::call(push()).await;
     assert_eq!(body["sessions"], 1);
     // No heartbeats from now on: within a few sweeps the node is dead and the user offline.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, nodes) = Harness::call(h.with_key(Method::GET, "/v1/nodes", ADMIN_KEY)).await;
         if nodes["nodes"][0]["state"] == "dead" {
