@@ -166,6 +166,18 @@ pub struct ControlConfig {
     )]
     pub control_receipt_max_age_ms: i64,
 
+    /// Longest a push waits for the bus to acknowledge its records (durable or not), in
+    /// milliseconds (at least 1). Past it the push fails (503); a durable batch's numbers are
+    /// burned and its inbox heads released, so a broker outage cannot hold the heads (and every
+    /// later push of those users) for as long as the broker takes; see `push`.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_PUBLISH_TIMEOUT_MS",
+        default_value_t = 3_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub control_publish_timeout_ms: u64,
+
     /// URL the receipt events (every push receipt: accepted, stored, written, acked, offline,
     /// expired, fallback) are posted to in order, as JSON arrays (see `receipt_events`). Unset: no
     /// receipt webhook.
@@ -395,6 +407,7 @@ impl Default for ControlConfig {
             control_room_window_ms: 120_000,
             control_room_idle_ms: 24 * 3_600_000,
             control_receipt_max_age_ms: 7 * 24 * 3_600_000,
+            control_publish_timeout_ms: 3_000,
             control_receipt_webhook_url: None,
             control_receipt_webhook_batch: 500,
             control_receipt_webhook_interval_ms: 1_000,

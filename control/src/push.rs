@@ -47,6 +47,23 @@
 //! answers each push; up to [`MAX_BATCHES_IN_FLIGHT`] batches run at once (concurrent batches that
 //! share a user wait for each other on its head). The pushes of a batch succeed or fail together.
 //!
+//! **Outages: bounded waits, refuse fast, probe, recover.** Every publish waits at most
+//! `control_publish_timeout_ms` for the bus's acknowledgement (durable or not); past it the push
+//! fails (503) as for a bus error. For a durable batch that is a failed publish step: its numbers
+//! are burned and its transaction commits at once, so its heads are released instead of being held
+//! (with every later push of those users waiting behind them) for as long as a broker outage lasts.
+//! The bus may still finish that publish in the background (the Kafka producer does, in order
+//! with the later ones it is given); its records then carry burned numbers, which a client
+//! either takes (a failed push may have been delivered) or drops as at or below its position.
+//! The store side is bounded by the pool's acquire timeout. A batch failed by the store
+//! (unavailable) or the bus starts an *outage* (logged as an error, gauge
+//! `rim_control_durable_outage{side}` = 1): while the writer's next batch runs as its probe, every
+//! other durable push is answered 503 at once, naming the outage
+//! (`rim_control_durable_refused_total{side}`), instead of piling up behind the failing
+//! dependency; a room push refused for a store outage goes out without a position as above. The
+//! first batch that succeeds ends the outage (logged with its length and refusals), so pushes
+//! flow again with the first push after PostgreSQL or the broker is back.
+//!
 //! Bounds, each a 400 with a message: operations below [`MIN_BUSINESS_OPERATION`], more than
 //! `control_max_targets` targets, user id 0 (goim's anonymous sessions: every anonymous client is
 //! "user 0", so it names no one and would load unbounded rows), and a push resolving to more than
@@ -63,6 +80,7 @@ use crate::error::ApiError;
 use crate::observe::{timed_publish, timed_store};
 use crate::state::AppState;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use rim_bus::{BusError, BusProducer, OutgoingPush};
 use rim_proto::durable::{MAX_APPEND_BATCH, MAX_RECEIPT_BATCH, MessageId, Position};
 use rim_proto::limits::MAX_ROOM_LEN;
@@ -74,11 +92,12 @@ use rim_store::inbox::{
     BatchPositions, DurableBatch, Inbox, PublishError, PublishedAppendError, Receipt, ReceiptState,
     ReceiptTarget, RoomEntry, UserEntry,
 };
-use rim_store::{NodeSnapshot, NodeState, Session, TargetKind};
+use rim_store::{NodeSnapshot, NodeState, Session, StoreError, TargetKind};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// Smallest operation a business push may use: lower ones are protocol operations (auth,
@@ -396,18 +415,18 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
     if durable.is_empty() {
         if !records.is_empty() {
             let records = records.into_iter().map(|(record, _)| record).collect();
-            timed_publish(state.bus.publish(records)).await?;
+            publish_within(state.bus.as_ref(), records, publish_timeout(state)).await?;
         }
     } else {
         let job = durable.into_job(records);
         if let Err(failure) = state.writer.write(state, job.job).await {
-            match (failure.published, job.room_fallback) {
+            match (failure.store_failed, job.room_fallback) {
                 // The room log did not answer and nothing went out: send the room push as
                 // before durable delivery, without a position.
-                (false, Some(records)) if matches!(failure.error, ApiError::Unavailable(_)) => {
+                (true, Some(records)) => {
                     report.room_log_unavailable = Some(failure.error.to_string());
                     if !records.is_empty() {
-                        timed_publish(state.bus.publish(records)).await?;
+                        publish_within(state.bus.as_ref(), records, publish_timeout(state)).await?;
                     }
                 }
                 _ => return Err(failure.error),
@@ -533,12 +552,13 @@ struct Pending {
     records: SlottedRecords,
 }
 
-/// Why a durable push failed, and whether its records may have reached the bus.
+/// Why a durable push failed, and whether it may still go out without a position.
 struct WriteFailure {
     /// What the caller is answered.
     error: ApiError,
-    /// Whether the publish step ran (so records may be on the bus).
-    published: bool,
+    /// Whether the store failed before anything was published (nothing is on the bus): a room
+    /// push may then still be sent without a position (see [`Durable::into_job`]).
+    store_failed: bool,
 }
 
 /// A job waiting for the writer, with where its outcome goes.
@@ -567,19 +587,155 @@ impl DurableWriter {
     async fn write(&self, state: &AppState, job: Job) -> Result<(), WriteFailure> {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(WRITER_QUEUE);
-            tokio::spawn(run_writer(state.inbox.clone(), state.bus.clone(), receiver));
+            let writer = Writer {
+                inbox: state.inbox.clone(),
+                bus: state.bus.clone(),
+                publish_timeout: publish_timeout(state),
+                health: Mutex::default(),
+            };
+            tokio::spawn(run_writer(Arc::new(writer), receiver));
             sender
         });
         let (answer, outcome) = oneshot::channel();
         let stopped = || WriteFailure {
             error: ApiError::Unavailable("the durable writer stopped".into()),
-            published: false,
+            store_failed: false,
         };
         queue
             .send(Queued { job, answer })
             .await
             .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
+    }
+}
+
+/// What the writer task and its batches share.
+struct Writer {
+    inbox: Arc<dyn Inbox>,
+    bus: Arc<dyn BusProducer>,
+    /// Longest a batch waits for the bus (`control_publish_timeout_ms`).
+    publish_timeout: Duration,
+    health: Mutex<Health>,
+}
+
+/// Which dependency of the writer failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// PostgreSQL (the inbox): nothing was stored or published, or the commit failed.
+    Store,
+    /// The bus: the publish failed or was not acknowledged in time.
+    Bus,
+}
+
+impl Side {
+    /// The metrics label and log field.
+    fn label(self) -> &'static str {
+        match self {
+            Side::Store => "store",
+            Side::Bus => "bus",
+        }
+    }
+}
+
+/// An outage as the writer sees it: since its first failed batch, until a batch succeeds.
+struct Outage {
+    side: Side,
+    /// The last failed batch's error.
+    reason: String,
+    since: Instant,
+    /// Pushes refused without a try meanwhile.
+    refused: u64,
+}
+
+/// The writer's view of the store and the bus, from its batches' outcomes (see "Outages" in the
+/// module docs).
+#[derive(Default)]
+struct Health {
+    outage: Option<Outage>,
+    /// Whether a batch is running as the outage's probe.
+    probing: bool,
+}
+
+impl Health {
+    /// During an outage with its probe running: the failure a new push is answered at once.
+    fn refusal(&mut self) -> Option<WriteFailure> {
+        let outage = self.outage.as_mut().filter(|_| self.probing)?;
+        outage.refused += 1;
+        metrics::counter!("rim_control_durable_refused_total", "side" => outage.side.label())
+            .increment(1);
+        let failing = format!(
+            "failing for {:.1?} ({}); durable pushes are refused until a trial push gets through",
+            outage.since.elapsed(),
+            outage.reason
+        );
+        Some(match outage.side {
+            Side::Store => WriteFailure {
+                error: ApiError::Unavailable(format!(
+                    "store unavailable, nothing was changed: the inbox is {failing}"
+                )),
+                store_failed: true,
+            },
+            Side::Bus => WriteFailure {
+                error: ApiError::Unavailable(format!(
+                    "push not accepted, nothing was sent: the bus is {failing}"
+                )),
+                store_failed: false,
+            },
+        })
+    }
+
+    /// A batch starts; whether it is the outage's probe.
+    fn begin(&mut self) -> bool {
+        self.probing |= self.outage.is_some();
+        self.probing
+    }
+
+    /// A batch ended: `failed` names the dependency that failed it, if one did (a refused input
+    /// says nothing about them).
+    fn end(&mut self, probe: bool, outcome: Result<(), Option<(Side, String)>>) {
+        if probe {
+            self.probing = false;
+        }
+        match (outcome, &mut self.outage) {
+            (Ok(()), outage) => {
+                if let Some(outage) = outage.take() {
+                    metrics::gauge!("rim_control_durable_outage", "side" => outage.side.label())
+                        .set(0.0);
+                    tracing::warn!(
+                        side = outage.side.label(),
+                        lasted = ?outage.since.elapsed(),
+                        refused = outage.refused,
+                        "durable pushes flow again"
+                    );
+                }
+            }
+            (Err(None), _) => {}
+            (Err(Some((side, reason))), Some(outage)) => {
+                if outage.side != side {
+                    metrics::gauge!("rim_control_durable_outage", "side" => outage.side.label())
+                        .set(0.0);
+                    metrics::gauge!("rim_control_durable_outage", "side" => side.label()).set(1.0);
+                }
+                outage.side = side;
+                outage.reason = reason;
+            }
+            (Err(Some((side, reason))), None) => {
+                metrics::gauge!("rim_control_durable_outage", "side" => side.label()).set(1.0);
+                tracing::error!(
+                    side = side.label(),
+                    %reason,
+                    "durable pushes are failing: refusing them (503) while one trial batch at a \
+                     time checks whether the {} is back",
+                    side.label()
+                );
+                self.outage = Some(Outage {
+                    side,
+                    reason,
+                    since: Instant::now(),
+                    refused: 0,
+                });
+            }
+        }
     }
 }
 
@@ -607,12 +763,9 @@ impl BatchSize {
 }
 
 /// The writer task: takes every job waiting once a batch may start (never waiting for more to
-/// come) and runs the batch; a job too large to join goes first into the next batch.
-async fn run_writer(
-    inbox: Arc<dyn Inbox>,
-    bus: Arc<dyn BusProducer>,
-    mut queue: mpsc::Receiver<Queued>,
-) {
+/// come) and runs the batch; a job too large to join goes first into the next batch. During an
+/// outage whose probe is running, jobs are answered at once instead.
+async fn run_writer(writer: Arc<Writer>, mut queue: mpsc::Receiver<Queued>) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     let mut carried: Option<Queued> = None;
     loop {
@@ -623,8 +776,15 @@ async fn run_writer(
                 None => return,
             },
         };
+        let Some(first) = refuse(&writer, first) else {
+            continue;
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
+        };
+        // Asked again: an outage may have begun while the batches in flight ran.
+        let Some(first) = refuse(&writer, first) else {
+            continue;
         };
         // Taken after the permit: what arrived while batches were in flight joins this one.
         let mut size = BatchSize::default();
@@ -638,18 +798,32 @@ async fn run_writer(
             size.add(&next.job);
             jobs.push(next);
         }
-        let (inbox, bus) = (inbox.clone(), bus.clone());
+        let probe = writer.health.lock().begin();
+        let writer = writer.clone();
         tokio::spawn(async move {
-            run_batch(inbox.as_ref(), bus.as_ref(), jobs).await;
+            let outcome = run_batch(&writer, jobs).await;
+            writer.health.lock().end(probe, outcome);
             drop(permit);
         });
     }
 }
 
-/// One batch: append every job's entries, publish every record with its position, commit; answer
-/// each job with the outcome.
-async fn run_batch(inbox: &dyn Inbox, bus: &dyn BusProducer, jobs: Vec<Queued>) {
-    let started = std::time::Instant::now();
+/// Answers `queued` at once if the writer is refusing pushes (see [`Health::refusal`]); hands
+/// it back otherwise.
+fn refuse(writer: &Writer, queued: Queued) -> Option<Queued> {
+    let Some(refusal) = writer.health.lock().refusal() else {
+        return Some(queued);
+    };
+    // A caller that went away does not need its answer.
+    let _ = queued.answer.send(Err(refusal));
+    None
+}
+
+/// One batch: append every job's entries, publish every record with its position (waiting at most
+/// the publish timeout), commit; answer each job with the outcome. Returns which dependency
+/// failed it, if one did.
+async fn run_batch(writer: &Writer, jobs: Vec<Queued>) -> Result<(), Option<(Side, String)>> {
+    let started = Instant::now();
     let mut batch = DurableBatch::default();
     let mut pending = Vec::with_capacity(jobs.len());
     let mut answers = Vec::with_capacity(jobs.len());
@@ -667,7 +841,9 @@ async fn run_batch(inbox: &dyn Inbox, bus: &dyn BusProducer, jobs: Vec<Queued>) 
     let expected = (batch.users.len(), batch.rooms.len());
     let ran = AtomicBool::new(false);
     let ran_ref = &ran;
-    let outcome = inbox
+    let (bus, within) = (writer.bus.as_ref(), writer.publish_timeout);
+    let outcome = writer
+        .inbox
         .append_published(
             &batch,
             crate::now_ms(),
@@ -687,7 +863,7 @@ async fn run_batch(inbox: &dyn Inbox, bus: &dyn BusProducer, jobs: Vec<Queued>) 
                     if records.is_empty() {
                         return Ok(());
                     }
-                    timed_publish(bus.publish(records))
+                    publish_within(bus, records, within)
                         .await
                         .map_err(PublishError::from)
                 })
@@ -701,19 +877,22 @@ async fn run_batch(inbox: &dyn Inbox, bus: &dyn BusProducer, jobs: Vec<Queued>) 
         Ok(_) => None,
         Err(error) => {
             tracing::warn!(%error, pushes = answers.len(), "durable batch failed");
-            Some(answer_for(error))
+            Some(classify(error, ran.load(Ordering::Relaxed)))
         }
     };
-    let published = ran.load(Ordering::Relaxed);
     for answer in answers {
         // A caller that went away does not need its answer.
         let _ = answer.send(match &failure {
             None => Ok(()),
-            Some(error) => Err(WriteFailure {
-                error: duplicate(error),
-                published,
+            Some((failure, _)) => Err(WriteFailure {
+                error: duplicate(&failure.error),
+                store_failed: failure.store_failed,
             }),
         });
+    }
+    match failure {
+        None => Ok(()),
+        Some((failure, side)) => Err(side.map(|side| (side, failure.error.to_string()))),
     }
 }
 
@@ -747,23 +926,67 @@ fn place(pending: Vec<Pending>, positions: &BatchPositions) -> Vec<OutgoingPush>
         .collect()
 }
 
-/// What the callers of a failed batch are answered.
-fn answer_for(error: PublishedAppendError) -> ApiError {
+/// What the callers of a failed batch are answered, and which dependency failed it (none for a
+/// refused input). `published`: whether the publish step ran.
+fn classify(error: PublishedAppendError, published: bool) -> (WriteFailure, Option<Side>) {
     match error {
-        PublishedAppendError::Store(error) => ApiError::from(error),
-        PublishedAppendError::Publish(error) => match error.downcast::<BusError>() {
-            Ok(bus) => ApiError::from(*bus),
-            Err(other) => ApiError::Unavailable(format!("push not accepted: {other}")),
-        },
+        PublishedAppendError::Store(error) => {
+            let side = matches!(error, StoreError::Unavailable(_)).then_some(Side::Store);
+            let failure = WriteFailure {
+                store_failed: side.is_some() && !published,
+                error: ApiError::from(error),
+            };
+            (failure, side)
+        }
+        PublishedAppendError::Publish(error) => {
+            let (error, side) = match error.downcast::<BusError>() {
+                Ok(bus) => (ApiError::from(*bus), Side::Bus),
+                // The publish step's own check of the inbox's numbering.
+                Err(other) => (
+                    ApiError::Unavailable(format!("push not accepted: {other}")),
+                    Side::Store,
+                ),
+            };
+            let failure = WriteFailure {
+                error,
+                store_failed: false,
+            };
+            (failure, Some(side))
+        }
     }
 }
 
 /// The same answer for another caller of the batch (only these two kinds come out of
-/// [`answer_for`]).
+/// [`classify`]).
 fn duplicate(error: &ApiError) -> ApiError {
     match error {
         ApiError::BadRequest(message) => ApiError::BadRequest(message.clone()),
         other => ApiError::Unavailable(other.to_string()),
+    }
+}
+
+/// The longest a push waits for the bus (`control_publish_timeout_ms`).
+fn publish_timeout(state: &AppState) -> Duration {
+    Duration::from_millis(state.config.control_publish_timeout_ms)
+}
+
+/// Publishes `records`, waiting at most `within` for the bus to acknowledge them; past it the
+/// push fails as for a bus error (`rim_control_bus_publish_timeouts_total`). A bus may finish the
+/// publish in the background (the Kafka producer does), so the records may still arrive, as after
+/// any failed publish.
+async fn publish_within(
+    bus: &dyn BusProducer,
+    records: Vec<OutgoingPush>,
+    within: Duration,
+) -> Result<(), BusError> {
+    match tokio::time::timeout(within, timed_publish(bus.publish(records))).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            metrics::counter!("rim_control_bus_publish_timeouts_total").increment(1);
+            Err(BusError::Unavailable(format!(
+                "the bus did not acknowledge the records within {within:?}"
+            )))
+        }
     }
 }
 

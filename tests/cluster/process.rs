@@ -87,13 +87,36 @@ impl Process {
         panic!("{} did not stop within {STOP_TIMEOUT:?}", self.name);
     }
 
-    /// The last lines of its log, headed by its name.
+    /// The last lines of its log, headed by its name (and how it ended, if it did).
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(40);
-        format!("--- {} ---\n{}\n", self.name, lines[start..].join("\n"))
+        let ended = self.child.as_ref().and_then(|child| ended(child.id()));
+        format!(
+            "--- {}{} ---\n{}\n",
+            self.name,
+            ended.unwrap_or_default(),
+            lines[start..].join("\n")
+        )
     }
+}
+
+/// How a child that ended on its own ended (" (exited: ...)"), read from its not yet reaped
+/// entry in `/proc` (Linux; `None` elsewhere, or while it runs): a process that crashed (e.g. a
+/// SIGSEGV in librdkafka) leaves no line in its log, only this.
+fn ended(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses): state is field 3, exit_code field 52.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    let code: i32 = fields.get(49)?.parse().ok()?;
+    Some(match code & 0x7f {
+        0 => format!(" (exited: status {})", code >> 8),
+        signal => format!(" (exited: killed by signal {signal})"),
+    })
 }
 
 impl Drop for Process {
