@@ -13,12 +13,17 @@
 //! the group order per region hint) is computed once per snapshot by [`rim_balancer::Rankings`]
 //! and kept in [`Answers`], swapped atomically when the directory hands out a new snapshot: a
 //! request only locates the client and draws its seed's order (issue 8: 100,000 answers/s per
-//! core).
+//! core). The goim answer's JSON is precomputed in pieces with the rankings too (per node its
+//! ports and endpoints, and what every answer shares), so [`weighted`] writes the response body
+//! by concatenating the pieces its order lists, inside goim's envelope: no answer struct, no
+//! serializer per request.
 
 use crate::error::ApiError;
 use crate::input::Params;
 use crate::state::AppState;
-use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use rim_balancer::{
     Cached, Client, GeoPoint, GoimAnswer, Located, NodeCandidate, Platform, Ports, RankedNode,
     RankingCache,
@@ -106,11 +111,21 @@ fn client(state: &AppState, asker: &Asker<'_>) -> Result<(Client, Located), ApiE
 #[derive(Default)]
 pub struct Answers(RankingCache<NodeSnapshot>);
 
-/// The goim-shaped answer (what goim's clients read).
-pub async fn answer(state: &AppState, asker: &Asker<'_>) -> Result<GoimAnswer, ApiError> {
+/// goim's success envelope up to its `data`, which the answer follows, and its end.
+const ENVELOPE: (&[u8], &[u8]) = (b"{\"code\":0,\"message\":\"\",\"data\":", b"}");
+
+/// The response to `GET /goim/nodes/weighted`: the goim-shaped answer (what goim's clients read) in
+/// goim's success envelope, as JSON written from the rankings' precomputed pieces.
+pub async fn weighted(state: &AppState, asker: &Asker<'_>) -> Result<Response, ApiError> {
     let (client, _) = client(state, asker)?;
     let now = SystemTime::now();
-    Ok(rankings(state, now).await?.rankings().answer(&client, now))
+    let cached = rankings(state, now).await?;
+    let mut body = Vec::with_capacity(512);
+    body.extend_from_slice(ENVELOPE.0);
+    cached.rankings().answer_json(&client, now, &mut body);
+    body.extend_from_slice(ENVELOPE.1);
+    let json = HeaderValue::from_static("application/json");
+    Ok(([(CONTENT_TYPE, json)], body).into_response())
 }
 
 /// The goim-shaped answer, rim's explained ranking, and how the client was located.

@@ -18,6 +18,7 @@ use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use rim_store::Scope;
@@ -41,15 +42,6 @@ pub fn routes() -> Router<AppState> {
         .route("/goim/online/total", get(online_total))
         .route("/goim/nodes/weighted", get(nodes_weighted))
         .route("/goim/nodes/instances", get(nodes_instances))
-}
-
-/// goim's success envelope around a typed answer, encoded without building a `Value` first (the
-/// HTTPDNS answer is the hottest route: issue 8).
-#[derive(Serialize)]
-struct Envelope<T> {
-    code: i32,
-    message: &'static str,
-    data: T,
 }
 
 /// goim's success envelope.
@@ -228,17 +220,14 @@ async fn nodes_weighted(
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     params: Params,
-) -> Result<Json<Envelope<rim_balancer::GoimAnswer>>, GoimError> {
+) -> Result<Response, GoimError> {
     let asker = dns::Asker {
         params: &params,
         headers: &headers,
         peer: peer.map(|Extension(ConnectInfo(addr))| addr),
     };
-    Ok(Json(Envelope {
-        code: 0,
-        message: "",
-        data: dns::answer(&state, &asker).await?,
-    }))
+    // Encoded by the rankings from precomputed pieces (the hottest route: issue 8).
+    Ok(dns::weighted(&state, &asker).await?)
 }
 
 /// `GET /goim/nodes/instances`: every node not dead, with its metadata.
