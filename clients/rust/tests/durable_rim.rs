@@ -55,10 +55,9 @@ fn rim_binary() -> PathBuf {
     binary
 }
 
-/// A free loopback port (bound and released; the process started next binds it).
+/// A free loopback port for `rim dev` to bind (see rim-testkit's ports module for why not 0).
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
+    rim_testkit::ports::free_port().expect("a free port")
 }
 
 /// `rim dev` on free loopback ports, killed when dropped.
