@@ -3,7 +3,11 @@
 //!
 //! - Pushes accepted per second: concurrent `POST /goim/push/mids` (one online user each, so every
 //!   push resolves a session and publishes one record) with the memory store, once with the
-//!   in-process bus and once with Kafka (a tansu broker from rim-testkit, when installed).
+//!   in-process bus and once with Kafka (a tansu broker from rim-testkit, when installed). With
+//!   `--keys-per-push N`, each push goes to `POST /goim/push/keys` with the keys of N online users
+//!   instead (one bus push per key, which the Kafka producer groups by partition), and the Kafka
+//!   measurement also says how many Kafka records the broker got per push (`--kafka-option
+//!   partitioner=random` turns the grouping off, for comparison).
 //! - The same pushes with the PostgreSQL store, so every push is also stored in the user's inbox
 //!   before it is answered (durable delivery: the push path's append-publish-commit), with both
 //!   buses.
@@ -18,6 +22,8 @@ use anyhow::Context;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use prost::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rim_bus::kafka::KafkaOptions;
 use rim_bus::memory::MemoryBus;
 use rim_bus::{BusConsumer, BusProducer};
 use rim_control::ControlConfig;
@@ -61,6 +67,26 @@ struct Args {
     /// Skip the PostgreSQL ingest measurement.
     #[arg(long)]
     no_postgres: bool,
+    /// Keys per push: 1 pushes to one user (`/goim/push/mids`), more pushes to the keys of that
+    /// many users (`/goim/push/keys`).
+    #[arg(long, default_value_t = 1)]
+    keys_per_push: usize,
+    /// librdkafka properties (`KEY=VALUE`) for the Kafka producer, after rim's own.
+    #[arg(long)]
+    kafka_option: Vec<KafkaOptions>,
+}
+
+impl Args {
+    /// Kafka settings of the producer under test, for this broker.
+    fn kafka_settings(
+        &self,
+        broker: &rim_testkit::kafka::TestKafka,
+    ) -> rim_bus::kafka::KafkaSettings {
+        rim_bus::kafka::KafkaSettings {
+            client_options: self.kafka_option.iter().cloned().collect(),
+            ..rim_bus::kafka::KafkaSettings::new(broker.bootstrap())
+        }
+    }
 }
 
 /// A control instance for one measurement.
@@ -171,6 +197,34 @@ impl Instance {
     }
 }
 
+/// The key [`push_rate`] gives user `mid`'s session (the prefix is its chunk of 10,000 users).
+fn key_of(mid: i64) -> String {
+    format!("u{}-{}", mid / 10_000 * 10_000, mid % 10_000)
+}
+
+/// Kafka records in every partition of `region`'s topic on `broker` (the sum of the partitions'
+/// log sizes: the broker is fresh).
+fn kafka_records(broker: &rim_testkit::kafka::TestKafka, region: &str) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()?;
+    let topic = rim_bus::kafka::KafkaSettings::new(broker.bootstrap()).topic(region);
+    let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let mut records = 0;
+    for found in metadata
+        .topics()
+        .iter()
+        .filter(|found| found.name() == topic)
+    {
+        for partition in found.partitions() {
+            let (low, high) =
+                consumer.fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))?;
+            records += high - low;
+        }
+    }
+    Ok(records)
+}
+
 /// `count` connect events with keys `<prefix>-<i>`, users `first_mid + i`.
 fn connects(prefix: &str, first_mid: i64, count: usize) -> Vec<SessionEvent> {
     let at = rim_control::now_ms();
@@ -201,7 +255,9 @@ fn cpu_seconds() -> Option<f64> {
 
 /// What one measurement saw.
 struct Measured {
-    /// Units (pushes, events) per wall-clock second.
+    /// Units (pushes, events) done.
+    done: u64,
+    /// Units per wall-clock second.
     rate: f64,
     /// Requests that failed.
     failed: u64,
@@ -253,8 +309,10 @@ where
         let _ = worker.await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let done = done.load(Ordering::Relaxed);
     Measured {
-        rate: done.load(Ordering::Relaxed) as f64 / elapsed,
+        done,
+        rate: done as f64 / elapsed,
         failed: failed.load(Ordering::Relaxed),
         cores: cpu_before
             .zip(cpu_seconds())
@@ -284,13 +342,22 @@ async fn push_rate(
         };
         instance.edge("edge-1", "/edge/v1/sessions", &batch).await?;
     }
-    let users = args.users;
+    let (users, keys) = (args.users, args.keys_per_push.max(1) as i64);
     let target = instance.clone();
     let result = load(args.seconds, args.concurrency, move |i| {
         let instance = target.clone();
         async move {
-            let mid = i as i64 % users;
-            let url = format!("{}/goim/push/mids?operation=1000&mids={mid}", instance.base);
+            let mid = i as i64 * keys % users;
+            let url = if keys == 1 {
+                format!("{}/goim/push/mids?operation=1000&mids={mid}", instance.base)
+            } else {
+                let keys: Vec<String> = (mid..mid + keys).map(|m| key_of(m % users)).collect();
+                format!(
+                    "{}/goim/push/keys?operation=1000&keys={}",
+                    instance.base,
+                    keys.join(",")
+                )
+            };
             let response = instance
                 .http
                 .post(url)
@@ -376,7 +443,8 @@ async fn ingest_rate(args: &Args) -> anyhow::Result<Measured> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     println!(
-        "control-bench: {} s per measurement, {} concurrent requests over {}, {} users online",
+        "control-bench: {} s per measurement, {} concurrent requests over {}, {} users online, \
+         {} keys per push",
         args.seconds,
         args.concurrency,
         if args.http2 {
@@ -384,7 +452,8 @@ async fn main() -> anyhow::Result<()> {
         } else {
             "HTTP/1.1"
         },
-        args.users
+        args.users,
+        args.keys_per_push
     );
 
     let bus = MemoryBus::new(1_000_000);
@@ -397,10 +466,16 @@ async fn main() -> anyhow::Result<()> {
         println!("pushes accepted (memory store, Kafka/tansu): skipped (--no-kafka)");
     } else {
         let broker = rim_testkit::kafka::TestKafka::start();
-        let settings = rim_bus::kafka::KafkaSettings::new(broker.bootstrap());
-        let producer = rim_bus::kafka::KafkaProducer::new(&settings)?;
+        let producer = rim_bus::kafka::KafkaProducer::new(&args.kafka_settings(&broker))?;
         let measured = push_rate(&args, memory_store(), Arc::new(producer)).await?;
         println!("pushes accepted (memory store, Kafka/tansu): {measured}");
+        let records = kafka_records(&broker, "sh")?;
+        println!(
+            "  Kafka records: {records} for {} pushes to {} keys each ({:.2} per push)",
+            measured.done,
+            args.keys_per_push,
+            records as f64 / measured.done.max(1) as f64
+        );
     }
 
     if args.no_postgres {
@@ -413,7 +488,7 @@ async fn main() -> anyhow::Result<()> {
         let drainer = drain_memory_bus(&memory);
         buses.push(("memory bus", Arc::new(memory)));
         if let Some(broker) = &broker {
-            let settings = rim_bus::kafka::KafkaSettings::new(broker.bootstrap());
+            let settings = args.kafka_settings(broker);
             buses.push((
                 "Kafka/tansu",
                 Arc::new(rim_bus::kafka::KafkaProducer::new(&settings)?),
