@@ -38,10 +38,11 @@ pub fn memory_store() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new(StoreSettings::default()))
 }
 
-/// A free loopback address nobody listens on (yet).
+/// A free loopback address nobody listens on (yet); below the ephemeral range, so no client
+/// connection of a parallel test takes it before a test's server binds it (see rim-testkit).
 pub fn unused_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    let port = rim_testkit::ports::free_port().unwrap();
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Starts control on `addr` with open goim routes, fast caches and an optional auth webhook.
