@@ -2,9 +2,9 @@
 //!
 //! 1. **In process**: the answer for a mix of clients (region hint only, no hint, located by
 //!    coordinates) from a synthetic snapshot of `--nodes` nodes in `--regions` regions, through
-//!    [`rim_balancer::Rankings`] (what control serves) and through the direct computation
-//!    ([`rim_balancer::answer()`], what it served before), each followed by the JSON encoding
-//!    the HTTP answer does; one thread, so answers per second are per core.
+//!    [`rim_balancer::Rankings`] with the JSON from its precomputed pieces (what control serves)
+//!    and through the direct computation ([`rim_balancer::answer()`]) serialized by serde; one
+//!    thread, so answers per second are per core.
 //! 2. **Over HTTP**: a child process (`rim-bench httpdns-server`) runs rim's control plane
 //!    (the real router, middleware included) with a memory store holding the same nodes, kept
 //!    fresh by heartbeats (so the node directory hands out a new snapshot every second and the
@@ -12,7 +12,19 @@
 //!    `--connections` keep-alive HTTP/1.1 connections and asks `GET /goim/nodes/weighted` in a
 //!    loop over the same mix, with a minimal client (one write, one read per answer) so that it
 //!    costs less than the server. Answers per second are divided by the server's CPU seconds
-//!    (from `/proc`) to give answers per server CPU-second: the per-core figure.
+//!    (utime + stime of all its threads, from `/proc/<pid>/stat`) to give answers per server
+//!    CPU-second: the per-core figure. The server installs the Prometheus recorder as `rim
+//!    control` does, so the request metrics cost what they cost in production. With
+//!    `--pipeline N` each connection sends N requests in one write before reading their N answers
+//!    (HTTP/1.1 pipelining, which real HTTPDNS clients do not do: report it beside the
+//!    unpipelined figure).
+//!
+//!    On loopback the server's write of an answer runs the client's TCP receive and, when the
+//!    load process sleeps in `epoll_wait`, wakes it: the kernel charges both to the server, which a
+//!    remote client would never cost it (about a third of the server's CPU in a profile). With
+//!    `--waiting spin` the load process instead runs its connections on one thread that polls
+//!    them without sleeping (it burns that core), so the server's figure leaves out the wake-ups;
+//!    the default, `sleep`, is the tokio client that sleeps like real clients' machines do.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -51,9 +63,25 @@ pub struct HttpdnsArgs {
     /// Runtime threads of the server process.
     #[arg(long, default_value_t = 1)]
     pub server_threads: usize,
+    /// Requests each connection sends together before reading their answers (1: no pipelining,
+    /// as real HTTPDNS clients ask).
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
+    /// How the load process waits for answers (see the module docs).
+    #[arg(long, value_enum, default_value_t = Waiting::Sleep)]
+    pub waiting: Waiting,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+}
+
+/// How the load process of the HTTP measurement waits for answers.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// Tokio tasks, one per connection: the process sleeps in `epoll_wait` when no answer is in.
+    Sleep,
+    /// One thread polls every connection without sleeping.
+    Spin,
 }
 
 /// `httpdns-server`: the options (internal, started by `httpdns`).
@@ -140,7 +168,7 @@ fn node(n: usize, regions: usize) -> anyhow::Result<NodeCandidate> {
 pub struct InProcess {
     /// The client kind.
     pub client: String,
-    /// ns per answer through the precomputed rankings (JSON included).
+    /// ns per answer through the precomputed rankings and JSON pieces.
     pub rankings_ns: f64,
     /// ns per answer computed directly (JSON included).
     pub direct_ns: f64,
@@ -204,9 +232,11 @@ pub async fn run(args: HttpdnsArgs) -> anyhow::Result<HttpdnsReport> {
     let over_http = if args.seconds > 0.0 {
         let figure = over_http(&args).await?;
         println!(
-            "over HTTP ({} keep-alive connections, server on {} thread(s)): {} answers in {:.1} s = {:.0}/s; \
+            "over HTTP ({} keep-alive connections, {} request(s) pipelined, load waiting by {:?}, server on {} thread(s)): {} answers in {:.1} s = {:.0}/s; \
              server CPU {:.2} s user + {:.2} s sys = {:.0} answers per server CPU-second; load CPU {:.2} s; {} bad",
             args.connections,
+            args.pipeline.max(1),
+            args.waiting,
             args.server_threads,
             figure.answers,
             figure.seconds,
@@ -249,21 +279,30 @@ fn in_process(args: &HttpdnsArgs) -> anyhow::Result<Vec<InProcess>> {
     let rankings = Rankings::new(nodes.clone(), now, &config);
     let mut out = Vec::new();
     for (label, query) in mix(args.regions) {
-        let time = |answer: &dyn Fn(&Client) -> rim_balancer::GoimAnswer| -> anyhow::Result<f64> {
+        // `answer` appends the answer's JSON for the client to the buffer.
+        let time = |answer: &dyn Fn(&Client, &mut Vec<u8>) -> anyhow::Result<()>| {
             let started = Instant::now();
             let mut bytes = 0usize;
             for seed in 0..args.iterations as u64 {
                 let client = client_of(&query, seed)?;
-                let json = serde_json::to_vec(&answer(&client))?;
+                let mut json = Vec::with_capacity(512);
+                answer(&client, &mut json)?;
                 anyhow::ensure!(json.len() > 100, "empty answer for {query}");
                 bytes += json.len();
             }
             std::hint::black_box(bytes);
-            Ok(started.elapsed().as_nanos() as f64 / args.iterations.max(1) as f64)
+            anyhow::Ok(started.elapsed().as_nanos() as f64 / args.iterations.max(1) as f64)
         };
         out.push(InProcess {
-            rankings_ns: time(&|client| rankings.answer(client, now))?,
-            direct_ns: time(&|client| rim_balancer::answer(&nodes, client, now, &config))?,
+            // What control serves: the precomputed pieces of the answer's JSON.
+            rankings_ns: time(&|client, json| {
+                rankings.answer_json(client, now, json);
+                Ok(())
+            })?,
+            direct_ns: time(&|client, json| {
+                let answer = rim_balancer::answer(&nodes, client, now, &config);
+                Ok(serde_json::to_writer(json, &answer)?)
+            })?,
             client: label,
         });
     }
@@ -306,11 +345,35 @@ async fn over_http(args: &HttpdnsArgs) -> anyhow::Result<OverHttp> {
     let bad = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..args.connections {
-        let (queries, answers, bad, stop) =
-            (queries.clone(), answers.clone(), bad.clone(), stop.clone());
-        tasks.spawn(async move { ask(addr, n, queries, answers, bad, stop).await });
-    }
+    let pipeline = args.pipeline.max(1);
+    let requests = Arc::new(requests(addr, &queries));
+    let spinner = match args.waiting {
+        Waiting::Sleep => {
+            for n in 0..args.connections {
+                let (requests, answers, bad, stop) =
+                    (requests.clone(), answers.clone(), bad.clone(), stop.clone());
+                tasks.spawn(
+                    async move { ask(addr, n, pipeline, requests, answers, bad, stop).await },
+                );
+            }
+            None
+        }
+        Waiting::Spin => {
+            let (connections, answers, bad, stop) =
+                (args.connections, answers.clone(), bad.clone(), stop.clone());
+            Some(std::thread::spawn(move || {
+                spin(
+                    addr,
+                    connections,
+                    pipeline,
+                    &requests,
+                    &answers,
+                    &bad,
+                    &stop,
+                )
+            }))
+        }
+    };
     // Warm up (connections open, first rankings built), then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (server_before, me_before) = (watched.sample()?, me.sample()?);
@@ -325,6 +388,11 @@ async fn over_http(args: &HttpdnsArgs) -> anyhow::Result<OverHttp> {
     while let Some(result) = tasks.join_next().await {
         result??;
     }
+    if let Some(spinner) = spinner {
+        spinner
+            .join()
+            .map_err(|_| anyhow::anyhow!("the spinning client panicked"))??;
+    }
     drop(server.stdin.take());
     let _ = tokio::time::timeout(Duration::from_secs(5), server.wait()).await;
     Ok(OverHttp {
@@ -338,69 +406,161 @@ async fn over_http(args: &HttpdnsArgs) -> anyhow::Result<OverHttp> {
     })
 }
 
-/// One keep-alive connection asking in a loop until `stop`.
+/// The request of each query of the mix, in HTTP/1.1.
+fn requests(addr: SocketAddr, queries: &[String]) -> Vec<Vec<u8>> {
+    queries
+        .iter()
+        .map(|q| {
+            format!("GET /goim/nodes/weighted?{q} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes()
+        })
+        .collect()
+}
+
+/// Counts one answer: good if `200` with nodes listed.
+fn count(status: u16, body: &[u8], answers: &AtomicU64, bad: &AtomicU64) {
+    const LISTED: &[u8] = b"\"nodes\":[\"";
+    if status == 200 && body.windows(LISTED.len()).any(|w| w == LISTED) {
+        answers.fetch_add(1, Ordering::Relaxed);
+    } else {
+        bad.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `pipeline` requests of the mix from the `k`-th on, in one buffer.
+fn batch(requests: &[Vec<u8>], k: &mut usize, pipeline: usize, out: &mut Vec<u8>) {
+    out.clear();
+    for _ in 0..pipeline {
+        out.extend_from_slice(&requests[*k % requests.len()]);
+        *k += 1;
+    }
+}
+
+/// One keep-alive connection asking in a loop until `stop`, `pipeline` requests at a time.
 async fn ask(
     addr: SocketAddr,
     n: usize,
-    queries: Arc<Vec<String>>,
+    pipeline: usize,
+    requests: Arc<Vec<Vec<u8>>>,
     answers: Arc<AtomicU64>,
     bad: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let requests: Vec<Vec<u8>> = queries
-        .iter()
-        .map(|q| {
-            format!("GET /goim/nodes/weighted?{q} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes()
-        })
-        .collect();
-    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut out = Vec::new();
+    let mut responses = Responses::default();
     let mut k = n;
     while !stop.load(Ordering::Relaxed) {
-        stream.write_all(&requests[k % requests.len()]).await?;
-        k += 1;
-        let (status, body) = read_response(&mut stream, &mut buf).await?;
-        const LISTED: &[u8] = b"\"nodes\":[\"";
-        if status == 200 && body.windows(LISTED.len()).any(|w| w == LISTED) {
-            answers.fetch_add(1, Ordering::Relaxed);
-        } else {
-            bad.fetch_add(1, Ordering::Relaxed);
+        batch(&requests, &mut k, pipeline, &mut out);
+        stream.write_all(&out).await?;
+        for _ in 0..pipeline {
+            let (status, body) = loop {
+                if let Some((status, body)) = responses.take()? {
+                    break (status, body);
+                }
+                if stream.read_buf(&mut responses.buf).await? == 0 {
+                    bail!("closed before an answer");
+                }
+            };
+            count(status, &responses.buf[body], &answers, &bad);
         }
     }
     Ok(())
 }
 
-/// Reads one HTTP/1.1 response with a `content-length` into `buf`; its status and body.
-async fn read_response<'b>(
-    stream: &mut TcpStream,
-    buf: &'b mut Vec<u8>,
-) -> anyhow::Result<(u16, &'b [u8])> {
-    buf.clear();
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end])?;
-            let status: u16 = head.get(9..12).context("short status line")?.parse()?;
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().ok())?
-                })
-                .context("no content-length")?;
-            let total = end + 4 + length;
-            while buf.len() < total {
-                if stream.read_buf(buf).await? == 0 {
-                    bail!("closed mid-answer");
+/// `connections` keep-alive connections on this thread, polled without ever sleeping, each
+/// sending `pipeline` requests at a time, until `stop`.
+fn spin(
+    addr: SocketAddr,
+    connections: usize,
+    pipeline: usize,
+    requests: &[Vec<u8>],
+    answers: &AtomicU64,
+    bad: &AtomicU64,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    use std::io::{ErrorKind, Read, Write};
+    struct Connection {
+        stream: std::net::TcpStream,
+        responses: Responses,
+        awaited: usize,
+        k: usize,
+    }
+    let mut all = Vec::with_capacity(connections);
+    for k in 0..connections {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        all.push(Connection {
+            stream,
+            responses: Responses::default(),
+            awaited: 0,
+            k,
+        });
+    }
+    let (mut out, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+    while !stop.load(Ordering::Relaxed) {
+        for c in &mut all {
+            if c.awaited == 0 {
+                batch(requests, &mut c.k, pipeline, &mut out);
+                let mut written = 0;
+                while written < out.len() {
+                    match c.stream.write(&out[written..]) {
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+                        Err(e) => return Err(e.into()),
+                    }
                 }
+                c.awaited = pipeline;
             }
-            anyhow::ensure!(buf.len() == total, "more bytes than one answer");
-            return Ok((status, &buf[end + 4..total]));
+            match c.stream.read(&mut chunk) {
+                Ok(0) => bail!("closed before an answer"),
+                Ok(n) => c.responses.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+            while let Some((status, body)) = c.responses.take()? {
+                count(status, &c.responses.buf[body], answers, bad);
+                c.awaited = c.awaited.saturating_sub(1);
+            }
         }
-        if stream.read_buf(buf).await? == 0 {
-            bail!("closed before an answer");
+    }
+    Ok(())
+}
+
+/// The bytes read from one connection, and how many of them the last answer returned took.
+#[derive(Default)]
+struct Responses {
+    buf: Vec<u8>,
+    taken: usize,
+}
+
+impl Responses {
+    /// The next HTTP/1.1 response (with a `content-length`) if it is all in: its status and
+    /// where its body is in `buf`. The bytes of the one returned before are dropped first; those
+    /// of later (pipelined) responses stay.
+    fn take(&mut self) -> anyhow::Result<Option<(u16, std::ops::Range<usize>)>> {
+        self.buf.drain(..self.taken);
+        self.taken = 0;
+        let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Ok(None);
+        };
+        let head = std::str::from_utf8(&self.buf[..end])?;
+        let status: u16 = head.get(9..12).context("short status line")?.parse()?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .context("no content-length")?;
+        let total = end + 4 + length;
+        if self.buf.len() < total {
+            return Ok(None);
         }
+        self.taken = total;
+        Ok(Some((status, end + 4..total)))
     }
 }
 
@@ -440,9 +600,9 @@ pub fn server(args: ServerArgs) -> anyhow::Result<()> {
             registrations.push((candidate.id, candidate.connections));
         }
         let bus = Arc::new(rim_bus::memory::MemoryBus::new(16));
-        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle();
+        // Installed, as `rim control` installs it, so the request metrics really record.
+        let prometheus =
+            metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
         let config = rim_control::ControlConfig::default();
         let control = rim_control::start(
             config,

@@ -144,24 +144,28 @@ fn missing_deliveries_fail_the_run() {
 
 #[test]
 fn httpdns_answers_over_http_and_in_process() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let json = dir.path().join("httpdns.json");
-    let status = Command::new(env!("CARGO_BIN_EXE_rim-bench"))
-        .args([
-            "httpdns",
-            "--nodes=12",
-            "--regions=3",
-            "--iterations=500",
-            "--connections=4",
-            "--seconds=1",
-        ])
-        .arg(format!("--json={}", json.display()))
-        .status()
-        .expect("running rim-bench httpdns");
-    assert!(status.success());
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(json).expect("report")).expect("JSON");
-    assert!(number(&report, "/over_http/answers") > 0);
-    assert_eq!(number(&report, "/over_http/bad"), 0);
-    assert_eq!(report["in_process"].as_array().map(Vec::len), Some(5));
+    // The default client, then the spinning one with pipelined requests.
+    for extra in [&[][..], &["--waiting=spin", "--pipeline=3"][..]] {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let json = dir.path().join("httpdns.json");
+        let status = Command::new(env!("CARGO_BIN_EXE_rim-bench"))
+            .args([
+                "httpdns",
+                "--nodes=12",
+                "--regions=3",
+                "--iterations=500",
+                "--connections=4",
+                "--seconds=1",
+            ])
+            .args(extra)
+            .arg(format!("--json={}", json.display()))
+            .status()
+            .expect("running rim-bench httpdns");
+        assert!(status.success(), "{extra:?}");
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(json).expect("report")).expect("JSON");
+        assert!(number(&report, "/over_http/answers") > 0, "{extra:?}");
+        assert_eq!(number(&report, "/over_http/bad"), 0, "{extra:?}");
+        assert_eq!(report["in_process"].as_array().map(Vec::len), Some(5));
+    }
 }
