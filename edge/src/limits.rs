@@ -55,7 +55,8 @@ impl Refusal {
     }
 }
 
-/// One admitted socket; releases its slot on drop.
+/// One admitted socket; releases its slot on drop (and counts the socket closed in
+/// `rim_edge_sockets`, which [`crate::metrics::accepted`] counted open).
 #[derive(Debug)]
 pub struct Permit {
     limiter: Arc<Limiter>,
@@ -116,6 +117,7 @@ impl Drop for Permit {
         self.limiter
             .total
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::socket_closed();
     }
 }
 

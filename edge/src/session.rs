@@ -39,6 +39,7 @@
 //! as before. For every connection, the `written` receipts of the durable pushes a write carried are
 //! recorded once the write is done.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ use crate::auth::{AuthError, AuthRequest};
 use crate::channel::{Channel, RoomRefusal};
 use crate::close::CloseReason;
 use crate::hooks::{ConnectAck, UpstreamMessage, UpstreamReply};
+use crate::limits::Permit;
 use crate::metrics;
 use crate::outbox::{Frame, Frames};
 use crate::ratelog::RateLimit;
@@ -70,29 +72,41 @@ static AUTH_FAILURE_LOG: RateLimit = RateLimit::new(10);
 static REPORT_TIMEOUT_LOG: RateLimit = RateLimit::new(1);
 static REFUSED_CHANGE_LOG: RateLimit = RateLimit::new(10);
 
-/// Runs a connection from its first byte to its close. `deadline` is when auth must be done by.
-pub async fn run<T: Transport>(
+/// Runs a connection from its first byte to its close. `deadline` is when auth must be done by;
+/// `permit` is the socket's admission, given back when the connection ends.
+///
+/// Not an `async fn`: an `async fn` keeps its arguments twice in its future (as passed and as
+/// bound), and this future is the connection's task, alive as long as the connection. For the same
+/// reason the handshake, which holds much while it lasts (timeouts, the verifier's call), is boxed:
+/// its memory is given back once the connection is authenticated.
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn` (see its docs)
+pub fn run<T: Transport>(
     mut transport: T,
     shared: Arc<Shared>,
     ip: IpAddr,
     deadline: Instant,
-) {
-    let reason = match handshake(&mut transport, &shared, ip, deadline).await {
-        Err(reason) => reason,
-        Ok((channel, auth_reply)) => {
-            let reason = serve(&mut transport, &shared, &channel, auth_reply).await;
-            let owned = shared.buckets.unregister(&channel);
-            metrics::connection(false);
-            shared.events.disconnected(&channel, owned);
-            if let Some(suppressed) = CLOSE_LOG.allow() {
-                tracing::info!(key = %channel.key(), id = channel.id(), %ip, reason = reason.label(), detail = %reason, suppressed, "client closed");
+    permit: Permit,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let handshake = Box::pin(handshake(&mut transport, &shared, ip, deadline)).await;
+        let reason = match handshake {
+            Err(reason) => reason,
+            Ok((channel, auth_reply)) => {
+                let reason = serve(&mut transport, &shared, &channel, auth_reply).await;
+                let owned = shared.buckets.unregister(&channel);
+                metrics::connection(false);
+                shared.events.disconnected(&channel, owned);
+                if let Some(suppressed) = CLOSE_LOG.allow() {
+                    tracing::info!(key = %channel.key(), id = channel.id(), %ip, reason = reason.label(), detail = %reason, suppressed, "client closed");
+                }
+                reason
             }
-            reason
+        };
+        metrics::closed(reason.label());
+        if !matches!(reason, CloseReason::ClientClosed | CloseReason::Io) {
+            let _ = tokio::time::timeout(CLOSE_BUDGET, transport.close(&reason)).await;
         }
-    };
-    metrics::closed(reason.label());
-    if !matches!(reason, CloseReason::ClientClosed | CloseReason::Io) {
-        let _ = tokio::time::timeout(CLOSE_BUDGET, transport.close(&reason)).await;
+        drop(permit);
     }
 }
 
@@ -226,72 +240,94 @@ async fn wait_for_auth<T: Transport>(transport: &mut T) -> Result<Packet, CloseR
 }
 
 /// The authenticated phase (a rim-aware connection is resumed first); returns why it ended.
-async fn serve<T: Transport>(
+///
+/// This future is most of an idle connection's memory, so it is laid out with care: no `async fn`
+/// (which keeps its arguments twice), rare paths boxed, and what only the first write needs scoped
+/// so that it takes no room in the loop.
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn` (see its docs)
+fn serve<T: Transport>(
     transport: &mut T,
     shared: &Shared,
     channel: &Arc<Channel>,
     auth_reply: Bytes,
-) -> CloseReason {
-    let heartbeat = shared.settings.heartbeat_deadline;
-    let deadline = tokio::time::sleep(heartbeat);
-    tokio::pin!(deadline);
-    // One registration with the shutdown token for the whole connection, not one per loop turn.
-    let shutdown = shared.shutdown.cancelled();
-    tokio::pin!(shutdown);
-    // The resumes are boxed: a plain connection's task must not grow by their state.
-    let first = match channel.rim().map(|rim| rim.auth) {
-        None => Ok(Frames::from(Frame::Packet(auth_reply))),
-        Some(rim) => {
-            Box::pin(crate::durable::resume::after_auth(
-                transport,
-                shared,
-                channel,
-                &mut deadline,
-                auth_reply,
-                rim,
-            ))
-            .await
-        }
-    };
-    if let Err(reason) = match first {
-        Ok(first) => flush(transport, shared, channel, &mut deadline, first).await,
-        Err(reason) => Err(reason),
-    } {
-        return reason;
-    }
-    loop {
-        let reply = tokio::select! {
-            biased;
-            () = &mut shutdown => return close_for_shutdown(transport, channel).await,
-            () = channel.outbox.ready() => None,
-            () = &mut deadline => return CloseReason::HeartbeatTimeout,
-            packet = transport.recv() => match packet {
-                Ok(Some(packet)) if packet.op == op::CHANGE_ROOM && channel.rim().is_some() => {
-                    let moved = crate::durable::resume::change_room(transport, shared, channel, &mut deadline, packet);
-                    match Box::pin(moved).await {
-                        Ok(pending) => {
-                            if let Err(reason) = flush(transport, shared, channel, &mut deadline, pending).await {
-                                return reason;
-                            }
-                            continue;
-                        }
-                        Err(reason) => return reason,
-                    }
-                }
-                Ok(Some(packet)) => match handle(shared, channel, packet, &mut deadline, heartbeat).await {
-                    Ok(reply) => reply,
+) -> impl Future<Output = CloseReason> + Send {
+    async move {
+        let deadline = tokio::time::sleep(shared.settings.heartbeat_deadline);
+        tokio::pin!(deadline);
+        // One registration with the shutdown token for the whole connection, not one per loop turn.
+        let shutdown = shared.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        // The resumes are boxed: a plain connection's task must not grow by their state.
+        let first = match channel.rim().map(|rim| rim.auth) {
+            None => Frames::from(Frame::Packet(auth_reply)),
+            Some(rim) => {
+                let resumed = crate::durable::resume::after_auth(
+                    transport,
+                    shared,
+                    channel,
+                    &mut deadline,
+                    auth_reply,
+                    rim,
+                );
+                match Box::pin(resumed).await {
+                    Ok(first) => first,
                     Err(reason) => return reason,
-                },
-                Ok(None) => return CloseReason::ClientClosed,
-                Err(error) => return error.close_reason(),
-            },
+                }
+            }
         };
-        let pending = reply
-            .map(|reply| Frames::from(Frame::Packet(reply)))
-            .unwrap_or_default();
-        if let Err(reason) = flush(transport, shared, channel, &mut deadline, pending).await {
+        if let Err(reason) = flush(transport, shared, channel, &mut deadline, first).await {
             return reason;
         }
+        loop {
+            // Scoped: the packet takes no room in the future while the connection writes or waits.
+            let pending = {
+                let packet = tokio::select! {
+                    biased;
+                    () = &mut shutdown => return Box::pin(close_for_shutdown(transport, channel)).await,
+                    () = channel.outbox.ready() => None,
+                    () = &mut deadline => return CloseReason::HeartbeatTimeout,
+                    packet = transport.recv() => match packet {
+                        Ok(Some(packet)) => Some(packet),
+                        Ok(None) => return CloseReason::ClientClosed,
+                        Err(error) => return error.close_reason(),
+                    },
+                };
+                match packet {
+                    None => Frames::Empty,
+                    Some(packet) => {
+                        match respond(transport, shared, channel, &mut deadline, packet).await {
+                            Ok(pending) => pending,
+                            Err(reason) => return reason,
+                        }
+                    }
+                }
+            };
+            if let Err(reason) = flush(transport, shared, channel, &mut deadline, pending).await {
+                return reason;
+            }
+        }
+    }
+}
+
+/// Answers one client packet after auth: returns what to write (a rim-aware connection's room
+/// change is followed by the new room's resume, boxed like the first one). Not an `async fn`, which
+/// would keep the packet twice.
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn` (see its docs)
+fn respond<T: Transport>(
+    transport: &mut T,
+    shared: &Shared,
+    channel: &Arc<Channel>,
+    deadline: &mut Pin<&mut Sleep>,
+    packet: Packet,
+) -> impl Future<Output = Result<Frames, CloseReason>> + Send {
+    async move {
+        if packet.op == op::CHANGE_ROOM && channel.rim().is_some() {
+            let moved =
+                crate::durable::resume::change_room(transport, shared, channel, deadline, packet);
+            return Box::pin(moved).await;
+        }
+        let reply = handle(shared, channel, packet, deadline).await?;
+        Ok(reply.map_or(Frames::Empty, |reply| Frames::from(Frame::Packet(reply))))
     }
 }
 
@@ -300,56 +336,67 @@ async fn serve<T: Transport>(
 /// a close is requested for a reason that lets the client have what was queued for it (a takeover:
 /// those pushes were counted as reaching it), that is written first, within [`CLOSE_BUDGET`]. The
 /// `written` receipts of what each write carried are recorded once it is done.
-pub(crate) async fn flush<T: Transport>(
+///
+/// Like [`send`], a plain function returning its future: an `async fn` would keep its arguments
+/// twice in every connection's future.
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn` (see its docs)
+pub(crate) fn flush<T: Transport>(
     transport: &mut T,
     shared: &Shared,
     channel: &Channel,
     deadline: &mut Pin<&mut Sleep>,
     mut pending: Frames,
-) -> Result<(), CloseReason> {
-    loop {
-        let (queued, closed) = channel.outbox.drain();
-        if pending.is_empty() {
-            pending = queued;
-        } else {
-            pending.extend(queued);
-        }
-        if let Some(reason) = closed {
-            if reason.delivers_queued() {
-                send_within_budget(transport, &pending).await;
+) -> impl Future<Output = Result<(), CloseReason>> + Send {
+    async move {
+        loop {
+            let (queued, closed) = channel.outbox.drain();
+            if pending.is_empty() {
+                pending = queued;
+            } else {
+                pending.extend(queued);
             }
-            return Err(reason);
+            if let Some(reason) = closed {
+                if reason.delivers_queued() {
+                    // Boxed: a rare last write must not grow every connection's future.
+                    Box::pin(send_within_budget(transport, &pending)).await;
+                }
+                return Err(reason);
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            send(transport, shared, channel, deadline, &pending).await?;
+            let receipts = channel.outbox.written();
+            if let Some(link) = &shared.durable {
+                receipts
+                    .iter()
+                    .for_each(|receipts| receipts.record(&**link));
+            }
+            pending = Frames::Empty;
         }
-        if pending.is_empty() {
-            return Ok(());
-        }
-        send(transport, shared, channel, deadline, &pending).await?;
-        let receipts = channel.outbox.written();
-        if let Some(link) = &shared.durable {
-            receipts
-                .iter()
-                .for_each(|receipts| receipts.record(&**link));
-        }
-        pending = Frames::Empty;
     }
 }
 
 /// Writes `frames` (not the outbox's: the caller reports those written), abandoning the write when
-/// the connection is asked to close or its heartbeat deadline passes.
-pub(crate) async fn send<T: Transport>(
+/// the connection is asked to close or its heartbeat deadline passes. (Not an `async fn`: it would
+/// keep its arguments twice, see [`run`].)
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn` (see its docs)
+pub(crate) fn send<T: Transport>(
     transport: &mut T,
     shared: &Shared,
     channel: &Channel,
     deadline: &mut Pin<&mut Sleep>,
     frames: &[Frame],
-) -> Result<(), CloseReason> {
+) -> impl Future<Output = Result<(), CloseReason>> + Send {
     shared.write_batches.record(frames.len() as f64);
-    // Biased: a write that completes at once never registers for a close or the deadline.
-    tokio::select! {
-        biased;
-        written = transport.send(frames) => written.map_err(|_| CloseReason::Io),
-        reason = channel.outbox.closed() => Err(reason),
-        () = deadline.as_mut() => Err(CloseReason::HeartbeatTimeout),
+    async move {
+        // Biased: a write that completes at once never registers for a close or the deadline.
+        tokio::select! {
+            biased;
+            written = transport.send(frames) => written.map_err(|_| CloseReason::Io),
+            reason = channel.outbox.closed() => Err(reason),
+            () = deadline.as_mut() => Err(CloseReason::HeartbeatTimeout),
+        }
     }
 }
 
@@ -367,51 +414,57 @@ async fn send_within_budget<T: Transport>(transport: &mut T, frames: &[Frame]) {
     }
 }
 
-/// Answers one client packet after auth; returns the reply to send, if any.
-async fn handle(
+/// Answers one client packet after auth; returns the reply to send, if any. (Not an `async fn`:
+/// it would keep the packet twice.)
+#[allow(clippy::manual_async_fn)] // deliberately not an `async fn` (see its docs)
+fn handle(
     shared: &Shared,
     channel: &Arc<Channel>,
     packet: Packet,
     deadline: &mut Pin<&mut Sleep>,
-    heartbeat: Duration,
-) -> Result<Option<Bytes>, CloseReason> {
-    let reply = match packet.op {
-        op::HEARTBEAT => {
-            deadline.as_mut().reset(Instant::now() + heartbeat);
-            let online = channel
-                .room()
-                .map_or(0, |room| shared.buckets.room_online(&room));
-            let online = i32::try_from(online).unwrap_or(i32::MAX);
-            packet.reply(op::HEARTBEAT_REPLY, online.to_be_bytes().to_vec())
-        }
-        op::AUTH => {
-            tracing::debug!(key = %channel.key(), "auth packet after auth ignored");
-            return Ok(None);
-        }
-        op::CHANGE_ROOM => change_room(shared, channel, &packet)?.0,
-        durable::ACK if channel.rim().is_some() => {
-            ack(shared, channel, &packet)?;
-            return Ok(None);
-        }
-        op::SUB => match channel.watch(&op::parse_op_list(&packet.body)) {
-            Ok(()) => packet.reply(op::SUB_REPLY, packet.body.clone()),
-            Err(refusal) => {
-                let reason = "watch_set_too_large";
-                refused_change(channel, reason);
-                let body = serde_json::json!({ "error": refusal.to_string(), "reason": reason });
-                packet.reply(op::SUB_REPLY, body.to_string().into_bytes())
+) -> impl Future<Output = Result<Option<Bytes>, CloseReason>> + Send {
+    async move {
+        let reply = match packet.op {
+            op::HEARTBEAT => {
+                deadline
+                    .as_mut()
+                    .reset(Instant::now() + shared.settings.heartbeat_deadline);
+                let online = channel
+                    .room()
+                    .map_or(0, |room| shared.buckets.room_online(&room));
+                let online = i32::try_from(online).unwrap_or(i32::MAX);
+                packet.reply(op::HEARTBEAT_REPLY, online.to_be_bytes().to_vec())
             }
-        },
-        op::UNSUB => {
-            channel.unwatch(&op::parse_op_list(&packet.body));
-            packet.reply(op::UNSUB_REPLY, packet.body.clone())
-        }
-        other => match upstream(shared, channel, &packet).await {
-            UpstreamReply::Now(body) => packet.reply(other, body),
-            UpstreamReply::Later => return Ok(None),
-        },
-    };
-    Ok(Some(reply.to_bytes()))
+            op::AUTH => {
+                tracing::debug!(key = %channel.key(), "auth packet after auth ignored");
+                return Ok(None);
+            }
+            op::CHANGE_ROOM => change_room(shared, channel, &packet)?.0,
+            durable::ACK if channel.rim().is_some() => {
+                ack(shared, channel, &packet)?;
+                return Ok(None);
+            }
+            op::SUB => match channel.watch(&op::parse_op_list(&packet.body)) {
+                Ok(()) => packet.reply(op::SUB_REPLY, packet.body.clone()),
+                Err(refusal) => {
+                    let reason = "watch_set_too_large";
+                    refused_change(channel, reason);
+                    let body =
+                        serde_json::json!({ "error": refusal.to_string(), "reason": reason });
+                    packet.reply(op::SUB_REPLY, body.to_string().into_bytes())
+                }
+            },
+            op::UNSUB => {
+                channel.unwatch(&op::parse_op_list(&packet.body));
+                packet.reply(op::UNSUB_REPLY, packet.body.clone())
+            }
+            other => match upstream(shared, channel, &packet).await {
+                UpstreamReply::Now(body) => packet.reply(other, body),
+                UpstreamReply::Later => return Ok(None),
+            },
+        };
+        Ok(Some(reply.to_bytes()))
+    }
 }
 
 /// Hands an upstream message (op 4 or a business op) to the sink; its answer may come later

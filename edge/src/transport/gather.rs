@@ -13,6 +13,7 @@
 //! arrays live on the poll's stack, not in every connection's future, and a short write resumes at
 //! the exact byte it stopped at.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 
@@ -184,13 +185,16 @@ impl<'a> Gather<'a> {
 
 /// Writes `frames` laid out by `framing` to `io`, resuming where a short write stopped. Not
 /// cancel-safe: a cancelled write may leave a frame half written (the connection is then closed).
-pub async fn write_frames<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    frames: &[Frame],
+///
+/// A plain function returning the polling future (not an `async fn`, which would keep its
+/// arguments twice): the future holds only its arguments and the count of bytes written.
+pub fn write_frames<'a, W: AsyncWrite + Unpin>(
+    io: &'a mut W,
+    frames: &'a [Frame],
     framing: Framing,
-) -> io::Result<()> {
+) -> impl Future<Output = io::Result<()>> + 'a {
     let mut written = 0;
-    std::future::poll_fn(|cx| {
+    std::future::poll_fn(move |cx| {
         loop {
             let gather = Gather::new(frames, framing, written);
             match gather.poll_write(io, cx) {
@@ -206,7 +210,6 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
             }
         }
     })
-    .await
 }
 
 #[cfg(test)]

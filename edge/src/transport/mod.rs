@@ -3,12 +3,14 @@
 //! - [`stream::StreamTransport`]: a byte stream of packets (TCP, TLS over TCP);
 //! - [`ws::WsTransport`]: one packet per WebSocket binary message, pushes batched as op 9 (WS, WSS);
 //! - [`upgrade`]: the HTTP/1.1 upgrade that turns a socket into a WebSocket;
+//! - [`read`]: reading with no buffer held while a connection waits for its next packet;
 //! - `gather`: both write queued frames straight from the shared push buffers in vectored writes, so
 //!   no connection keeps a write buffer.
 //!
 //! The connection logic (`session`) is written once against [`Transport`] and compiled for each.
 
 mod gather;
+pub mod read;
 pub mod stream;
 pub mod upgrade;
 pub mod ws;

@@ -1,8 +1,8 @@
 //! goim over a byte stream (TCP, or TLS over TCP).
 //!
-//! Reading: bytes go into a small buffer sized by what the next packet still needs
-//! (`rim_proto::stream::missing`), and the buffer is let go as soon as it holds no partial packet, so an
-//! idle connection keeps at most a small read reservation. A bad header is rejected as soon as its 16
+//! Reading: a connection waiting for its next packet owns no read buffer ([`super::read`]); bytes that
+//! arrive go into a buffer sized by what the next packet still needs (`rim_proto::stream::missing`),
+//! which is let go as soon as it holds no partial packet. A bad header is rejected as soon as its 16
 //! bytes are in, before any body is buffered.
 //!
 //! Writing: pushes are op-9 batches; TCP clients get only the inner packets (no outer header), and
@@ -15,11 +15,12 @@ use rim_proto::Packet;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::gather::{Framing, write_frames};
+use super::read::read_more;
 use super::{RecvError, Transport};
 use crate::close::CloseReason;
 use crate::outbox::Frame;
 
-/// Smallest read; packets already announced by a header are read whole.
+/// Smallest read into a partial packet; a packet announced by its header is read whole.
 const READ_CHUNK: usize = 128;
 
 /// A packet stream over any async byte stream.
@@ -52,8 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for StreamTransport<S> 
                 return Ok(Some(packet));
             }
             let want = rim_proto::stream::missing(&self.buf, self.max_body).max(READ_CHUNK);
-            self.buf.reserve(want);
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            if read_more(&mut self.io, &mut self.buf, want).await? == 0 {
                 return match self.buf.is_empty() {
                     true => Ok(None),
                     false => Err(RecvError::Protocol("connection closed mid-packet".into())),

@@ -5,8 +5,8 @@
 //! message: a single push is its shared pre-encoded buffer as is, several are sent under one outer
 //! header (up to [`MAX_BATCH`] bytes per message), all written straight from the shared buffers
 //! ([`super::gather`]): the connection keeps no write buffer, so a burst of large pushes leaves
-//! nothing behind. The read buffer is sized by what the next frame still needs and let go once it
-//! holds no partial frame, as on TCP.
+//! nothing behind. As on TCP, a connection waiting for its next frame owns no read buffer
+//! ([`super::read`]), and one holding a partial frame reads what the frame still needs.
 //!
 //! Pings are answered with pongs, a client's close is answered with a close echoing its code, and the
 //! edge's own closes carry a code and the reason text. Control replies written while reading are kept
@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use rim_proto::Packet;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::gather::{Framing, write_frames};
+use super::read::read_more;
 use super::wsframe::{self, ClientFrame, Decoded};
 use super::{RecvError, Transport};
 use crate::close::CloseReason;
@@ -33,7 +34,7 @@ pub use super::upgrade::Upgraded;
 const MAX_CLOSE_REASON: usize = wsframe::MAX_CONTROL - 2;
 /// How long a close waits for the client's closing handshake.
 const CLOSE_LINGER: Duration = Duration::from_millis(500);
-/// Smallest read; frames already announced by a header are read whole.
+/// Smallest read into a partial frame; a frame announced by its header is read whole.
 const READ_CHUNK: usize = 128;
 
 /// Limits of the WebSocket framing for client connections.
@@ -99,8 +100,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsTransport<S> {
                 Ok(Decoded::Missing(missing)) => missing,
                 Err(why) => return Err(RecvError::Protocol(why)),
             };
-            self.buf.reserve(missing.max(READ_CHUNK));
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            let want = missing.max(READ_CHUNK);
+            if read_more(&mut self.io, &mut self.buf, want).await? == 0 {
                 return match self.buf.is_empty() {
                     true => Ok(None),
                     false => Err(RecvError::Protocol("connection closed mid-frame".into())),
