@@ -30,7 +30,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::IncomingStream;
+use axum::serve::{IncomingStream, ListenerExt};
 use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rim_bus::BusProducer;
@@ -294,7 +294,13 @@ pub async fn start_with_routes(
     let server = match tls {
         None => tokio::spawn(
             axum::serve(
-                listener,
+                // Answers leave at once: with Nagle, an answer written while the previous one is
+                // unacknowledged (pipelined requests) waits for the peer's delayed ACK.
+                listener.tap_io(|tcp| {
+                    if let Err(error) = tcp.set_nodelay(true) {
+                        tracing::debug!(%error, "TCP_NODELAY not set");
+                    }
+                }),
                 router.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(until_stop)
