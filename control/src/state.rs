@@ -29,6 +29,9 @@ pub struct Shared {
     pub bus: Arc<dyn BusProducer>,
     /// Batches durable pushes into shared inbox appends and bus publishes ([`crate::push`]).
     pub writer: crate::push::DurableWriter,
+    /// Batches the session look-ups of key and user pushes into shared store calls
+    /// ([`crate::push`]).
+    pub lookups: crate::push::SessionLookups,
     /// Cached node table (node → region, live regions, the balancer's candidates).
     pub directory: NodeDirectory,
     /// This instance's name as the holder of the store's sweeper lease (random per start).
@@ -128,6 +131,7 @@ impl AppState {
             inbox,
             bus,
             writer: crate::push::DurableWriter::default(),
+            lookups: crate::push::SessionLookups::default(),
             prometheus,
             config,
         })))

@@ -520,3 +520,75 @@ async fn the_sweeper_removes_expired_pushes() {
     );
     h.control.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_sharing_session_look_ups_each_get_their_own_sessions() {
+    // Odd users are online (one session each, key `k<mid>`; user 1 has three, above the bound of
+    // two), even users are not. Many pushes at once share batched look-ups; each report must be
+    // what the push's own look-up would have answered.
+    let config = rim_control::ControlConfig {
+        control_max_sessions_per_user: 2,
+        ..config()
+    };
+    let h = Arc::new(start(config, postgres().await, Arc::new(MemoryBus::new(100_000))).await);
+    h.register("n1", "sh").await;
+    let mut events = Vec::new();
+    for mid in (1..=41).step_by(2) {
+        events.push(connect(&format!("k{mid}"), mid, mid as u64, now(), ""));
+    }
+    for extra in 0..2 {
+        events.push(connect(&format!("k1-{extra}"), 1, 100 + extra, now(), ""));
+    }
+    let (status, _) = h.sessions("n1", events).await;
+    assert_eq!(status, 200);
+    let mut calls = Vec::new();
+    for round in 0..3 {
+        for first in 1..=40i64 {
+            let h = h.clone();
+            calls.push(tokio::spawn(async move {
+                let pair = [first, first + 1];
+                let (kind, target) = if (first + round) % 2 == 0 {
+                    ("users", json!({"mids": pair}))
+                } else {
+                    let keys: Vec<String> = pair.iter().map(|mid| format!("k{mid}")).collect();
+                    ("keys", json!({"keys": keys}))
+                };
+                let mut body = target;
+                body["operation"] = json!(1000);
+                body["body_text"] = json!(format!("{round}-{first}"));
+                (kind, pair, accepted(&h, kind, body).await)
+            }));
+        }
+    }
+    for call in calls {
+        let (kind, pair, report) = call.await.unwrap();
+        let online: Vec<i64> = pair.iter().copied().filter(|mid| mid % 2 == 1).collect();
+        let offline: Vec<i64> = pair.iter().copied().filter(|mid| mid % 2 == 0).collect();
+        if kind == "users" {
+            // User 1's sessions are capped at two.
+            let sessions: usize = online.iter().map(|mid| if *mid == 1 { 2 } else { 1 }).sum();
+            let capped: Vec<i64> = online.iter().copied().filter(|mid| *mid == 1).collect();
+            assert_eq!(report["sessions"], sessions, "{pair:?}: {report}");
+            assert_eq!(report["offline_mids"], json!(offline), "{pair:?}: {report}");
+            assert_eq!(
+                report.get("capped_mids").cloned().unwrap_or(json!([])),
+                json!(capped),
+                "{pair:?}: {report}"
+            );
+            assert_eq!(report["records"], online.len(), "{pair:?}: {report}");
+        } else {
+            let offline_keys: Vec<String> = offline.iter().map(|mid| format!("k{mid}")).collect();
+            assert_eq!(report["sessions"], online.len(), "{pair:?}: {report}");
+            assert_eq!(
+                report["offline_keys"],
+                json!(offline_keys),
+                "{pair:?}: {report}"
+            );
+            assert_eq!(report["records"], online.len(), "{pair:?}: {report}");
+        }
+    }
+    match Arc::try_unwrap(h) {
+        Ok(h) => h.control.shutdown().await.unwrap(),
+        Err(_) => panic!("the harness is still shared"),
+    }
+}
