@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rim_proto::limits::{MAX_ROOM_LEN, MAX_WATCH_OPS};
+use smallvec::SmallVec;
 
 use crate::auth::{Identity, RoomGrant};
 use crate::durable::RimState;
@@ -55,7 +56,8 @@ pub struct Channel {
     id: u64,
     key: Arc<str>,
     mid: i64,
-    platform: Box<str>,
+    /// Shared with every connection of the same platform (see [`crate::platforms`]).
+    platform: Arc<str>,
     ip: IpAddr,
     /// Changed only under the lock of the channel's bucket, so bucket and channel always agree.
     pub(crate) room: Mutex<Option<Arc<str>>>,
@@ -63,8 +65,9 @@ pub struct Channel {
     home: Option<Arc<str>>,
     /// Other rooms the identity may enter.
     rooms: RoomGrant,
-    /// Sorted, deduplicated ops of the key/user/broadcast pushes this connection accepts.
-    watch: Mutex<Vec<i32>>,
+    /// Sorted, deduplicated ops of the key/user/broadcast pushes this connection accepts; a few
+    /// are held inline, so the usual connection allocates nothing for them.
+    watch: Mutex<WatchSet>,
     /// Packets waiting for the socket.
     pub outbox: Outbox,
     /// The durable-delivery state of a rim-aware connection.
@@ -83,12 +86,12 @@ impl Channel {
             id,
             key,
             mid: identity.mid,
-            platform: identity.platform.as_str().into(),
+            platform: crate::platforms::shared(&identity.platform),
             ip,
             home: room.clone(),
             room: Mutex::new(room),
             rooms: identity.rooms.clone(),
-            watch: Mutex::new(Vec::new()),
+            watch: Mutex::new(WatchSet::new()),
             outbox: Outbox::default(),
             rim: None,
         };
@@ -153,7 +156,7 @@ impl Channel {
 
     /// The watch set, sorted.
     pub fn accepts(&self) -> Vec<i32> {
-        self.watch.lock().clone()
+        self.watch.lock().to_vec()
     }
 
     /// True if a key/user/broadcast push with this op should reach the connection.
@@ -185,8 +188,11 @@ impl Channel {
     }
 }
 
+/// The ops a connection accepts: inline up to 4 (most clients name one or two).
+type WatchSet = SmallVec<[i32; 4]>;
+
 /// Adds `ops` to a sorted, deduplicated watch set.
-fn merge_ops(watch: &mut Vec<i32>, ops: &[i32]) {
+fn merge_ops(watch: &mut WatchSet, ops: &[i32]) {
     watch.extend_from_slice(ops);
     watch.sort_unstable();
     watch.dedup();

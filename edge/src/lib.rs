@@ -57,6 +57,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;
+pub mod platforms;
 pub mod ratelog;
 pub mod session;
 pub mod state;
