@@ -767,6 +767,15 @@ impl BatchSize {
     }
 }
 
+/// The first item of a batcher's next batch: the one carried over from the last (too large to join
+/// it), else the next from the queue; `None` once the queue's senders are gone.
+async fn carried_or_next<T>(carried: &mut Option<T>, queue: &mut mpsc::Receiver<T>) -> Option<T> {
+    match carried.take() {
+        Some(first) => Some(first),
+        None => queue.recv().await,
+    }
+}
+
 /// The writer task: takes every job waiting once a batch may start (never waiting for more to
 /// come) and runs the batch; a job too large to join goes first into the next batch. During an
 /// outage whose probe is running, jobs are answered at once instead.
@@ -774,12 +783,8 @@ async fn run_writer(writer: Arc<Writer>, mut queue: mpsc::Receiver<Queued>) {
     let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
     let mut carried: Option<Queued> = None;
     loop {
-        let first = match carried.take() {
-            Some(first) => first,
-            None => match queue.recv().await {
-                Some(first) => first,
-                None => return,
-            },
+        let Some(first) = carried_or_next(&mut carried, &mut queue).await else {
+            return;
         };
         let Some(first) = refuse(&writer, first) else {
             continue;
@@ -1098,12 +1103,8 @@ async fn run_lookups(
     let in_flight = Arc::new(Semaphore::new(MAX_LOOKUPS_IN_FLIGHT));
     let mut carried: Option<Lookup> = None;
     loop {
-        let first = match carried.take() {
-            Some(first) => first,
-            None => match queue.recv().await {
-                Some(first) => first,
-                None => return,
-            },
+        let Some(first) = carried_or_next(&mut carried, &mut queue).await else {
+            return;
         };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
