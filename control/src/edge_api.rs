@@ -48,7 +48,7 @@
 use crate::error::ApiError;
 use crate::input::read_body;
 use crate::observe::timed_store;
-use crate::push::{MAX_NAME_LEN, validate_room};
+use crate::push::validate_room;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
@@ -57,6 +57,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use prost::Message;
+use rim_proto::limits::MAX_KEY_LEN;
 use rim_proto::node_token::{NodeClaims, NodeRole};
 use rim_proto::schema::session_event::Kind;
 use rim_proto::schema::{
@@ -270,15 +271,15 @@ fn check_event(event: &SessionEvent) -> Result<(), ApiError> {
             event.kind
         )));
     }
-    if event.key.is_empty() || event.key.len() > MAX_NAME_LEN {
+    if event.key.is_empty() || event.key.len() > MAX_KEY_LEN {
         return Err(ApiError::BadRequest(format!(
-            "session key must be 1..={MAX_NAME_LEN} bytes"
+            "session key must be 1..={MAX_KEY_LEN} bytes"
         )));
     }
     if !event.room.is_empty() {
         validate_room(&event.room)?;
     }
-    if event.platform.len() > MAX_ID_LEN
+    if event.platform.len() > rim_proto::limits::MAX_PLATFORM_LEN
         || event.ip.len() > MAX_ID_LEN
         || event.accepts.len() > rim_proto::limits::MAX_WATCH_OPS
     {

@@ -90,7 +90,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use rim_bus::{BusError, BusProducer, OutgoingPush};
 use rim_proto::durable::{MAX_APPEND_BATCH, MAX_RECEIPT_BATCH, MessageId, Position};
-use rim_proto::limits::MAX_ROOM_LEN;
+use rim_proto::limits::{MAX_KEY_LEN, MAX_ROOM_LEN};
 use rim_proto::schema::push_message::Target;
 use rim_proto::schema::{
     BroadcastTarget, KeyOnNode, KeysTarget, PushMessage, RoomTarget, StreamPosition,
@@ -110,9 +110,6 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// Smallest operation a business push may use: lower ones are protocol operations (auth,
 /// heartbeat, batch) that clients would misinterpret.
 pub const MIN_BUSINESS_OPERATION: i32 = rim_proto::op::MIN_BUSINESS_PUSH;
-
-/// Longest accepted connection key, in bytes (room ids are bounded by [`MAX_ROOM_LEN`]).
-pub const MAX_NAME_LEN: usize = 256;
 
 /// Whom a push is for.
 #[derive(Clone, Debug, PartialEq)]
@@ -197,9 +194,9 @@ pub fn validate(request: &PushRequest, max_targets: usize) -> Result<(), ApiErro
     }
     let count = match &request.target {
         PushTarget::Keys(keys) => {
-            if let Some(bad) = keys.iter().find(|k| k.is_empty() || k.len() > MAX_NAME_LEN) {
+            if let Some(bad) = keys.iter().find(|k| k.is_empty() || k.len() > MAX_KEY_LEN) {
                 return Err(ApiError::BadRequest(format!(
-                    "key {bad:?} must be 1..={MAX_NAME_LEN} bytes"
+                    "key {bad:?} must be 1..={MAX_KEY_LEN} bytes"
                 )));
             }
             keys.len()

@@ -36,7 +36,6 @@
 use crate::config::ControlConfig;
 use crate::edge_api::{decode, own, protobuf};
 use crate::error::ApiError;
-use crate::push::MAX_NAME_LEN;
 use crate::state::AppState;
 use axum::Router;
 use axum::body::Body;
@@ -47,6 +46,7 @@ use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rim_bus::{BusProducer, OutgoingRecord};
+use rim_proto::limits::MAX_KEY_LEN;
 use rim_proto::limits::MAX_ROOM_LEN;
 use rim_proto::schema::{UpstreamBatch, UpstreamRequest, UpstreamVerdict, UpstreamVerdicts};
 use serde::{Deserialize, Serialize};
@@ -358,8 +358,8 @@ impl Upstream {
 
 /// Bounds on what an edge may forward, the same as on what it may report.
 fn check(message: &UpstreamRequest) -> Result<(), String> {
-    if message.key.is_empty() || message.key.len() > MAX_NAME_LEN {
-        return Err(format!("key must be 1..={MAX_NAME_LEN} bytes"));
+    if message.key.is_empty() || message.key.len() > MAX_KEY_LEN {
+        return Err(format!("key must be 1..={MAX_KEY_LEN} bytes"));
     }
     if message.room.len() > MAX_ROOM_LEN || message.platform.len() > MAX_PLATFORM_LEN {
         return Err(format!(

@@ -18,7 +18,8 @@
 //! The call is bounded by a timeout and the answer by [`MAX_ANSWER_BYTES`].
 
 use crate::error::ApiError;
-use crate::push::{MAX_NAME_LEN, validate_room};
+use crate::push::validate_room;
+use rim_proto::limits::MAX_KEY_LEN;
 use rim_proto::limits::{MAX_ROOM_LEN, MAX_WATCH_OPS};
 use rim_proto::schema::AuthResponse;
 use serde::Deserialize;
@@ -120,7 +121,7 @@ impl AuthWebhook {
             let reason = if refusal.reason.is_empty() {
                 format!("refused by the auth webhook ({status})")
             } else {
-                refusal.reason.chars().take(MAX_NAME_LEN).collect()
+                refusal.reason.chars().take(MAX_KEY_LEN).collect()
             };
             Ok(AuthResponse {
                 accepted: false,
@@ -135,9 +136,9 @@ impl AuthWebhook {
 
 /// Bounds on what the business backend may answer, the same as on what an edge may report.
 fn check_identity(identity: &Identity) -> Result<(), ApiError> {
-    if identity.key.len() > MAX_NAME_LEN {
+    if identity.key.len() > MAX_KEY_LEN {
         return Err(ApiError::BadRequest(format!(
-            "key longer than {MAX_NAME_LEN} bytes"
+            "key longer than {MAX_KEY_LEN} bytes"
         )));
     }
     if !identity.room_id.is_empty() {

@@ -112,6 +112,34 @@ async fn insecure_mode_trusts_goim_json(kind: Kind) {
 }
 
 #[tokio::test]
+async fn oversized_keys_and_platforms_are_refused_with_the_bound() {
+    use rim_proto::limits::{MAX_KEY_LEN, MAX_PLATFORM_LEN};
+    let edge = start_with(AuthMode::Insecure, EdgeHooks::default(), |_| {}).await;
+    let body = |key: &str, platform: &str| {
+        serde_json::json!({"mid": 1, "key": key, "room_id": "live://1", "platform": platform})
+            .to_string()
+            .into_bytes()
+    };
+    let longest = "k".repeat(MAX_KEY_LEN);
+    let mut ok = edge.connect(Kind::Tcp).await;
+    ok.auth_ok(&body(&longest, &"p".repeat(MAX_PLATFORM_LEN)))
+        .await;
+    for kind in [Kind::Tcp, Kind::Ws] {
+        let too_long = format!("{longest}k");
+        let needle = format!("longer than {MAX_KEY_LEN}");
+        assert_refused(&edge, kind, &body(&too_long, "web"), &needle).await;
+        let platform = "p".repeat(MAX_PLATFORM_LEN + 1);
+        let needle = format!("longer than {MAX_PLATFORM_LEN}");
+        assert_refused(&edge, kind, &body("k2", &platform), &needle).await;
+    }
+    assert_eq!(
+        ok.heartbeat().await,
+        1,
+        "the connection within the bounds stays"
+    );
+}
+
+#[tokio::test]
 async fn empty_key_gets_a_generated_one() {
     let edge = start_with(AuthMode::Insecure, EdgeHooks::default(), |_| {}).await;
     let mut a = edge.connect(Kind::Tcp).await;

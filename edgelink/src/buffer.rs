@@ -38,10 +38,7 @@ use rim_edge::channel::Channel;
 use rim_proto::schema::session_event::Kind;
 use rim_proto::schema::{RoomCount, SessionEvent};
 
-/// Longest key or room the edge API accepts (the wire limit on room ids, which keys share).
-const MAX_NAME_LEN: usize = rim_proto::limits::MAX_ROOM_LEN;
-/// Longest platform or IP text the edge API accepts.
-const MAX_TEXT_LEN: usize = 128;
+use rim_proto::limits::{MAX_KEY_LEN, MAX_PLATFORM_LEN, MAX_ROOM_LEN};
 /// Most accepted operations the edge API takes per session.
 const MAX_ACCEPTS: usize = rim_proto::limits::MAX_WATCH_OPS;
 
@@ -139,7 +136,7 @@ impl Buffer {
     /// A connection authenticated at `now_ms`; it becomes its key's current connection unless a
     /// newer one already is.
     pub(crate) fn connected(&mut self, channel: &Channel, now_ms: i64) -> Noted {
-        if channel.key().len() > MAX_NAME_LEN {
+        if channel.key().len() > MAX_KEY_LEN {
             return Noted::Unreportable;
         }
         if let Some(entry) = self.entries.get(channel.key())
@@ -152,7 +149,7 @@ impl Buffer {
             id: channel.id(),
             mid: channel.mid(),
             room: channel.room().filter(|room| reportable_room(room)),
-            platform: truncate(channel.platform(), MAX_TEXT_LEN).into(),
+            platform: truncate(channel.platform(), MAX_PLATFORM_LEN).into(),
             accepts: channel.accepts().into_iter().take(MAX_ACCEPTS).collect(),
             ip: channel.ip(),
             at_unix_ms: self.last_at,
@@ -441,7 +438,7 @@ fn event(kind: Kind, key: &str, conn: &Conn) -> SessionEvent {
 
 /// Whether the edge API takes this room: `type://id`, both parts non-empty, bounded.
 fn reportable_room(room: &str) -> bool {
-    room.len() <= MAX_NAME_LEN
+    room.len() <= MAX_ROOM_LEN
         && room
             .split_once("://")
             .is_some_and(|(kind, id)| !kind.is_empty() && !id.is_empty())

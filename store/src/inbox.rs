@@ -60,8 +60,8 @@ use std::pin::Pin;
 
 pub use rim_proto::durable::NotResumedReason;
 
-/// Longest connection key an inbox entry or ack may name, in bytes (the push API's bound).
-pub const MAX_KEY_LEN: usize = 256;
+/// Longest connection key an inbox entry or ack may name, in bytes (every part's bound).
+pub use rim_proto::limits::MAX_KEY_LEN;
 
 /// How long and how much the inbox keeps; the same for every implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

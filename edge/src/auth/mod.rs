@@ -43,7 +43,19 @@ impl Identity {
     /// [`rim_proto::limits::MAX_ROOM_LEN`], a watch set of more than
     /// [`rim_proto::limits::MAX_WATCH_OPS`]), whichever verifier produced it.
     pub fn check_bounds(&self) -> Result<(), AuthError> {
-        use rim_proto::limits::{MAX_ROOM_LEN, MAX_WATCH_OPS};
+        use rim_proto::limits::{MAX_KEY_LEN, MAX_PLATFORM_LEN, MAX_ROOM_LEN, MAX_WATCH_OPS};
+        if self.key.len() > MAX_KEY_LEN {
+            return Err(AuthError::Rejected(format!(
+                "key of {} bytes is longer than {MAX_KEY_LEN}",
+                self.key.len()
+            )));
+        }
+        if self.platform.len() > MAX_PLATFORM_LEN {
+            return Err(AuthError::Rejected(format!(
+                "platform of {} bytes is longer than {MAX_PLATFORM_LEN}",
+                self.platform.len()
+            )));
+        }
         if self.room.len() > MAX_ROOM_LEN {
             return Err(AuthError::Rejected(format!(
                 "room id of {} bytes is longer than {MAX_ROOM_LEN}",
