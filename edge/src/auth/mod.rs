@@ -39,28 +39,22 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Refuses an identity past the wire bounds (a room id longer than
+    /// Refuses an identity past the wire bounds (a key, platform or room id longer than
+    /// [`rim_proto::limits::MAX_KEY_LEN`], [`rim_proto::limits::MAX_PLATFORM_LEN`] or
     /// [`rim_proto::limits::MAX_ROOM_LEN`], a watch set of more than
     /// [`rim_proto::limits::MAX_WATCH_OPS`]), whichever verifier produced it.
     pub fn check_bounds(&self) -> Result<(), AuthError> {
         use rim_proto::limits::{MAX_KEY_LEN, MAX_PLATFORM_LEN, MAX_ROOM_LEN, MAX_WATCH_OPS};
-        if self.key.len() > MAX_KEY_LEN {
-            return Err(AuthError::Rejected(format!(
-                "key of {} bytes is longer than {MAX_KEY_LEN}",
-                self.key.len()
-            )));
-        }
-        if self.platform.len() > MAX_PLATFORM_LEN {
-            return Err(AuthError::Rejected(format!(
-                "platform of {} bytes is longer than {MAX_PLATFORM_LEN}",
-                self.platform.len()
-            )));
-        }
-        if self.room.len() > MAX_ROOM_LEN {
-            return Err(AuthError::Rejected(format!(
-                "room id of {} bytes is longer than {MAX_ROOM_LEN}",
-                self.room.len()
-            )));
+        for (what, len, max) in [
+            ("key", self.key.len(), MAX_KEY_LEN),
+            ("platform", self.platform.len(), MAX_PLATFORM_LEN),
+            ("room id", self.room.len(), MAX_ROOM_LEN),
+        ] {
+            if len > max {
+                return Err(AuthError::Rejected(format!(
+                    "{what} of {len} bytes is longer than {max}"
+                )));
+            }
         }
         if self.accepts.len() > MAX_WATCH_OPS {
             return Err(AuthError::Rejected(format!(

@@ -118,6 +118,26 @@ async fn bury(
         .bind(node_ids)
         .execute(&mut *tx)
         .await?;
+    clear_nodes(tx, node_ids, ended).await
+}
+
+/// Removes the sessions and room counts of a node's previous life (it restarted), in the caller's
+/// transaction; returns how many sessions ended.
+async fn end_previous_life(
+    tx: &mut sqlx::PgConnection,
+    node_id: &str,
+    ended: &mut EndedUsers,
+) -> Result<u64, sqlx::Error> {
+    clear_nodes(tx, &[node_id.to_owned()], ended).await
+}
+
+/// Removes the sessions and room counts of `node_ids`, noting the sessions' users in `ended`;
+/// returns how many sessions ended.
+async fn clear_nodes(
+    tx: &mut sqlx::PgConnection,
+    node_ids: &[String],
+    ended: &mut EndedUsers,
+) -> Result<u64, sqlx::Error> {
     sqlx::query("DELETE FROM room_counts WHERE node_id = ANY($1)")
         .bind(node_ids)
         .execute(&mut *tx)
@@ -139,27 +159,6 @@ fn note_ended(ended: &mut EndedUsers, removed: Vec<(i64, String)>) -> u64 {
         ended.entry(mid).or_insert(region);
     }
     count
-}
-
-/// Removes the sessions and room counts of a node's previous life (it restarted), in the caller's
-/// transaction; returns how many sessions ended.
-async fn end_previous_life(
-    tx: &mut sqlx::PgConnection,
-    node_id: &str,
-    ended: &mut EndedUsers,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM room_counts WHERE node_id = $1")
-        .bind(node_id)
-        .execute(&mut *tx)
-        .await?;
-    let removed: Vec<(i64, String)> = sqlx::query_as(concat!(
-        "DELETE FROM sessions WHERE node_id = $1 RETURNING ",
-        ended_user!()
-    ))
-    .bind(node_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(note_ended(ended, removed))
 }
 
 #[async_trait]
