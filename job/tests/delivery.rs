@@ -505,6 +505,125 @@ async fn pushes_queued_behind_a_slow_edge_leave_together_and_in_order() {
     assert!(cluster.uncommitted().await.is_empty());
 }
 
+/// Pushes to three rooms, round robin (as a live show's rooms get them): `(id, room)` in order.
+fn round_robin_rooms(count: usize) -> Vec<(String, &'static str)> {
+    let rooms = ["live://1", "live://2", "live://3"];
+    (0..count)
+        .map(|n| (format!("m{n}"), rooms[n % rooms.len()]))
+        .collect()
+}
+
+/// The room of each push of each request, in order.
+fn rooms_per_request(edge: &FakeEdge) -> Vec<Vec<String>> {
+    let log = edge.log.lock().unwrap();
+    log.taken
+        .iter()
+        .map(|request| {
+            request
+                .pushes
+                .iter()
+                .map(|push| match &push.target {
+                    Some(EdgeKind::Room(room_id)) => room_id.clone(),
+                    other => panic!("not a room push: {other:?}"),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every room's pushes reached the edge in the order they were sent.
+fn assert_each_rooms_order(edge: &FakeEdge, sent: &[(String, &str)]) {
+    for room_id in ["live://1", "live://2", "live://3"] {
+        let expected: Vec<&str> = sent
+            .iter()
+            .filter(|(_, to)| *to == room_id)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let taken: Vec<String> = edge
+            .taken()
+            .into_iter()
+            .filter(|(_, target)| matches!(target, Some(EdgeKind::Room(to)) if to == room_id))
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(taken, expected, "{room_id} order");
+    }
+}
+
+#[tokio::test]
+async fn room_pushes_queued_behind_busy_rooms_leave_room_by_room() {
+    let mut cluster = Cluster::new();
+    // Every push is a part of its own in the lane.
+    cluster.config.job_batch_size = 1;
+    let edge = FakeEdge::start().await;
+    edge.log.lock().unwrap().delay = Duration::from_millis(200);
+    cluster.register("n1", REGION, &edge.url).await;
+    let worker = cluster.start_worker();
+
+    // The first push of each room goes at once; the rest queue behind them. When room 1's
+    // request returns, rooms 2 and 3 are still in flight: the delivery that starts takes every
+    // queued push to room 1 (not only the first, which would leave one push per request).
+    let sent = round_robin_rooms(30);
+    for (id, room_id) in &sent {
+        cluster
+            .publish(vec![(&format!("room:{room_id}"), id, room(room_id))])
+            .await;
+    }
+    eventually("the edge took every push", || {
+        edge.taken().len() == sent.len()
+    })
+    .await;
+    let requests = rooms_per_request(&edge);
+    assert!(
+        requests.len() <= 6,
+        "{} requests for 30 pushes to 3 rooms queued behind a slow edge: {requests:?}",
+        requests.len()
+    );
+    assert_each_rooms_order(&edge, &sent);
+
+    worker.stop().await;
+    assert!(cluster.uncommitted().await.is_empty());
+}
+
+#[tokio::test]
+async fn room_pushes_leaving_in_one_request_are_next_to_their_rooms_others() {
+    let mut cluster = Cluster::new();
+    cluster.config.job_batch_size = 64;
+    let edge = FakeEdge::start().await;
+    cluster.register("n1", REGION, &edge.url).await;
+    // Published before the worker starts: its first read takes them all, as one part.
+    let sent = round_robin_rooms(30);
+    let pushes = sent
+        .iter()
+        .map(|(id, room_id)| (format!("room:{room_id}"), id.as_str(), room(room_id)))
+        .collect::<Vec<_>>();
+    cluster
+        .publish(
+            pushes
+                .iter()
+                .map(|(key, id, target)| (key.as_str(), *id, target.clone()))
+                .collect(),
+        )
+        .await;
+    let worker = cluster.start_worker();
+    eventually("the edge took every push", || {
+        edge.taken().len() == sent.len()
+    })
+    .await;
+    // The edge sends consecutive pushes to one room as one frame per connection: in each
+    // request, a room's pushes are one run.
+    for rooms in rooms_per_request(&edge) {
+        let runs = rooms.chunk_by(|a, b| a == b).count();
+        let mut distinct = rooms.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(runs, distinct.len(), "a room twice apart in {rooms:?}");
+    }
+    assert_each_rooms_order(&edge, &sent);
+
+    worker.stop().await;
+    assert!(cluster.uncommitted().await.is_empty());
+}
+
 #[tokio::test]
 async fn nothing_is_committed_while_an_edge_is_down_and_it_gets_the_push_after_a_restart() {
     edge_down_then_restarted(Cluster::new(), Duration::from_millis(500)).await;
