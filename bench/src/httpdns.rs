@@ -528,10 +528,12 @@ fn spin(
     Ok(())
 }
 
-/// The bytes read from one connection, and how many of them the last answer returned took.
+/// The bytes read from one connection, and how many of them the last answer returned took (also
+/// control-bench's lean push client).
 #[derive(Default)]
-struct Responses {
-    buf: Vec<u8>,
+pub struct Responses {
+    /// Read from the connection and not yet dropped: read more into it.
+    pub buf: Vec<u8>,
     taken: usize,
 }
 
@@ -539,7 +541,7 @@ impl Responses {
     /// The next HTTP/1.1 response (with a `content-length`) if it is all in: its status and
     /// where its body is in `buf`. The bytes of the one returned before are dropped first; those
     /// of later (pipelined) responses stay.
-    fn take(&mut self) -> anyhow::Result<Option<(u16, std::ops::Range<usize>)>> {
+    pub fn take(&mut self) -> anyhow::Result<Option<(u16, std::ops::Range<usize>)>> {
         self.buf.drain(..self.taken);
         self.taken = 0;
         let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {

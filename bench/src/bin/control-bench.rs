@@ -1,5 +1,5 @@
-//! control-bench: how much the control plane takes, measured over real HTTP against an in-process
-//! instance on a loopback port.
+//! control-bench: how much the control plane takes, measured over real HTTP against a control
+//! instance in a process of its own.
 //!
 //! - Pushes accepted per second: concurrent `POST /goim/push/mids` (one online user each, so every
 //!   push resolves a session and publishes one record) with the memory store, once with the
@@ -14,15 +14,28 @@
 //! - Session events ingested per second: concurrent `POST /edge/v1/sessions` batches of connects,
 //!   from several edge nodes, into PostgreSQL (a throwaway cluster from rim-testkit).
 //!
-//! The load generator shares the machine (and its cores) with the server, so the numbers are a
-//! floor for what a dedicated control instance does. Run in release:
+//! **Whose CPU.** The control instance runs in a child process (this binary with `--serve`, as
+//! `rim control` would run: its own runtime, the Prometheus recorder installed), so its CPU is its
+//! own: each figure gives the child's utime + stime over the measured window (from
+//! `/proc/<pid>/stat`, every thread included, librdkafka's too) per push, and so pushes per
+//! control CPU-second, beside the wall rate and the load generator's own CPU. The pushes come from
+//! a lean load generator: `--concurrency` keep-alive HTTP/1.1 connections, each writing one
+//! pre-built request and reading its answer before the next (no pipelining), so the load costs
+//! little beside the server. The measured window starts after `--warmup-secs` of the same load.
+//! On loopback the kernel charges part of the client's TCP receive (and its wake-ups) to the
+//! server's writes, so the server's figure is pessimistic against remote callers.
+//!
+//! Both processes share the machine's cores, so the wall rate is a floor for what a dedicated
+//! control instance does. Run in release:
 //! `cargo run --release -p rim-bench --bin control-bench`.
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use prost::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rim_bench::httpdns::Responses;
+use rim_bench::procfs::{self, Cpu, Watched};
 use rim_bus::kafka::KafkaOptions;
 use rim_bus::memory::MemoryBus;
 use rim_bus::{BusConsumer, BusProducer};
@@ -31,40 +44,52 @@ use rim_proto::schema::session_event::Kind;
 use rim_proto::schema::{NodeRegistration, SessionBatch, SessionEvent};
 use rim_store::Store;
 use rim_store::memory::MemoryStore;
+use std::net::SocketAddr;
+use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 
 /// Cluster secret of the benchmark instance.
 const SECRET: &str = "bench-secret";
 /// Admin key the load generator pushes with.
 const ADMIN_KEY: &str = "bench-admin";
+/// The body of every push.
+const PAYLOAD: &str = "bench payload";
+/// Users per session batch when the users are connected (and per key prefix, see [`key_of`]).
+const CHUNK: usize = 10_000;
 
 /// Command-line options.
 #[derive(Parser, Debug)]
 struct Args {
-    /// How long each measurement runs, in seconds.
+    /// How long each measurement runs, in seconds (after its warm-up).
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Concurrent HTTP requests in flight.
+    /// Seconds of the same load before each measurement starts (connections open, caches warm).
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+    /// Concurrent HTTP requests in flight (keep-alive connections, one request each at a time).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Users online during the push measurements.
+    /// Users online during the push measurements (user ids 1..=N).
     #[arg(long, default_value_t = 10_000)]
-    users: i64,
+    users: usize,
     /// Session events per edge batch in the ingest measurement.
     #[arg(long, default_value_t = 500)]
     batch: usize,
     /// Edge nodes sending batches in the ingest measurement.
     #[arg(long, default_value_t = 8)]
     nodes: usize,
-    /// Talk HTTP/2 without TLS (h2c, many requests over one connection) instead of HTTP/1.1.
-    #[arg(long)]
-    http2: bool,
     /// Skip the Kafka push measurement.
     #[arg(long)]
     no_kafka: bool,
-    /// Skip the PostgreSQL ingest measurement.
+    /// Skip the memory-bus push measurement.
+    #[arg(long)]
+    no_memory_bus: bool,
+    /// Skip the PostgreSQL measurements.
     #[arg(long)]
     no_postgres: bool,
     /// Keys per push: 1 pushes to one user (`/goim/push/mids`), more pushes to the keys of that
@@ -74,57 +99,143 @@ struct Args {
     /// librdkafka properties (`KEY=VALUE`) for the Kafka producer, after rim's own.
     #[arg(long)]
     kafka_option: Vec<KafkaOptions>,
+    /// Internal: run as the control instance under test (started by the bench itself), print
+    /// `addr=<address>`, serve until stdin closes.
+    #[arg(long, hide = true)]
+    serve: bool,
+    /// Internal (`--serve`): the PostgreSQL store's URL; the memory store without it.
+    #[arg(long, hide = true)]
+    store_url: Option<String>,
+    /// Internal (`--serve`): the Kafka bootstrap servers; the in-process bus without it.
+    #[arg(long, hide = true)]
+    bootstrap: Option<String>,
 }
 
 impl Args {
-    /// Kafka settings of the producer under test, for this broker.
-    fn kafka_settings(
-        &self,
-        broker: &rim_testkit::kafka::TestKafka,
-    ) -> rim_bus::kafka::KafkaSettings {
+    /// Kafka settings of the producer under test, for the broker at `bootstrap`.
+    fn kafka_settings(&self, bootstrap: &str) -> rim_bus::kafka::KafkaSettings {
         rim_bus::kafka::KafkaSettings {
             client_options: self.kafka_option.iter().cloned().collect(),
-            ..rim_bus::kafka::KafkaSettings::new(broker.bootstrap())
+            ..rim_bus::kafka::KafkaSettings::new(bootstrap)
         }
     }
 }
 
-/// A control instance for one measurement.
+/// `--serve`: the control instance under test, as `rim control` runs one (the Prometheus recorder
+/// installed, so the metrics record), until stdin closes.
+async fn serve(args: &Args) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = match &args.store_url {
+        Some(url) => Arc::new(
+            rim_store::postgres::PostgresStore::connect(url, rim_store::StoreSettings::default())
+                .await?,
+        ),
+        None => Arc::new(MemoryStore::new(rim_store::StoreSettings::default())),
+    };
+    let mut drainer = None;
+    let bus: Arc<dyn BusProducer> = match &args.bootstrap {
+        Some(bootstrap) => Arc::new(rim_bus::kafka::KafkaProducer::new(
+            &args.kafka_settings(bootstrap),
+        )?),
+        None => {
+            let bus = MemoryBus::new(1_000_000);
+            drainer = Some(drain_memory_bus(&bus));
+            Arc::new(bus)
+        }
+    };
+    let config = ControlConfig {
+        control_admin_key: Some(ADMIN_KEY.into()),
+        control_max_session_batch: 100_000,
+        ..ControlConfig::default()
+    };
+    let prometheus = PrometheusBuilder::new().install_recorder()?;
+    let control = rim_control::start(config, SECRET, store, bus, prometheus).await?;
+    println!("addr={}", control.local_addr());
+    let mut sink = [0u8; 64];
+    let mut stdin = tokio::io::stdin();
+    while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+    control.shutdown().await?;
+    if let Some(drainer) = drainer {
+        drainer.abort();
+    }
+    Ok(())
+}
+
+/// A control instance in a child process, for one measurement.
 struct Instance {
-    control: rim_control::RunningControl,
+    server: tokio::process::Child,
+    pid: u32,
+    addr: SocketAddr,
     base: String,
+    /// For the setup calls and the ingest load (not the push load, see [`push`]).
     http: reqwest::Client,
     /// Node tokens by node id, from `/edge/v1/enroll` (the edge API takes no cluster secret).
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Instance {
+    /// Starts `control-bench --serve` with the PostgreSQL store at `store_url` (else the memory
+    /// store) and the Kafka broker at `bootstrap` (else the in-process bus).
     async fn start(
         args: &Args,
-        store: Arc<dyn Store>,
-        bus: Arc<dyn BusProducer>,
+        store_url: Option<&str>,
+        bootstrap: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let config = ControlConfig {
-            control_admin_key: Some(ADMIN_KEY.into()),
-            control_max_session_batch: 100_000,
-            ..ControlConfig::default()
-        };
-        let prometheus = PrometheusBuilder::new().build_recorder().handle();
-        let control = rim_control::start(config, SECRET, store, bus, prometheus).await?;
-        let base = format!("http://{}", control.local_addr());
-        let builder = reqwest::Client::builder().pool_max_idle_per_host(1024);
-        let http = if args.http2 {
-            builder.http2_prior_knowledge()
-        } else {
-            builder
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.arg("--serve");
+        if let Some(url) = store_url {
+            command.arg(format!("--store-url={url}"));
         }
-        .build()?;
+        if let Some(bootstrap) = bootstrap {
+            command.arg(format!("--bootstrap={bootstrap}"));
+        }
+        for option in &args.kafka_option {
+            for (key, value) in option.pairs() {
+                command.arg(format!("--kafka-option={key}={value}"));
+            }
+        }
+        let mut server = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting control-bench --serve")?;
+        let stdout = server.stdout.take().context("no server stdout")?;
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .context("the control instance did not print its address")??;
+        let addr: SocketAddr = line
+            .trim()
+            .strip_prefix("addr=")
+            .with_context(|| format!("no addr= line from the control instance: {line:?}"))?
+            .parse()?;
+        let pid = server.id().context("the control instance exited")?;
         Ok(Self {
-            control,
-            base,
-            http,
+            server,
+            pid,
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .build()?,
             tokens: std::sync::Mutex::default(),
         })
+    }
+
+    /// Closes the child's stdin and waits for its graceful shutdown.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.server.stdin.take());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.server.wait())
+            .await
+            .context("the control instance did not stop")??;
+        anyhow::ensure!(
+            status.success(),
+            "the control instance exited with {status}"
+        );
+        Ok(())
     }
 
     /// The node token of `node_id` (enrolled with the cluster secret on first use).
@@ -195,11 +306,26 @@ impl Instance {
         };
         self.edge(node_id, "/edge/v1/register", &registration).await
     }
+
+    /// Connects `users` users (ids 1..=users, one session each, keys by [`key_of`]) on one edge.
+    async fn connect_users(&self, users: usize) -> anyhow::Result<()> {
+        self.register("edge-1").await?;
+        for chunk_start in (0..users).step_by(CHUNK) {
+            let count = (users - chunk_start).min(CHUNK);
+            let batch = SessionBatch {
+                node_id: "edge-1".into(),
+                events: connects(&format!("u{chunk_start}"), chunk_start as i64 + 1, count),
+            };
+            self.edge("edge-1", "/edge/v1/sessions", &batch).await?;
+        }
+        Ok(())
+    }
 }
 
-/// The key [`push_rate`] gives user `mid`'s session (the prefix is its chunk of 10,000 users).
-fn key_of(mid: i64) -> String {
-    format!("u{}-{}", mid / 10_000 * 10_000, mid % 10_000)
+/// The key of the session of user `mid` (1-based) that [`Instance::connect_users`] connects.
+fn key_of(mid: usize) -> String {
+    let index = mid - 1;
+    format!("u{}-{}", index / CHUNK * CHUNK, index % CHUNK)
 }
 
 /// Kafka records in every partition of `region`'s topic on `broker` (the sum of the partitions'
@@ -243,142 +369,198 @@ fn connects(prefix: &str, first_mid: i64, count: usize) -> Vec<SessionEvent> {
         .collect()
 }
 
-/// CPU time this process used so far (user + system), from `/proc/self/stat`; `None` off Linux.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th of them.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
-    Some(ticks / 100.0)
+/// What the load's tasks count.
+#[derive(Default)]
+struct Counts {
+    /// Units (pushes, events) done.
+    done: AtomicU64,
+    /// Requests that failed (not answered success, or the connection broke).
+    failed: AtomicU64,
 }
 
-/// What one measurement saw.
+/// What one measurement saw, over its measured window.
 struct Measured {
-    /// Units (pushes, events) done.
+    /// Units done in the window.
     done: u64,
+    /// Units done in all, warm-up included.
+    total: u64,
     /// Units per wall-clock second.
     rate: f64,
-    /// Requests that failed.
+    /// Requests that failed (warm-up included).
     failed: u64,
-    /// CPU cores the whole process (server and load generator) kept busy on average.
-    cores: Option<f64>,
+    /// The control instance's CPU.
+    server: Cpu,
+    /// This process's CPU (the load generator).
+    load: Cpu,
+    /// Wall seconds of the window.
+    seconds: f64,
 }
 
 impl std::fmt::Display for Measured {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:>9.0}/s  failed requests: {}", self.rate, self.failed)?;
-        if let Some(cores) = self.cores {
-            write!(
-                f,
-                "  process CPU: {cores:.2} cores ({:.0}/s per core)",
-                self.rate / cores.max(0.01)
-            )?;
-        }
-        Ok(())
+        let per = |cpu: f64| cpu * 1e6 / self.done.max(1) as f64;
+        write!(
+            f,
+            "{:>8.0}/s, failed requests: {}; control CPU {:.2} cores, {:.1} us per unit (user {:.1}, \
+             sys {:.1}) = {:.0} per control CPU-second; load generator {:.2} cores",
+            self.rate,
+            self.failed,
+            self.server.total() / self.seconds,
+            per(self.server.total()),
+            per(self.server.user),
+            per(self.server.system),
+            self.done as f64 / self.server.total().max(f64::EPSILON),
+            self.load.total() / self.seconds,
+        )
     }
 }
 
-/// Runs `concurrency` loops of `request` for `seconds`: units per second, failures, CPU used.
-async fn load<F, Fut>(seconds: u64, concurrency: usize, request: F) -> Measured
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
-{
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+/// Lets `tasks` (counting into `counts`, stopping once `stop` is set) run for the warm-up, then
+/// measures `seconds` of them against the control instance `server_pid`; stops and joins them.
+async fn measure(
+    args: &Args,
+    server_pid: u32,
+    counts: &Counts,
+    stop: &AtomicBool,
+    mut tasks: JoinSet<()>,
+) -> anyhow::Result<Measured> {
+    let server = Watched::new(vec![("control".into(), server_pid)]);
+    let me = Watched::new(vec![("load".into(), std::process::id())]);
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup_secs)).await;
+    let (server_before, me_before) = (server.sample()?, me.sample()?);
+    let done_before = counts.done.load(Ordering::Relaxed);
     let started = Instant::now();
-    let cpu_before = cpu_seconds();
-    let workers: Vec<_> = (0..concurrency as u64)
-        .map(|worker| {
-            let (done, failed, request) = (done.clone(), failed.clone(), request.clone());
-            tokio::spawn(async move {
-                let mut i = worker;
-                while Instant::now() < deadline {
-                    match request(i).await {
-                        Ok(units) => done.fetch_add(units, Ordering::Relaxed),
-                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                    i += concurrency as u64;
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.await;
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let done = counts.done.load(Ordering::Relaxed) - done_before;
+    let seconds = started.elapsed().as_secs_f64();
+    let server_cpu = procfs::cpu_between(&server_before, &server.sample()?);
+    let load_cpu = procfs::cpu_between(&me_before, &me.sample()?);
+    stop.store(true, Ordering::Relaxed);
+    while let Some(joined) = tasks.join_next().await {
+        joined?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let done = done.load(Ordering::Relaxed);
-    Measured {
+    Ok(Measured {
         done,
-        rate: done as f64 / elapsed,
-        failed: failed.load(Ordering::Relaxed),
-        cores: cpu_before
-            .zip(cpu_seconds())
-            .map(|(before, after)| (after - before) / elapsed),
+        total: counts.done.load(Ordering::Relaxed),
+        rate: done as f64 / seconds,
+        failed: counts.failed.load(Ordering::Relaxed),
+        server: server_cpu,
+        load: load_cpu,
+        seconds,
+    })
+}
+
+/// The push requests the load cycles through, in HTTP/1.1, built once: request `i` goes to user
+/// `1 + i*k % users` (`k` keys per push), or to the keys of `k` users from there.
+fn push_requests(args: &Args, addr: SocketAddr) -> Vec<Vec<u8>> {
+    let (users, keys) = (args.users.max(1), args.keys_per_push.max(1));
+    (0..users)
+        .map(|i| {
+            let first = i * keys % users;
+            let path = if keys == 1 {
+                format!("/goim/push/mids?operation=1000&mids={}", first + 1)
+            } else {
+                let keys: Vec<String> = (first..first + keys)
+                    .map(|index| key_of(index % users + 1))
+                    .collect();
+                format!("/goim/push/keys?operation=1000&keys={}", keys.join(","))
+            };
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {ADMIN_KEY}\r\n\
+                 content-length: {}\r\n\r\n{PAYLOAD}",
+                PAYLOAD.len()
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// One keep-alive connection pushing until `stop`: request `first`, `first + step`, ... of
+/// `requests`, one at a time; a broken connection is counted as a failure and opened again.
+async fn pusher(
+    addr: SocketAddr,
+    requests: Arc<Vec<Vec<u8>>>,
+    first: usize,
+    step: usize,
+    counts: Arc<Counts>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut next = first;
+    while !stop.load(Ordering::Relaxed) {
+        if push_over(addr, &requests, &mut next, step, &counts, &stop)
+            .await
+            .is_err()
+        {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
-/// A fresh memory store.
-fn memory_store() -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new(rim_store::StoreSettings::default()))
+/// [`pusher`] over one connection, until `stop` or an I/O error.
+async fn push_over(
+    addr: SocketAddr,
+    requests: &[Vec<u8>],
+    next: &mut usize,
+    step: usize,
+    counts: &Counts,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    const ACCEPTED: &[u8] = b"\"code\":0";
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut responses = Responses::default();
+    while !stop.load(Ordering::Relaxed) {
+        stream.write_all(&requests[*next % requests.len()]).await?;
+        *next += step;
+        let (status, body) = loop {
+            if let Some(answer) = responses.take()? {
+                break answer;
+            }
+            if stream.read_buf(&mut responses.buf).await? == 0 {
+                bail!("closed before an answer");
+            }
+        };
+        let body = &responses.buf[body];
+        if status == 200 && body.windows(ACCEPTED.len()).any(|w| w == ACCEPTED) {
+            counts.done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }
 
-/// Pushes to online users as fast as the instance accepts them; answers pushes/s and failures.
+/// Pushes to online users as fast as `instance` accepts them, over `--concurrency` connections.
+async fn push(args: &Args, instance: &Instance) -> anyhow::Result<Measured> {
+    instance.connect_users(args.users).await?;
+    let requests = Arc::new(push_requests(args, instance.addr));
+    let counts = Arc::new(Counts::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = JoinSet::new();
+    for first in 0..args.concurrency {
+        tasks.spawn(pusher(
+            instance.addr,
+            requests.clone(),
+            first,
+            args.concurrency,
+            counts.clone(),
+            stop.clone(),
+        ));
+    }
+    measure(args, instance.pid, &counts, &stop, tasks).await
+}
+
+/// [`push`] against a fresh control instance on the given store and bus; stops it after.
 async fn push_rate(
     args: &Args,
-    store: Arc<dyn Store>,
-    bus: Arc<dyn BusProducer>,
+    store_url: Option<&str>,
+    bootstrap: Option<&str>,
 ) -> anyhow::Result<Measured> {
-    let instance = Arc::new(Instance::start(args, store, bus).await?);
-    instance.register("edge-1").await?;
-    let users = usize::try_from(args.users).context("--users")?;
-    for chunk_start in (0..users).step_by(10_000) {
-        let count = (users - chunk_start).min(10_000);
-        let batch = SessionBatch {
-            node_id: "edge-1".into(),
-            events: connects(&format!("u{chunk_start}"), chunk_start as i64, count),
-        };
-        instance.edge("edge-1", "/edge/v1/sessions", &batch).await?;
-    }
-    let (users, keys) = (args.users, args.keys_per_push.max(1) as i64);
-    let target = instance.clone();
-    let result = load(args.seconds, args.concurrency, move |i| {
-        let instance = target.clone();
-        async move {
-            let mid = i as i64 * keys % users;
-            let url = if keys == 1 {
-                format!("{}/goim/push/mids?operation=1000&mids={mid}", instance.base)
-            } else {
-                let keys: Vec<String> = (mid..mid + keys).map(|m| key_of(m % users)).collect();
-                format!(
-                    "{}/goim/push/keys?operation=1000&keys={}",
-                    instance.base,
-                    keys.join(",")
-                )
-            };
-            let response = instance
-                .http
-                .post(url)
-                .bearer_auth(ADMIN_KEY)
-                .body("bench payload")
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "push: {}",
-                response.status()
-            );
-            Ok(1)
-        }
-    })
-    .await;
-    match Arc::try_unwrap(instance) {
-        Ok(instance) => instance.control.shutdown().await?,
-        Err(_) => anyhow::bail!("load workers still hold the instance"),
-    }
-    Ok(result)
+    let instance = Instance::start(args, store_url, bootstrap).await?;
+    let measured = push(args, &instance).await;
+    instance.stop().await?;
+    measured
 }
 
 /// Keeps a memory bus region drained (as job workers would), so it never fills.
@@ -393,127 +575,121 @@ fn drain_memory_bus(bus: &MemoryBus) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Session events per second into PostgreSQL through the edge API.
-async fn ingest_rate(args: &Args) -> anyhow::Result<Measured> {
-    let cluster = rim_testkit::postgres::TestPostgres::start();
-    let pool = rim_store::postgres::PoolSettings {
-        max_connections: 16,
-        acquire_timeout: Duration::from_secs(5),
-    };
-    let store = rim_store::postgres::PostgresStore::connect_with(
-        &cluster.fresh_database(),
-        rim_store::StoreSettings::default(),
-        pool,
-    )
-    .await?;
-    let instance =
-        Arc::new(Instance::start(args, Arc::new(store), Arc::new(MemoryBus::new(16))).await?);
+/// Session events per second into PostgreSQL through the edge API (`--nodes` edges, one batch in
+/// flight each).
+async fn ingest_rate(
+    args: &Args,
+    cluster: &rim_testkit::postgres::TestPostgres,
+) -> anyhow::Result<Measured> {
+    let instance = Arc::new(Instance::start(args, Some(&cluster.fresh_database()), None).await?);
     for node in 0..args.nodes {
         instance.register(&format!("edge-{node}")).await?;
     }
-    let (batch, nodes) = (args.batch, args.nodes as u64);
-    let target = instance.clone();
-    let result = load(args.seconds, args.nodes, move |i| {
-        let instance = target.clone();
-        async move {
-            let node = format!("edge-{}", i % nodes);
-            let events = connects(&format!("{node}-b{i}"), i as i64 * batch as i64, batch);
-            instance
-                .edge(
-                    &node,
-                    "/edge/v1/sessions",
-                    &SessionBatch {
-                        node_id: node.clone(),
-                        events,
-                    },
-                )
-                .await?;
-            Ok(batch as u64)
-        }
-    })
-    .await;
-    match Arc::try_unwrap(instance) {
-        Ok(instance) => instance.control.shutdown().await?,
-        Err(_) => anyhow::bail!("load workers still hold the instance"),
+    let counts = Arc::new(Counts::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = JoinSet::new();
+    for node in 0..args.nodes {
+        let (instance, counts, stop) = (instance.clone(), counts.clone(), stop.clone());
+        let (batch, nodes) = (args.batch, args.nodes as i64);
+        tasks.spawn(async move {
+            let node_id = format!("edge-{node}");
+            let mut round = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                let first_mid = (round * nodes + node as i64) * batch as i64 + 1;
+                let batch_events = SessionBatch {
+                    node_id: node_id.clone(),
+                    events: connects(&format!("{node_id}-b{round}"), first_mid, batch),
+                };
+                match instance
+                    .edge(&node_id, "/edge/v1/sessions", &batch_events)
+                    .await
+                {
+                    Ok(()) => counts.done.fetch_add(batch as u64, Ordering::Relaxed),
+                    Err(_) => counts.failed.fetch_add(1, Ordering::Relaxed),
+                };
+                round += 1;
+            }
+        });
     }
-    Ok(result)
+    let measured = measure(args, instance.pid, &counts, &stop, tasks).await;
+    match Arc::try_unwrap(instance) {
+        Ok(instance) => instance.stop().await?,
+        Err(_) => bail!("load tasks still hold the instance"),
+    }
+    measured
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    if args.serve {
+        return runtime.block_on(serve(&args));
+    }
+    runtime.block_on(bench(&args))
+}
+
+/// The measurements, each against a control instance of its own.
+async fn bench(args: &Args) -> anyhow::Result<()> {
+    // reqwest (the setup calls) is built without a bundled TLS crypto provider; an error only
+    // means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let load_before = procfs::load_average()?;
     println!(
-        "control-bench: {} s per measurement, {} concurrent requests over {}, {} users online, \
-         {} keys per push",
-        args.seconds,
-        args.concurrency,
-        if args.http2 {
-            "HTTP/2 (h2c)"
-        } else {
-            "HTTP/1.1"
-        },
-        args.users,
-        args.keys_per_push
+        "control-bench: {} s per measurement after {} s of warm-up, {} keep-alive HTTP/1.1 \
+         connections, {} users online, {} keys per push; control in a child process",
+        args.seconds, args.warmup_secs, args.concurrency, args.users, args.keys_per_push
     );
 
-    let bus = MemoryBus::new(1_000_000);
-    let drainer = drain_memory_bus(&bus);
-    let measured = push_rate(&args, memory_store(), Arc::new(bus)).await?;
-    drainer.abort();
-    println!("pushes accepted (memory store, memory bus):  {measured}");
+    if args.no_memory_bus {
+        println!("pushes accepted (memory store, memory bus):  skipped (--no-memory-bus)");
+    } else {
+        let measured = push_rate(args, None, None).await?;
+        println!("pushes accepted (memory store, memory bus):  {measured}");
+    }
 
     if args.no_kafka {
         println!("pushes accepted (memory store, Kafka/tansu): skipped (--no-kafka)");
     } else {
         let broker = rim_testkit::kafka::TestKafka::start();
-        let producer = rim_bus::kafka::KafkaProducer::new(&args.kafka_settings(&broker))?;
-        let measured = push_rate(&args, memory_store(), Arc::new(producer)).await?;
+        let measured = push_rate(args, None, Some(&broker.bootstrap())).await?;
         println!("pushes accepted (memory store, Kafka/tansu): {measured}");
         let records = kafka_records(&broker, "sh")?;
         println!(
             "  Kafka records: {records} for {} pushes to {} keys each ({:.2} per push)",
-            measured.done,
+            measured.total,
             args.keys_per_push,
-            records as f64 / measured.done.max(1) as f64
+            records as f64 / measured.total.max(1) as f64
         );
     }
 
     if args.no_postgres {
         println!("pushes stored and accepted (PostgreSQL): skipped (--no-postgres)");
-    } else {
-        let cluster = rim_testkit::postgres::TestPostgres::start();
-        let broker = (!args.no_kafka).then(rim_testkit::kafka::TestKafka::start);
-        let mut buses: Vec<(&str, Arc<dyn BusProducer>)> = Vec::new();
-        let memory = MemoryBus::new(1_000_000);
-        let drainer = drain_memory_bus(&memory);
-        buses.push(("memory bus", Arc::new(memory)));
-        if let Some(broker) = &broker {
-            let settings = args.kafka_settings(broker);
-            buses.push((
-                "Kafka/tansu",
-                Arc::new(rim_bus::kafka::KafkaProducer::new(&settings)?),
-            ));
-        }
-        for (name, bus) in buses {
-            let store = rim_store::postgres::PostgresStore::connect(
-                &cluster.fresh_database(),
-                rim_store::StoreSettings::default(),
-            )
-            .await?;
-            let measured = push_rate(&args, Arc::new(store), bus).await?;
-            println!("pushes stored and accepted (PostgreSQL store and inbox, {name}): {measured}");
-        }
-        drainer.abort();
-    }
-
-    if args.no_postgres {
         println!("session events ingested (PostgreSQL): skipped (--no-postgres)");
     } else {
-        let measured = ingest_rate(&args).await?;
+        let cluster = rim_testkit::postgres::TestPostgres::start();
+        let measured = push_rate(args, Some(&cluster.fresh_database()), None).await?;
+        println!("pushes stored and accepted (PostgreSQL store and inbox, memory bus): {measured}");
+        if !args.no_kafka {
+            let broker = rim_testkit::kafka::TestKafka::start();
+            let measured = push_rate(
+                args,
+                Some(&cluster.fresh_database()),
+                Some(&broker.bootstrap()),
+            )
+            .await?;
+            println!(
+                "pushes stored and accepted (PostgreSQL store and inbox, Kafka/tansu): {measured}"
+            );
+        }
+        let measured = ingest_rate(args, &cluster).await?;
         println!(
             "session events ingested (PostgreSQL, {} nodes x {}-event batches): {measured}",
             args.nodes, args.batch
         );
     }
+    println!(
+        "load average before {load_before:?}, after {:?}",
+        procfs::load_average()?
+    );
     Ok(())
 }
