@@ -5,9 +5,16 @@
 //! pushing touch one bucket; a room push visits every bucket (in parallel for large edges, see
 //! `fanout`). Locks are held only for map operations: closing a replaced connection happens after the
 //! lock is released, and only by flagging its outbox, so a takeover never blocks anyone.
+//!
+//! A connection has one entry in its bucket's key index and one in its room's member set, so both
+//! are sets of `Arc<Channel>` found by the channel's own key or id (`ByKey`, `ById`) rather than
+//! maps that would store the key or id a second time beside it. A room's members in one bucket share
+//! the one allocation of the room's id that keys the room (`Rooms::share` in `crate::channel`)
+//! instead of a copy each.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -15,19 +22,69 @@ use parking_lot::RwLock;
 
 use crate::channel::Channel;
 
+/// A channel in the key index: hashed and compared by its key, and found by it.
+#[derive(Debug)]
+struct ByKey(Arc<Channel>);
+
+impl Hash for ByKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self.0.key()).hash(state);
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl Eq for ByKey {}
+
+impl Borrow<str> for ByKey {
+    fn borrow(&self) -> &str {
+        self.0.key()
+    }
+}
+
+/// A room member: hashed and compared by the channel's id, and found by it.
+#[derive(Debug)]
+struct ById(Arc<Channel>);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<u64> for ById {
+    fn borrow(&self) -> &u64 {
+        self.0.id_ref()
+    }
+}
+
 #[derive(Debug, Default)]
 struct BucketInner {
-    channels: HashMap<Arc<str>, Arc<Channel>>,
-    /// room id -> (channel id -> channel)
-    rooms: HashMap<Arc<str>, HashMap<u64, Arc<Channel>>>,
+    channels: HashSet<ByKey>,
+    /// room id -> members
+    rooms: HashMap<Arc<str>, HashSet<ById>>,
 }
 
 impl BucketInner {
-    fn join(&mut self, room: &Arc<str>, channel: &Arc<Channel>) {
-        self.rooms
-            .entry(room.clone())
-            .or_default()
-            .insert(channel.id(), channel.clone());
+    /// Adds `channel` to `room`; returns the room's id as the room map holds it, for the channel
+    /// to share.
+    fn join(&mut self, room: &Arc<str>, channel: &Arc<Channel>) -> Arc<str> {
+        let entry = self.rooms.entry(room.clone());
+        let shared = entry.key().clone();
+        entry.or_default().insert(ById(channel.clone()));
+        shared
     }
 
     fn leave(&mut self, room: &Arc<str>, channel_id: u64) {
@@ -37,6 +94,13 @@ impl BucketInner {
                 self.rooms.remove(room);
             }
         }
+    }
+
+    /// True if the key index holds this very channel (not a newer one with its key).
+    fn indexes(&self, channel: &Channel) -> bool {
+        self.channels
+            .get(&**channel.key())
+            .is_some_and(|current| current.0.id() == channel.id())
     }
 }
 
@@ -71,18 +135,20 @@ impl Buckets {
     /// Adds a channel (and puts it in its room, if it has one). Returns the channel it replaced, whose
     /// owner must then be told to close; the caller does that after this returns (no lock held).
     pub fn register(&self, channel: &Arc<Channel>) -> Option<Arc<Channel>> {
-        let room = channel.room();
         let mut bucket = self.bucket(channel.key()).write();
         let old = bucket
             .channels
-            .insert(channel.key().clone(), channel.clone());
+            .replace(ByKey(channel.clone()))
+            .map(|old| old.0);
         if let Some(old) = &old
-            && let Some(old_room) = old.room.lock().take()
+            && let Some(old_room) = old.room.lock().current.take()
         {
             bucket.leave(&old_room, old.id());
         }
-        if let Some(room) = &room {
-            bucket.join(room, channel);
+        let mut rooms = channel.room.lock();
+        if let Some(room) = &rooms.current {
+            let shared = bucket.join(room, channel);
+            rooms.share(shared);
         }
         if old.is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);
@@ -94,15 +160,12 @@ impl Buckets {
     /// its own room membership goes). Returns true if the key was still this channel's.
     pub fn unregister(&self, channel: &Channel) -> bool {
         let mut bucket = self.bucket(channel.key()).write();
-        if let Some(room) = channel.room.lock().take() {
+        if let Some(room) = channel.room.lock().current.take() {
             bucket.leave(&room, channel.id());
         }
-        let owned = bucket
-            .channels
-            .get(channel.key())
-            .is_some_and(|current| current.id() == channel.id());
+        let owned = bucket.indexes(channel);
         if owned {
-            bucket.channels.remove(channel.key());
+            bucket.channels.remove(&**channel.key());
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
         owned
@@ -111,31 +174,32 @@ impl Buckets {
     /// Moves a channel to `room` (`None` = no room). Returns the room it left.
     pub fn change_room(&self, channel: &Arc<Channel>, room: Option<Arc<str>>) -> Option<Arc<str>> {
         let mut bucket = self.bucket(channel.key()).write();
-        let mut current = channel.room.lock();
-        if let Some(old) = &*current {
+        let mut rooms = channel.room.lock();
+        if let Some(old) = &rooms.current {
             bucket.leave(old, channel.id());
         }
+        let previous = rooms.current.take();
         // A replaced channel is no longer indexed: it must not re-enter a room.
-        let indexed = bucket
-            .channels
-            .get(channel.key())
-            .is_some_and(|c| c.id() == channel.id());
-        if let (Some(room), true) = (&room, indexed) {
-            bucket.join(room, channel);
+        if let Some(room) = room
+            && bucket.indexes(channel)
+        {
+            let shared = bucket.join(&room, channel);
+            rooms.share(shared);
         }
-        std::mem::replace(&mut *current, room.filter(|_| indexed))
+        previous
     }
 
     /// The channel holding `key`, if any.
     pub fn get(&self, key: &str) -> Option<Arc<Channel>> {
-        self.bucket(key).read().channels.get(key).cloned()
+        let bucket = self.bucket(key).read();
+        bucket.channels.get(key).map(|found| found.0.clone())
     }
 
     /// Connections in `room` on this edge.
     pub fn room_online(&self, room: &str) -> usize {
         self.buckets
             .iter()
-            .map(|b| b.read().rooms.get(room).map_or(0, HashMap::len))
+            .map(|b| b.read().rooms.get(room).map_or(0, HashSet::len))
             .sum()
     }
 
@@ -159,7 +223,7 @@ impl Buckets {
     /// not block).
     pub fn for_each_in_room(&self, index: usize, room: &str, mut f: impl FnMut(&Arc<Channel>)) {
         if let Some(members) = self.buckets[index].read().rooms.get(room) {
-            members.values().for_each(&mut f);
+            members.iter().for_each(|member| f(&member.0));
         }
     }
 
@@ -168,8 +232,8 @@ impl Buckets {
         self.buckets[index]
             .read()
             .channels
-            .values()
-            .for_each(&mut f);
+            .iter()
+            .for_each(|indexed| f(&indexed.0));
     }
 }
 
@@ -218,6 +282,36 @@ mod tests {
         );
         assert!(buckets.unregister(&new));
         assert_eq!(buckets.connection_count(), 0);
+        assert!(buckets.room_counts().is_empty());
+    }
+
+    #[test]
+    fn members_of_a_room_share_its_id() {
+        let buckets = Buckets::new(1);
+        let a = channel(1, "a", "live://1");
+        let b = channel(2, "b", "live://1");
+        assert!(!Arc::ptr_eq(&a.room().unwrap(), &b.room().unwrap()));
+        buckets.register(&a);
+        buckets.register(&b);
+        assert!(Arc::ptr_eq(&a.room().unwrap(), &b.room().unwrap()));
+        assert!(
+            b.may_enter("live://1").is_ok(),
+            "the shared id is still the identity's own room"
+        );
+        let entered = Some(Arc::from("live://2"));
+        buckets.change_room(&b, entered.clone());
+        let c = channel(3, "c", "live://2");
+        buckets.register(&c);
+        assert!(Arc::ptr_eq(&b.room().unwrap(), &c.room().unwrap()));
+        assert!(Arc::ptr_eq(&b.room().unwrap(), entered.as_ref().unwrap()));
+        assert_eq!(
+            buckets.change_room(&b, Some(Arc::from("live://1"))),
+            entered
+        );
+        assert!(Arc::ptr_eq(&a.room().unwrap(), &b.room().unwrap()));
+        assert_eq!(buckets.room_online("live://1"), 2);
+        assert_eq!(buckets.room_online("live://2"), 1);
+        assert!(buckets.unregister(&a) && buckets.unregister(&b) && buckets.unregister(&c));
         assert!(buckets.room_counts().is_empty());
     }
 }

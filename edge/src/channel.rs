@@ -21,6 +21,7 @@ use smallvec::SmallVec;
 
 use crate::auth::{Identity, RoomGrant};
 use crate::durable::RimState;
+use crate::heartbeat::Deadline;
 use crate::outbox::Outbox;
 use rim_proto::durable::RimAuth;
 
@@ -60,9 +61,7 @@ pub struct Channel {
     platform: Arc<str>,
     ip: IpAddr,
     /// Changed only under the lock of the channel's bucket, so bucket and channel always agree.
-    pub(crate) room: Mutex<Option<Arc<str>>>,
-    /// The identity's own room, always enterable again.
-    home: Option<Arc<str>>,
+    pub(crate) room: Mutex<Rooms>,
     /// Other rooms the identity may enter.
     rooms: RoomGrant,
     /// Sorted, deduplicated ops of the key/user/broadcast pushes this connection accepts; a few
@@ -70,6 +69,8 @@ pub struct Channel {
     watch: Mutex<WatchSet>,
     /// Packets waiting for the socket.
     pub outbox: Outbox,
+    /// When the connection is closed unless it sends a heartbeat (see [`crate::heartbeat`]).
+    heartbeat: Deadline,
     /// The durable-delivery state of a rim-aware connection.
     rim: Option<Box<RimState>>,
 }
@@ -88,11 +89,14 @@ impl Channel {
             mid: identity.mid,
             platform: crate::platforms::shared(&identity.platform),
             ip,
-            home: room.clone(),
-            room: Mutex::new(room),
+            room: Mutex::new(Rooms {
+                current: room.clone(),
+                home: room,
+            }),
             rooms: identity.rooms.clone(),
             watch: Mutex::new(WatchSet::new()),
             outbox: Outbox::default(),
+            heartbeat: Deadline::default(),
             rim: None,
         };
         merge_ops(&mut channel.watch.lock(), &identity.accepts);
@@ -117,7 +121,10 @@ impl Channel {
         if room.len() > MAX_ROOM_LEN {
             return Err(RoomRefusal::TooLong(room.len()));
         }
-        if room.is_empty() || self.home.as_deref() == Some(room) || self.rooms.allows(room) {
+        if room.is_empty()
+            || self.room.lock().home.as_deref() == Some(room)
+            || self.rooms.allows(room)
+        {
             Ok(())
         } else {
             Err(RoomRefusal::Forbidden(room.to_owned()))
@@ -127,6 +134,11 @@ impl Channel {
     /// Unique id of this connection on this edge; a later connection with the same key has another.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// [`Channel::id`] by reference, for the bucket's sets found by id.
+    pub(crate) fn id_ref(&self) -> &u64 {
+        &self.id
     }
 
     /// Connection key (the push address).
@@ -144,6 +156,11 @@ impl Channel {
         &self.platform
     }
 
+    /// The heartbeat deadline, moved forward by each heartbeat and watched by the edge's sweeper.
+    pub fn heartbeat_deadline(&self) -> &Deadline {
+        &self.heartbeat
+    }
+
     /// Client address.
     pub fn ip(&self) -> IpAddr {
         self.ip
@@ -151,7 +168,7 @@ impl Channel {
 
     /// Current room, if any.
     pub fn room(&self) -> Option<Arc<str>> {
-        self.room.lock().clone()
+        self.room.lock().current.clone()
     }
 
     /// The watch set, sorted.
@@ -185,6 +202,26 @@ impl Channel {
         let mut watch = self.watch.lock();
         watch.retain(|op| !ops.contains(op));
         watch.shrink_to_fit();
+    }
+}
+
+/// The room a connection is in, and the one its identity names (always enterable again).
+#[derive(Debug)]
+pub(crate) struct Rooms {
+    /// The room the connection is in.
+    pub(crate) current: Option<Arc<str>>,
+    home: Option<Arc<str>>,
+}
+
+impl Rooms {
+    /// Makes `room`, the id as the bucket's room map holds it, the current room, and the home
+    /// room too when it is the same room: every member of a room (in one bucket) then holds the
+    /// same allocation of its id instead of a copy of its own.
+    pub(crate) fn share(&mut self, room: Arc<str>) {
+        if self.home.as_deref() == Some(&*room) {
+            self.home = Some(room.clone());
+        }
+        self.current = Some(room);
     }
 }
 

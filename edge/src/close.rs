@@ -51,10 +51,10 @@ impl CloseReason {
     }
 
     /// True if what was queued for the connection is still written before it closes: a connection
-    /// that lost its key was counted as reached by those pushes. (Shutdown flushes on its own path;
-    /// a slow consumer is not written to any more.)
+    /// that lost its key was counted as reached by those pushes, and one closed by a shutdown gets
+    /// what was queued before it. (A slow consumer is not written to any more.)
     pub fn delivers_queued(&self) -> bool {
-        matches!(self, Self::Replaced | Self::Superseded)
+        matches!(self, Self::Replaced | Self::Superseded | Self::Shutdown)
     }
 
     /// WebSocket close code (RFC 6455 section 7.4) that matches the reason.

@@ -51,6 +51,7 @@ pub mod config;
 pub mod dedup;
 pub mod durable;
 pub mod fanout;
+pub mod heartbeat;
 pub mod hooks;
 pub mod internal;
 pub mod limits;
@@ -282,6 +283,11 @@ impl Edge {
             router,
             internal_tls,
             internal_stop.clone(),
+        )));
+        tasks.push(tokio::spawn(heartbeat::sweep(
+            shared.buckets.clone(),
+            shared.heartbeats,
+            shutdown.clone(),
         )));
         tracing::info!(?addrs, "edge started");
         Ok(EdgeHandle {

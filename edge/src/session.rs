@@ -8,9 +8,10 @@
 //!    anyway (counted as `rim_edge_auth_report_total{outcome="timeout"}`, logged), so an outage of
 //!    control never holds logins longer than that. A refused auth gets an op-8 reply whose body is a
 //!    JSON error, then the close.
-//! 2. Serve: a single task `select!`s over the socket, the outbox, the heartbeat deadline and shutdown.
-//!    The deadline is one `Sleep` reset on each heartbeat (Tokio's shared timer wheel), so an idle
-//!    connection costs one small task and no buffers. Whatever is queued is written in one go.
+//! 2. Serve: a single task `select!`s over the socket and the outbox. A heartbeat moves the channel's
+//!    deadline forward; the edge's sweeper closes, through the outbox, a connection whose deadline
+//!    passed, and every connection at shutdown (see [`crate::heartbeat`]), so an idle connection
+//!    costs one small task, no timer and no buffers. Whatever is queued is written in one go.
 //! 3. Close: unregister (only if the key is still ours), report, tell the client why.
 //!
 //! Connects, refused auths and closes are logged at info level in one compact line each, rate-limited
@@ -41,7 +42,6 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ use bytes::Bytes;
 use rim_proto::durable::{self, Ack};
 use rim_proto::schema::DeviceAck;
 use rim_proto::{Packet, op};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::auth::{AuthError, AuthRequest};
 use crate::channel::{Channel, RoomRefusal};
@@ -156,6 +156,7 @@ async fn handshake<T: Transport>(
     if let Some(replaced) = shared.buckets.register(&channel) {
         replaced.outbox.close(CloseReason::Replaced);
     }
+    crate::heartbeat::closes_if_shut_down(&channel, &shared.shutdown);
     metrics::connection(true);
     if let Some(ack) = shared.events.connected(&channel) {
         await_report(shared, &channel, ack).await;
@@ -252,30 +253,23 @@ fn serve<T: Transport>(
     auth_reply: Bytes,
 ) -> impl Future<Output = CloseReason> + Send {
     async move {
-        let deadline = tokio::time::sleep(shared.settings.heartbeat_deadline);
-        tokio::pin!(deadline);
-        // One registration with the shutdown token for the whole connection, not one per loop turn.
-        let shutdown = shared.shutdown.cancelled();
-        tokio::pin!(shutdown);
+        // Silence is counted from the end of the handshake.
+        channel
+            .heartbeat_deadline()
+            .set(shared.heartbeats.deadline_from_now());
         // The resumes are boxed: a plain connection's task must not grow by their state.
         let first = match channel.rim().map(|rim| rim.auth) {
             None => Frames::from(Frame::Packet(auth_reply)),
             Some(rim) => {
-                let resumed = crate::durable::resume::after_auth(
-                    transport,
-                    shared,
-                    channel,
-                    &mut deadline,
-                    auth_reply,
-                    rim,
-                );
+                let resumed =
+                    crate::durable::resume::after_auth(transport, shared, channel, auth_reply, rim);
                 match Box::pin(resumed).await {
                     Ok(first) => first,
                     Err(reason) => return reason,
                 }
             }
         };
-        if let Err(reason) = flush(transport, shared, channel, &mut deadline, first).await {
+        if let Err(reason) = flush(transport, shared, channel, first).await {
             return reason;
         }
         loop {
@@ -283,9 +277,7 @@ fn serve<T: Transport>(
             let pending = {
                 let packet = tokio::select! {
                     biased;
-                    () = &mut shutdown => return Box::pin(close_for_shutdown(transport, channel)).await,
                     () = channel.outbox.ready() => None,
-                    () = &mut deadline => return CloseReason::HeartbeatTimeout,
                     packet = transport.recv() => match packet {
                         Ok(Some(packet)) => Some(packet),
                         Ok(None) => return CloseReason::ClientClosed,
@@ -294,15 +286,13 @@ fn serve<T: Transport>(
                 };
                 match packet {
                     None => Frames::Empty,
-                    Some(packet) => {
-                        match respond(transport, shared, channel, &mut deadline, packet).await {
-                            Ok(pending) => pending,
-                            Err(reason) => return reason,
-                        }
-                    }
+                    Some(packet) => match respond(transport, shared, channel, packet).await {
+                        Ok(pending) => pending,
+                        Err(reason) => return reason,
+                    },
                 }
             };
-            if let Err(reason) = flush(transport, shared, channel, &mut deadline, pending).await {
+            if let Err(reason) = flush(transport, shared, channel, pending).await {
                 return reason;
             }
         }
@@ -317,24 +307,23 @@ fn respond<T: Transport>(
     transport: &mut T,
     shared: &Shared,
     channel: &Arc<Channel>,
-    deadline: &mut Pin<&mut Sleep>,
     packet: Packet,
 ) -> impl Future<Output = Result<Frames, CloseReason>> + Send {
     async move {
         if packet.op == op::CHANGE_ROOM && channel.rim().is_some() {
-            let moved =
-                crate::durable::resume::change_room(transport, shared, channel, deadline, packet);
+            let moved = crate::durable::resume::change_room(transport, shared, channel, packet);
             return Box::pin(moved).await;
         }
-        let reply = handle(shared, channel, packet, deadline).await?;
+        let reply = handle(shared, channel, packet).await?;
         Ok(reply.map_or(Frames::Empty, |reply| Frames::from(Frame::Packet(reply))))
     }
 }
 
 /// Writes `pending` and everything queued, draining until the outbox is empty. A write that cannot
-/// finish is abandoned when the connection is asked to close or its heartbeat deadline passes. When
-/// a close is requested for a reason that lets the client have what was queued for it (a takeover:
-/// those pushes were counted as reaching it), that is written first, within [`CLOSE_BUDGET`]. The
+/// finish is abandoned when the connection is asked to close (its heartbeat deadline passing is
+/// such a request, see [`crate::heartbeat`]). When a close is requested for a reason that lets the
+/// client have what was queued for it (a takeover: those pushes were counted as reaching it; a
+/// shutdown), that is written first, within [`CLOSE_BUDGET`]. The
 /// `written` receipts of what each write carried are recorded once it is done.
 ///
 /// Like [`send`], a plain function returning its future: an `async fn` would keep its arguments
@@ -344,7 +333,6 @@ pub(crate) fn flush<T: Transport>(
     transport: &mut T,
     shared: &Shared,
     channel: &Channel,
-    deadline: &mut Pin<&mut Sleep>,
     mut pending: Frames,
 ) -> impl Future<Output = Result<(), CloseReason>> + Send {
     async move {
@@ -365,7 +353,7 @@ pub(crate) fn flush<T: Transport>(
             if pending.is_empty() {
                 return Ok(());
             }
-            send(transport, shared, channel, deadline, &pending).await?;
+            send(transport, shared, channel, &pending).await?;
             let receipts = channel.outbox.written();
             if let Some(link) = &shared.durable {
                 receipts
@@ -378,33 +366,24 @@ pub(crate) fn flush<T: Transport>(
 }
 
 /// Writes `frames` (not the outbox's: the caller reports those written), abandoning the write when
-/// the connection is asked to close or its heartbeat deadline passes. (Not an `async fn`: it would
-/// keep its arguments twice, see [`run`].)
+/// the connection is asked to close (also when its heartbeat deadline passes). (Not an `async fn`:
+/// it would keep its arguments twice, see [`run`].)
 #[allow(clippy::manual_async_fn)] // deliberately not an `async fn` (see its docs)
 pub(crate) fn send<T: Transport>(
     transport: &mut T,
     shared: &Shared,
     channel: &Channel,
-    deadline: &mut Pin<&mut Sleep>,
     frames: &[Frame],
 ) -> impl Future<Output = Result<(), CloseReason>> + Send {
     shared.write_batches.record(frames.len() as f64);
     async move {
-        // Biased: a write that completes at once never registers for a close or the deadline.
+        // Biased: a write that completes at once never registers for a close.
         tokio::select! {
             biased;
             written = transport.send(frames) => written.map_err(|_| CloseReason::Io),
             reason = channel.outbox.closed() => Err(reason),
-            () = deadline.as_mut() => Err(CloseReason::HeartbeatTimeout),
         }
     }
-}
-
-/// On shutdown: write what is still queued (bounded), then close with the shutdown reason.
-async fn close_for_shutdown<T: Transport>(transport: &mut T, channel: &Channel) -> CloseReason {
-    let (queued, _) = channel.outbox.drain();
-    send_within_budget(transport, &queued).await;
-    CloseReason::Shutdown
 }
 
 /// Writes `frames` to a connection that is closing, giving up after [`CLOSE_BUDGET`].
@@ -421,14 +400,13 @@ fn handle(
     shared: &Shared,
     channel: &Arc<Channel>,
     packet: Packet,
-    deadline: &mut Pin<&mut Sleep>,
 ) -> impl Future<Output = Result<Option<Bytes>, CloseReason>> + Send {
     async move {
         let reply = match packet.op {
             op::HEARTBEAT => {
-                deadline
-                    .as_mut()
-                    .reset(Instant::now() + shared.settings.heartbeat_deadline);
+                channel
+                    .heartbeat_deadline()
+                    .set(shared.heartbeats.deadline_from_now());
                 let online = channel
                     .room()
                     .map_or(0, |room| shared.buckets.room_online(&room));

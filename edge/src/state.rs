@@ -15,6 +15,7 @@ use crate::bucket::Buckets;
 use crate::config::EdgeConfig;
 use crate::durable::DurableLink;
 use crate::fanout::Fanout;
+use crate::heartbeat::Clock;
 use crate::hooks::{EdgeEvents, UpstreamSink};
 use crate::limits::Limiter;
 
@@ -68,6 +69,8 @@ pub struct Shared {
     pub write_batches: Histogram,
     /// The control plane's durable half (resume, acks, receipts), if the edge has a link to it.
     pub durable: Option<Arc<dyn DurableLink>>,
+    /// The clock of the connections' heartbeat deadlines (see [`crate::heartbeat`]).
+    pub heartbeats: Clock,
     next_id: AtomicU64,
 }
 
@@ -95,6 +98,7 @@ impl Shared {
             shutdown,
             write_batches: crate::metrics::write_batches(),
             durable: None,
+            heartbeats: Clock::new(settings.heartbeat_deadline),
             next_id: AtomicU64::new(1),
         }
     }

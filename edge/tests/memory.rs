@@ -7,6 +7,9 @@
 //!   like tungstenite's write buffer, holds 64 KiB per connection).
 //! - In the steady state, one push to N connections costs a fixed number of allocations (the push's
 //!   own encoding and bookkeeping), not one or more per connection.
+//! - An idle TCP connection holds a bounded amount of heap in the edge (its task, its channel, its
+//!   socket's registration and its place in the bucket), counted with clients on blocking sockets
+//!   that own no heap.
 
 mod common;
 
@@ -197,3 +200,55 @@ async fn a_push_costs_its_recipients_no_allocation() {
         "{per_push} allocations per push to {connections} connections"
     );
 }
+
+/// Opens `count` blocking TCP clients in `ROOM` (keys `idle-{first}`, ...), each authenticated.
+/// Blocking sockets own no heap, so what the process gains is the edge's.
+fn idle_clients(
+    edge: std::net::SocketAddr,
+    first: usize,
+    count: usize,
+) -> Vec<std::net::TcpStream> {
+    use std::io::{Read, Write};
+    let mut clients = Vec::with_capacity(count);
+    for index in first..first + count {
+        let body = common::tokens::goim_body(0, &format!("idle-{index}"), ROOM, &[]);
+        let auth = Packet::new(1, op::AUTH, 1, body).to_bytes();
+        let mut stream = std::net::TcpStream::connect(edge).unwrap();
+        stream.write_all(&auth).unwrap();
+        let mut reply = [0; 16];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(reply[11], op::AUTH_REPLY as u8);
+        clients.push(stream);
+    }
+    clients
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_holds_little_heap() {
+    let edge = start_with(AuthMode::Insecure, EdgeHooks::default(), |_| {}).await;
+    let addr = edge.tcp();
+    const WARM: usize = 100;
+    const MEASURED: usize = 1000;
+    // Warm up: the runtime's and the buckets' first allocations are not a connection's.
+    let warm = tokio::task::spawn_blocking(move || idle_clients(addr, 0, WARM));
+    let warm = warm.await.unwrap();
+    common::wait_until(|| edge.handle.connection_count() == WARM).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let before = LIVE.load(Ordering::Relaxed);
+    let measured = tokio::task::spawn_blocking(move || idle_clients(addr, WARM, MEASURED));
+    let measured = measured.await.unwrap();
+    common::wait_until(|| edge.handle.connection_count() == WARM + MEASURED).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let per_connection = LIVE.load(Ordering::Relaxed).saturating_sub(before) / MEASURED;
+    eprintln!("heap per idle TCP connection: {per_connection} bytes");
+    assert!(
+        per_connection <= IDLE_HEAP,
+        "an idle TCP connection holds {per_connection} bytes of heap (limit {IDLE_HEAP})"
+    );
+    drop((warm, measured));
+}
+
+/// A little above what the test measured (a debug build: 1,443-1,475 bytes: the task 768, the
+/// channel 360, the socket's registration 256, the key and the bucket's sets), so that a connection
+/// growing by a timer (about 110 bytes) or a task past its 128-byte size class fails it.
+const IDLE_HEAP: usize = 1_536;

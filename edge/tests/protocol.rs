@@ -22,6 +22,7 @@ both_transports!(
     same_key_replaces_the_older_connection,
     handshake_timeout_closes_silent_sockets,
     heartbeat_timeout_closes_idle_connections,
+    heartbeat_deadline_is_kept_to_its_bound,
     packets_before_auth_are_ignored,
     pushes_queued_together_leave_as_one_batch,
 );
@@ -350,6 +351,41 @@ async fn heartbeat_timeout_closes_idle_connections(kind: Kind) {
     }
     assert_eq!(edge.handle.connection_count(), 1);
     alive.heartbeat().await;
+}
+
+/// A silent connection is closed no earlier than its heartbeat deadline after the last heartbeat and
+/// at most one sweep period (a sixteenth of the deadline: 50 ms here) later, plus scheduling slack;
+/// heartbeats sent within the deadline keep it open well past one deadline.
+async fn heartbeat_deadline_is_kept_to_its_bound(kind: Kind) {
+    let edge = start(|c| {
+        c.edge_heartbeat_interval_ms = 400;
+        c.edge_heartbeat_max = 2;
+    })
+    .await;
+    let mut client = edge.client(kind, "k", "", &[]).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.heartbeat().await;
+    }
+    let heard = tokio::time::Instant::now();
+    let ended = client.ended().await;
+    let silent = heard.elapsed();
+    if kind == Kind::Ws {
+        assert_eq!(
+            ended,
+            common::client::Ended::Ws(1008, "heartbeat timeout".into())
+        );
+    }
+    // The edge set the deadline just before its reply left, so a little before `heard`.
+    assert!(
+        silent >= Duration::from_millis(750),
+        "closed after {silent:?} of silence, before the 800 ms deadline"
+    );
+    assert!(
+        silent <= Duration::from_millis(800 + 50 + 400),
+        "closed after {silent:?} of silence: the deadline is 800 ms, swept every 50 ms"
+    );
+    assert_eq!(edge.handle.connection_count(), 0);
 }
 
 async fn packets_before_auth_are_ignored(kind: Kind) {

@@ -17,9 +17,9 @@
 //! Then the floors are set to the answers' positions and the held frames are taken and filtered in
 //! one step under the floors' lock, and handed back to be written: the live pushes follow, without
 //! the ones the replay (or the answer) covered. The calls are abandoned when the connection is asked
-//! to close, the edge shuts down or the heartbeat deadline passes.
+//! to close (its heartbeat deadline passing is such a request, see [`crate::heartbeat`]) or the edge
+//! shuts down.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,7 +30,6 @@ use rim_proto::durable::{
 use rim_proto::schema::{
     EdgeReceipt, PositionValue, ReplayedPush, ResumeRequest, ResumeResponse, StreamResume,
 };
-use tokio::time::Sleep;
 
 use super::{Floors, MAX_RESUME_REPLAY, filter_held, replay_frame};
 use crate::channel::Channel;
@@ -45,11 +44,10 @@ use crate::transport::Transport;
 static UNAVAILABLE_LOG: RateLimit = RateLimit::new(5);
 
 /// What a resume writes to, and is abandoned for.
-struct Resume<'a, 'b, T> {
+struct Resume<'a, T> {
     transport: &'a mut T,
     shared: &'a Shared,
     channel: &'a Channel,
-    deadline: &'a mut Pin<&'b mut Sleep>,
 }
 
 /// Writes the auth reply, resumes the connection's streams from the positions of its `rim` field,
@@ -58,7 +56,6 @@ pub(crate) async fn after_auth<T: Transport>(
     transport: &mut T,
     shared: &Shared,
     channel: &Arc<Channel>,
-    deadline: &mut Pin<&mut Sleep>,
     auth_reply: Bytes,
     rim: RimAuth,
 ) -> Result<Frames, CloseReason> {
@@ -66,7 +63,6 @@ pub(crate) async fn after_auth<T: Transport>(
         transport,
         shared,
         channel,
-        deadline,
     };
     resume.write(&[Frame::Packet(auth_reply)]).await?;
     let user = (channel.mid() != 0).then_some(rim.user);
@@ -108,10 +104,9 @@ pub(crate) async fn change_room<T: Transport>(
     transport: &mut T,
     shared: &Shared,
     channel: &Arc<Channel>,
-    deadline: &mut Pin<&mut Sleep>,
     packet: Packet,
 ) -> Result<Frames, CloseReason> {
-    flush(transport, shared, channel, deadline, Frames::Empty).await?;
+    flush(transport, shared, channel, Frames::Empty).await?;
     let (reply, moved) = move_room(shared, channel, &packet)?;
     let reply = Frame::Packet(reply.to_bytes());
     let Some(Some(room)) = moved else {
@@ -121,7 +116,6 @@ pub(crate) async fn change_room<T: Transport>(
         transport,
         shared,
         channel,
-        deadline,
     };
     let part = resume
         .ask(request(channel, None, Some(&room), None))
@@ -175,17 +169,10 @@ fn request(
     }
 }
 
-impl<T: Transport> Resume<'_, '_, T> {
+impl<T: Transport> Resume<'_, T> {
     /// Writes `frames` to the client (abandoned like any write, see [`crate::session::send`]).
     async fn write(&mut self, frames: &[Frame]) -> Result<(), CloseReason> {
-        send(
-            self.transport,
-            self.shared,
-            self.channel,
-            self.deadline,
-            frames,
-        )
-        .await
+        send(self.transport, self.shared, self.channel, frames).await
     }
 
     /// Asks the control plane; `Ok(None)` when it cannot answer (counted, logged).
@@ -197,7 +184,6 @@ impl<T: Transport> Resume<'_, '_, T> {
             biased;
             reason = self.channel.outbox.closed() => return Err(reason),
             () = self.shared.shutdown.cancelled() => return Err(CloseReason::Shutdown),
-            () = self.deadline.as_mut() => return Err(CloseReason::HeartbeatTimeout),
             answer = link.resume(request) => answer,
         };
         match answer {
