@@ -38,6 +38,8 @@ use rim_proto::packet::VERSION;
 use rim_proto::schema::{EdgePush, edge_push::Target};
 use rim_proto::{HEADER_LEN, Packet};
 use tokio::sync::mpsc;
+// The outbox's clock (Tokio's, which tests can pause); `Instant` is the dedup window's.
+use tokio::time::Instant as QueueInstant;
 use tokio_util::sync::CancellationToken;
 
 use crate::bucket::Buckets;
@@ -284,12 +286,18 @@ impl Fanout {
         }
     }
 
-    /// Queues `delivery` on `channel` (noting in `wakes` if its writer must be woken), applying the
-    /// slow-consumer policy if the connection is too far behind. A rim-aware connection gets the
+    /// Queues `delivery` on `channel` at `now` (noting in `wakes` if its writer must be woken),
+    /// applying the slow-consumer policy if the connection is too far behind. A rim-aware connection gets the
     /// op-20 frame without what its floors cover (nothing at all, and counted as reached, when they
     /// cover all of it); the floors stay locked while the frame is offered (see
     /// [`crate::durable::RimState`]).
-    fn deliver(&self, channel: &Arc<Channel>, delivery: &Delivery, wakes: &mut Wakes) -> bool {
+    fn deliver(
+        &self,
+        channel: &Arc<Channel>,
+        delivery: &Delivery,
+        now: QueueInstant,
+        wakes: &mut Wakes,
+    ) -> bool {
         let receipts = delivery.receipts.as_ref();
         let offer = match (channel.rim(), &delivery.durable) {
             (Some(rim), Some(group)) => {
@@ -299,12 +307,13 @@ impl Fanout {
                 };
                 channel
                     .outbox
-                    .offer_receipted(Frame::Push(frame), receipts, self.bounds)
+                    .offer_receipted(Frame::Push(frame), receipts, self.bounds, now)
             }
             _ => channel.outbox.offer_receipted(
                 Frame::Push(delivery.plain.clone()),
                 receipts,
                 self.bounds,
+                now,
             ),
         };
         match offer {
@@ -342,10 +351,11 @@ impl Fanout {
 
     fn push_keys(&self, keys: &[String], op: i32, delivery: &Delivery, wakes: &mut Wakes) -> u32 {
         let mut delivered = 0;
+        let now = QueueInstant::now();
         for key in keys {
             if let Some(channel) = self.buckets.get(key)
                 && channel.accepts_op(op)
-                && self.deliver(&channel, delivery, wakes)
+                && self.deliver(&channel, delivery, now, wakes)
             {
                 delivered += 1;
             }
@@ -362,14 +372,15 @@ impl Fanout {
         wakes: &mut Wakes,
     ) -> u32 {
         let mut delivered = 0;
+        let now = QueueInstant::now();
         for index in indices {
             match walk {
                 Walk::Room(room) => self.buckets.for_each_in_room(index, room, |channel| {
-                    delivered += u32::from(self.deliver(channel, delivery, wakes));
+                    delivered += u32::from(self.deliver(channel, delivery, now, wakes));
                 }),
                 Walk::Everyone { op } => self.buckets.for_each(index, |channel| {
                     if channel.accepts_op(*op) {
-                        delivered += u32::from(self.deliver(channel, delivery, wakes));
+                        delivered += u32::from(self.deliver(channel, delivery, now, wakes));
                     }
                 }),
             }
@@ -470,9 +481,10 @@ async fn pace(
             };
             // This tick's writers are woken when `wakes` drops at the end of the turn.
             let mut wakes = Wakes::default();
+            let now = QueueInstant::now();
             let delivered = chunk
                 .iter()
-                .filter(|channel| fanout.deliver(channel, &paced.delivery, &mut wakes))
+                .filter(|channel| fanout.deliver(channel, &paced.delivery, now, &mut wakes))
                 .count();
             metrics::deliveries(delivered as u64);
         }

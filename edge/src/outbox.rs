@@ -69,6 +69,10 @@ impl Frame {
 
 /// Frames in order: the first one inline, so queueing and draining a single frame allocates nothing;
 /// more spill into a vector that leaves with them.
+///
+/// The vector starts with room for [`SPILL`] frames: a connection whose writer is behind usually
+/// collects a few before it runs, and growing from two (2, 4, 8: an allocation, then reallocations
+/// that copy) cost more than the pushes' own queueing.
 #[derive(Debug, Default)]
 pub enum Frames {
     /// Nothing.
@@ -80,12 +84,19 @@ pub enum Frames {
     Many(Vec<Frame>),
 }
 
+/// Frames a spilled [`Frames`] has room for at first.
+const SPILL: usize = 8;
+
 impl Frames {
     /// Appends `frame`.
     pub fn push(&mut self, frame: Frame) {
         *self = match std::mem::take(self) {
             Self::Empty => Self::One([frame]),
-            Self::One([first]) => Self::Many(vec![first, frame]),
+            Self::One([first]) => {
+                let mut frames = Vec::with_capacity(SPILL);
+                frames.extend([first, frame]);
+                Self::Many(frames)
+            }
             Self::Many(mut frames) => {
                 frames.push(frame);
                 Self::Many(frames)
@@ -225,18 +236,20 @@ impl Outbox {
     ///
     /// Does not wake the writer: [`Offer::QueuedAsleep`] tells the caller it owes a [`Outbox::wake`].
     pub fn offer(&self, frame: Frame, bounds: Bounds) -> Offer {
-        self.offer_receipted(frame, None, bounds)
+        self.offer_receipted(frame, None, bounds, Instant::now())
     }
 
     /// [`Outbox::offer`] of a push whose `receipts` are handed to the writer once it is written
-    /// (see the module docs).
+    /// (see the module docs), queued at `now`: a fan-out reads the clock once per push for all its
+    /// recipients (reading it per recipient cost more than the rest of the queueing), so a frame
+    /// counts as queued from the start of its push's walk, at most the walk's duration early.
     pub fn offer_receipted(
         &self,
         frame: Frame,
         receipts: Option<&Arc<PushReceipts>>,
         bounds: Bounds,
+        now: Instant,
     ) -> Offer {
-        let now = Instant::now();
         let mut state = self.state.lock();
         if state.closed.is_some() {
             return Offer::Closed;
@@ -249,7 +262,7 @@ impl Outbox {
         }
         if behind
             .since
-            .is_some_and(|since| now.duration_since(since) > bounds.max_age)
+            .is_some_and(|since| now.saturating_duration_since(since) > bounds.max_age)
         {
             return Offer::Full(Behind::Time);
         }
@@ -365,7 +378,7 @@ mod tests {
 
     use bytes::Bytes;
 
-    use super::{Behind, Bounds, FRAME_COST, Frame, Offer, Outbox};
+    use super::{Behind, Bounds, FRAME_COST, Frame, Frames, Offer, Outbox, SPILL};
 
     fn push(len: usize) -> Frame {
         Frame::Push(Bytes::from(vec![0; len]))
@@ -402,6 +415,36 @@ mod tests {
         let outbox = Outbox::default();
         assert_eq!(outbox.offer(push(1000), bounds), Offer::QueuedAsleep);
         assert_eq!(outbox.offer(push(1), bounds), Offer::Full(Behind::Bytes));
+    }
+
+    #[test]
+    fn a_backlog_spills_once_with_room_for_several_frames() {
+        let mut frames = Frames::Empty;
+        frames.push(push(1));
+        assert!(
+            matches!(frames, Frames::One(_)),
+            "the first frame is inline"
+        );
+        frames.push(push(2));
+        let Frames::Many(spilled) = &frames else {
+            panic!("a second frame spills")
+        };
+        let (buffer, capacity) = (spilled.as_ptr(), spilled.capacity());
+        assert!(capacity >= SPILL, "room for {SPILL} frames, not {capacity}");
+        (3..=SPILL).for_each(|len| frames.push(push(len)));
+        let Frames::Many(spilled) = &frames else {
+            unreachable!()
+        };
+        assert_eq!(
+            spilled.as_ptr(),
+            buffer,
+            "no reallocation up to {SPILL} frames"
+        );
+        let lens: Vec<usize> = frames
+            .iter()
+            .map(|frame| frame.cost() - FRAME_COST)
+            .collect();
+        assert_eq!(lens, (1..=SPILL).collect::<Vec<_>>(), "in order");
     }
 
     #[tokio::test(start_paused = true)]
