@@ -354,7 +354,8 @@ async fn heartbeat_timeout_closes_idle_connections(kind: Kind) {
 }
 
 /// A silent connection is closed no earlier than its heartbeat deadline after the last heartbeat and
-/// at most one sweep period (a sixteenth of the deadline: 50 ms here) later, plus scheduling slack;
+/// at most one sweep period (a sixteenth of the deadline: 50 ms here) later, plus scheduling slack
+/// for a loaded machine;
 /// heartbeats sent within the deadline keep it open well past one deadline.
 async fn heartbeat_deadline_is_kept_to_its_bound(kind: Kind) {
     let edge = start(|c| {
@@ -382,7 +383,7 @@ async fn heartbeat_deadline_is_kept_to_its_bound(kind: Kind) {
         "closed after {silent:?} of silence, before the 800 ms deadline"
     );
     assert!(
-        silent <= Duration::from_millis(800 + 50 + 400),
+        silent <= Duration::from_millis(800 + 50 + 650),
         "closed after {silent:?} of silence: the deadline is 800 ms, swept every 50 ms"
     );
     assert_eq!(edge.handle.connection_count(), 0);
