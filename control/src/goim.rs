@@ -10,15 +10,14 @@
 
 use crate::auth::Caller;
 use crate::dns;
-use crate::error::GoimError;
+use crate::error::{ApiError, GoimError};
 use crate::input::{Params, read_body};
 use crate::observe::timed_store;
 use crate::push::{PushRequest, PushTarget, push};
 use crate::state::AppState;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use rim_store::Scope;
@@ -44,9 +43,23 @@ pub fn routes() -> Router<AppState> {
         .route("/goim/nodes/instances", get(nodes_instances))
 }
 
-/// goim's success envelope.
-fn ok(data: impl Serialize) -> Json<Value> {
-    Json(json!({"code": 0, "message": "", "data": data}))
+/// goim's success envelope `{"code": 0, "message": "", "data": ...}`, written straight from the
+/// data (no JSON tree in between: the push routes answer this per push, issue 8).
+#[derive(Serialize)]
+struct Envelope<T> {
+    code: i32,
+    message: &'static str,
+    data: T,
+}
+
+/// goim's success envelope around `data`.
+fn ok(data: impl Serialize) -> Response {
+    Json(Envelope {
+        code: 0,
+        message: "",
+        data,
+    })
+    .into_response()
 }
 
 /// Checks the caller's key unless the goim routes are configured open (then anyone is a caller
@@ -58,19 +71,22 @@ async fn guard(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<Ca
     Ok(state.caller(headers, scope).await?)
 }
 
-/// Authenticates, reads the raw body as the payload, and runs the push pipeline.
+/// Reads the target from the query (`target`: 400 if malformed), authenticates, reads the raw
+/// body as the payload, and runs the push pipeline. Takes the request whole, so its headers are
+/// read in place rather than copied out by an extractor.
 async fn run_push(
     state: &AppState,
-    headers: &HeaderMap,
-    params: &Params,
-    body: Body,
-    target: PushTarget,
-) -> Result<Json<Value>, GoimError> {
-    guard(state, headers, Scope::Push)
+    request: Request,
+    target: impl FnOnce(&Params) -> Result<PushTarget, ApiError>,
+) -> Result<Response, GoimError> {
+    let (parts, body) = request.into_parts();
+    let params = Params::of(&parts);
+    let target = target(&params)?;
+    guard(state, &parts.headers, Scope::Push)
         .await?
         .admit(target.kind())?;
     let operation = params.required_parsed("operation")?;
-    let body = read_body(headers, body, state.config.control_push_body_limit).await?;
+    let body = read_body(&parts.headers, body, state.config.control_push_body_limit).await?;
     Ok(ok(push(
         state,
         PushRequest {
@@ -83,57 +99,41 @@ async fn run_push(
 }
 
 /// `POST /goim/push/keys?operation=&keys=`.
-async fn push_keys(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Params,
-    body: Body,
-) -> Result<Json<Value>, GoimError> {
-    let keys = params.list("keys").into_iter().map(str::to_owned).collect();
-    run_push(&state, &headers, &params, body, PushTarget::Keys(keys)).await
+async fn push_keys(State(state): State<AppState>, request: Request) -> Result<Response, GoimError> {
+    run_push(&state, request, |params| {
+        let keys = params.list("keys").into_iter().map(str::to_owned).collect();
+        Ok(PushTarget::Keys(keys))
+    })
+    .await
 }
 
 /// `POST /goim/push/mids?operation=&mids=`.
-async fn push_mids(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Params,
-    body: Body,
-) -> Result<Json<Value>, GoimError> {
-    let mids = params.parsed_list("mids")?;
-    run_push(&state, &headers, &params, body, PushTarget::Mids(mids)).await
+async fn push_mids(State(state): State<AppState>, request: Request) -> Result<Response, GoimError> {
+    run_push(&state, request, |params| {
+        Ok(PushTarget::Mids(params.parsed_list("mids")?))
+    })
+    .await
 }
 
 /// `POST /goim/push/room?operation=&type=&room=`.
-async fn push_room(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Params,
-    body: Body,
-) -> Result<Json<Value>, GoimError> {
-    let room = format!(
-        "{}://{}",
-        params.required("type")?,
-        params.required("room")?
-    );
-    run_push(&state, &headers, &params, body, PushTarget::Room(room)).await
+async fn push_room(State(state): State<AppState>, request: Request) -> Result<Response, GoimError> {
+    run_push(&state, request, |params| {
+        Ok(PushTarget::Room(format!(
+            "{}://{}",
+            params.required("type")?,
+            params.required("room")?
+        )))
+    })
+    .await
 }
 
 /// `POST /goim/push/all?operation=&speed=`.
-async fn push_all(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    params: Params,
-    body: Body,
-) -> Result<Json<Value>, GoimError> {
-    let speed = params.parsed("speed")?.unwrap_or(0);
-    run_push(
-        &state,
-        &headers,
-        &params,
-        body,
-        PushTarget::Broadcast { speed },
-    )
+async fn push_all(State(state): State<AppState>, request: Request) -> Result<Response, GoimError> {
+    run_push(&state, request, |params| {
+        Ok(PushTarget::Broadcast {
+            speed: params.parsed("speed")?.unwrap_or(0),
+        })
+    })
     .await
 }
 
@@ -155,7 +155,7 @@ async fn online_top(
     State(state): State<AppState>,
     headers: HeaderMap,
     params: Params,
-) -> Result<Json<Value>, GoimError> {
+) -> Result<Response, GoimError> {
     guard(&state, &headers, Scope::Read).await?;
     let room_type = params.required("type")?;
     let limit = top_limit(&params)?;
@@ -173,7 +173,7 @@ async fn online_room(
     State(state): State<AppState>,
     headers: HeaderMap,
     params: Params,
-) -> Result<Json<Value>, GoimError> {
+) -> Result<Response, GoimError> {
     guard(&state, &headers, Scope::Read).await?;
     let room_type = params.required("type")?;
     let ids = params.list("rooms");
@@ -204,7 +204,7 @@ async fn online_room(
 async fn online_total(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, GoimError> {
+) -> Result<Response, GoimError> {
     guard(&state, &headers, Scope::Read).await?;
     Ok(ok(timed_store(
         "online_totals",
@@ -234,7 +234,7 @@ async fn nodes_weighted(
 async fn nodes_instances(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, GoimError> {
+) -> Result<Response, GoimError> {
     guard(&state, &headers, Scope::Read).await?;
     let nodes = timed_store("nodes", state.store.nodes()).await?;
     let live: Vec<_> = nodes

@@ -31,6 +31,11 @@ impl Params {
         )
     }
 
+    /// The query string of a request's `parts` (empty if it has none).
+    pub fn of(parts: &Parts) -> Self {
+        parts.uri.query().map(Params::parse).unwrap_or_default()
+    }
+
     /// The first value of a parameter, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
@@ -92,7 +97,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        Ok(parts.uri.query().map(Params::parse).unwrap_or_default())
+        Ok(Params::of(parts))
     }
 }
 

@@ -831,7 +831,13 @@ fn refuse(writer: &Writer, queued: Queued) -> Option<Queued> {
 /// failed it, if one did.
 async fn run_batch(writer: &Writer, jobs: Vec<Queued>) -> Result<(), Option<(Side, String)>> {
     let started = Instant::now();
-    let mut batch = DurableBatch::default();
+    // Sized once: a batch may hold thousands of pushes, whose entries would otherwise be copied
+    // over and over as the vectors grow.
+    let mut batch = DurableBatch {
+        users: Vec::with_capacity(jobs.iter().map(|q| q.job.batch.users.len()).sum()),
+        rooms: Vec::with_capacity(jobs.iter().map(|q| q.job.batch.rooms.len()).sum()),
+        receipts: Vec::with_capacity(jobs.iter().map(|q| q.job.batch.receipts.len()).sum()),
+    };
     let mut pending = Vec::with_capacity(jobs.len());
     let mut answers = Vec::with_capacity(jobs.len());
     for Queued { job, answer } in jobs {
@@ -1219,22 +1225,26 @@ impl<N: Ord + Clone> LookupPart<N> {
                 return;
             }
         };
-        let mut wanting: BTreeMap<&N, Vec<usize>> = BTreeMap::new();
+        // (name, look-up) for every name wanted, sorted: the look-ups wanting a name are one run.
+        // One vector for the whole batch instead of a map entry and a list per name.
+        let mut wanting: Vec<(&N, usize)> = Vec::with_capacity(self.names);
         for (index, (names, _)) in self.lookups.iter().enumerate() {
-            for name in names {
-                wanting.entry(name).or_default().push(index);
-            }
+            wanting.extend(names.iter().map(|name| (name, index)));
         }
+        wanting.sort_unstable();
         let mut parts: Vec<Vec<Session>> = vec![Vec::new(); self.lookups.len()];
         for session in sessions {
-            let Some((last, others)) = wanting
-                .get(name_of(&session))
-                .and_then(|indices| indices.split_last())
-            else {
+            let name = name_of(&session);
+            let from = wanting.partition_point(|(wanted, _)| *wanted < name);
+            let run = wanting[from..]
+                .iter()
+                .take_while(|(wanted, _)| *wanted == name)
+                .count();
+            let Some(((_, last), others)) = wanting[from..from + run].split_last() else {
                 continue;
             };
-            for &index in others {
-                parts[index].push(session.clone());
+            for (_, index) in others {
+                parts[*index].push(session.clone());
             }
             parts[*last].push(session);
         }
@@ -1308,6 +1318,9 @@ fn node_ids(sessions: &[Session]) -> Vec<&str> {
 
 /// Removes repeated targets, keeping first-seen order (a key named twice gets one record).
 fn dedup<T: Ord + Clone>(items: Vec<T>) -> Vec<T> {
+    if items.len() < 2 {
+        return items;
+    }
     let mut seen = BTreeSet::new();
     items
         .into_iter()

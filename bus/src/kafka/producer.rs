@@ -32,7 +32,6 @@ use super::topics::TopicCreator;
 use super::{KafkaSettings, millis};
 use crate::{BusError, BusHealth, BusProducer, OutgoingPush, OutgoingRecord};
 use async_trait::async_trait;
-use futures_util::future::join_all;
 use parking_lot::{Mutex, RwLock};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -224,15 +223,23 @@ impl Shared {
     }
 }
 
-/// Waits for the delivery reports of one publish: `Ok` once the cluster took every record.
-async fn delivered(deliveries: Vec<DeliveryFuture>, within: Duration) -> Result<(), BusError> {
-    // librdkafka reports every record within message.timeout.ms; the extra second only guards
-    // against a lost report.
-    let reports = tokio::time::timeout(within + Duration::from_secs(1), join_all(deliveries))
-        .await
-        .map_err(|_| BusError::Unavailable("no delivery report in time".into()))?;
-    for report in reports {
-        match report {
+/// When the delivery reports of records enqueued now are overdue: librdkafka reports every
+/// record within message.timeout.ms (`within`); the extra second only guards against a lost
+/// report.
+fn reports_due(within: Duration) -> Instant {
+    Instant::now() + within + Duration::from_secs(1)
+}
+
+/// What a publish whose reports did not come by [`reports_due`] is answered.
+fn overdue() -> BusError {
+    BusError::Unavailable("no delivery report in time".into())
+}
+
+/// Waits for the delivery reports of one publish, one after the other (they come in
+/// concurrently all the same): `Ok` once the cluster took every record.
+async fn reports(deliveries: Vec<DeliveryFuture>) -> Result<(), BusError> {
+    for delivery in deliveries {
+        match delivery.await {
             Ok(Ok(_)) => {}
             Ok(Err((err, _))) => {
                 return Err(BusError::Unavailable(format!("delivery failed: {err}")));
@@ -241,6 +248,13 @@ async fn delivered(deliveries: Vec<DeliveryFuture>, within: Duration) -> Result<
         }
     }
     Ok(())
+}
+
+/// [`reports`] of one publish, within the delivery timeout `within`.
+async fn delivered(deliveries: Vec<DeliveryFuture>, within: Duration) -> Result<(), BusError> {
+    tokio::time::timeout_at(reports_due(within), reports(deliveries))
+        .await
+        .map_err(|_| overdue())?
 }
 
 /// A librdkafka producer with rim's settings.
@@ -401,10 +415,11 @@ impl BusProducer for KafkaProducer {
 /// The producer task: takes every publish waiting, enqueues the group's records and leaves their
 /// delivery reports to a task of the group's own, until the producer is dropped.
 async fn produce(shared: Arc<Shared>, mut waiting: mpsc::Receiver<Publish>) {
+    // Kept between groups, so its capacity is not grown again for each.
     let mut group = Vec::new();
     while waiting.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let (pushes, answers): (Vec<_>, Vec<_>) = std::mem::take(&mut group)
-            .into_iter()
+        let (pushes, answers): (Vec<_>, Vec<_>) = group
+            .drain(..)
             .map(|publish| (publish.pushes, publish.answer))
             .unzip();
         metrics::histogram!("rim_bus_publishes_per_group").record(pushes.len() as f64);
@@ -447,13 +462,25 @@ async fn settle(
     records: Vec<usize>,
     answers: Vec<oneshot::Sender<Result<(), BusError>>>,
 ) {
-    let within = shared.settings.delivery_timeout;
-    let outcomes = join_all(
-        enqueued
-            .into_iter()
-            .map(|deliveries| async move { delivered(deliveries?, within).await }),
-    )
-    .await;
+    // The publishes' reports awaited in turn, under one deadline for the group: one timer and
+    // one waiting task instead of one of each per publish.
+    let mut outcomes = Vec::with_capacity(enqueued.len());
+    let in_turn = async {
+        for deliveries in enqueued {
+            let outcome = match deliveries {
+                Ok(deliveries) => reports(deliveries).await,
+                Err(err) => Err(err),
+            };
+            outcomes.push(outcome);
+        }
+    };
+    if tokio::time::timeout_at(reports_due(shared.settings.delivery_timeout), in_turn)
+        .await
+        .is_err()
+    {
+        // The publish being awaited and those after it.
+        outcomes.resize_with(records.len(), || Err(overdue()));
+    }
     if outcomes.iter().any(Result::is_err) {
         shared.replace_if_broken(&producer).await;
         for topic in &topics {
