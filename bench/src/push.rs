@@ -53,7 +53,16 @@ impl Rest {
 
     /// One push of `body` to room `room` (goim's `type=live&room=bench-N`).
     pub async fn room(&self, operation: i32, room: usize, body: Vec<u8>) -> anyhow::Result<()> {
-        let name = room_name(room);
+        self.room_named(operation, &room_name(room), body).await
+    }
+
+    /// One push of `body` to the live room called `name`.
+    pub async fn room_named(
+        &self,
+        operation: i32,
+        name: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<()> {
         self.post(
             format!("/goim/push/room?operation={operation}&type=live&room={name}"),
             body,

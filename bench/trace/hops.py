@@ -5,6 +5,11 @@ usage: hops.py CAPTURE control=PORT kafka=PORT edgein=PORT edgetcp=PORT
 env:   SKIP=seconds  leave out pushes sent in the first SKIP seconds
        LAST=n        only the last n pushes sent (the measured phase after a warm-up)
        SERIES=1      also print end-to-end p50/max per half second of send time
+
+Also prints what the job's requests to the edge carried: pushes per request, and for room pushes
+the runs of consecutive pushes to one room (what the edge queues as one frame per connection: an
+op-9 message over WebSocket, the packets back to back over TCP); and how many deliveries each TCP
+segment from the edge to its clients held (about one write each on loopback).
 """
 import collections
 import os
@@ -13,6 +18,7 @@ import struct
 import sys
 
 STAMP = re.compile(rb'rimb([0-9a-f]{16})')
+ROOM = re.compile(rb'live://[A-Za-z0-9_.-]+')
 
 
 def packets(path):
@@ -53,9 +59,16 @@ def main():
     path = sys.argv[1]
     ports = {key: int(value) for key, value in (arg.split('=') for arg in sys.argv[2:])}
     first = collections.defaultdict(dict)  # send time -> hop -> first time seen
+    to_edge = collections.defaultdict(bytearray)  # job -> edge bytes per source port
+    segments = deliveries = 0  # edge -> client: TCP segments with data, and stamps in them
     for when, source, destination, payload in packets(path):
         if not payload:
             continue
+        if destination == ports['edgein']:
+            to_edge[source] += payload
+        if source == ports['edgetcp']:
+            segments += 1
+            deliveries += payload.count(b'rimb')
         if destination == ports['control']:
             hop = '1 rest -> control'
         elif destination == ports['kafka']:
@@ -93,6 +106,10 @@ def main():
         last = hops[-1]
         line('total (send -> last hop)',
              [(seen[last] - sent) / 1e6 for sent, seen in first.items() if last in seen])
+    edge_requests(to_edge, set(first))
+    if segments:
+        print(f'edge -> client: {segments} segments for {deliveries} deliveries = '
+              f'{deliveries / segments:.2f} deliveries per segment (whole capture)')
     if os.environ.get('SERIES') and hops:
         start = min(first)
         buckets = collections.defaultdict(list)
@@ -103,6 +120,28 @@ def main():
             values = buckets[bucket]
             print(f'{bucket:5.1f} s: n={len(values):5d} p50 {percentile(values, .5):8.1f} '
                   f'max {max(values):8.1f}')
+
+
+def edge_requests(streams, kept):
+    """Pushes per job -> edge request, and runs of one room in them (requests of kept pushes)."""
+    pushes, runs = [], []
+    for data in streams.values():
+        for request in bytes(data).split(b'POST ')[1:]:
+            stamps = [int(m.group(1), 16) for m in STAMP.finditer(request)]
+            if not stamps or not any(stamp in kept for stamp in stamps):
+                continue
+            pushes.append(len(stamps))
+            rooms = ROOM.findall(request)
+            if rooms:
+                runs.append(1 + sum(1 for a, b in zip(rooms, rooms[1:]) if a != b))
+    if not pushes:
+        return
+    print(f'job -> edge: {len(pushes)} requests for {sum(pushes)} pushes: '
+          f'{sum(pushes) / len(pushes):.2f} per request (p50 {percentile(pushes, .5)}, '
+          f'max {max(pushes)})')
+    if runs:
+        print(f'  room pushes: {sum(runs)} runs of one room in {len(runs)} requests = '
+              f'{sum(pushes) / sum(runs):.2f} pushes per run (per op-9 frame at best)')
 
 
 if __name__ == '__main__':
