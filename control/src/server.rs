@@ -22,7 +22,7 @@
 
 use crate::config::ControlConfig;
 use crate::error::ApiError;
-use crate::observe::{RequestMetrics, timed_store, track_requests};
+use crate::observe::{TrackRequests, timed_store};
 use crate::state::AppState;
 use crate::{admin, durable_api, edge_api, goim, health, openapi, presence, v1};
 use axum::error_handling::HandleErrorLayer;
@@ -95,10 +95,7 @@ fn build_router_with(state: AppState, extra: Router) -> Router {
         .route("/metrics", get(metrics))
         .merge(extra.with_state(()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(
-            RequestMetrics::default(),
-            track_requests,
-        ))
+        .layer(TrackRequests::default())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
