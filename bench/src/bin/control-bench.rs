@@ -15,9 +15,9 @@
 //!   from several edge nodes, into PostgreSQL (a throwaway cluster from rim-testkit).
 //!
 //! **Whose CPU.** The control instance runs in a child process (this binary with `--serve`, as
-//! `rim control` would run: its own runtime, the Prometheus recorder installed), so its CPU is its
-//! own: each figure gives the child's utime + stime over the measured window (from
-//! `/proc/<pid>/stat`, every thread included, librdkafka's too) per push, and so pushes per
+//! `rim control` would run: its own runtime, the Prometheus recorder installed with rim's upkeep),
+//! so its CPU is its own: each figure gives the child's utime + stime over the measured window
+//! (from `/proc/<pid>/stat`, every thread included, librdkafka's too) per push, and so pushes per
 //! control CPU-second, beside the wall rate and the load generator's own CPU. The pushes come from
 //! a lean load generator: `--concurrency` keep-alive HTTP/1.1 connections, each writing one
 //! pre-built request and reading its answer before the next (no pipelining), so the load costs
@@ -148,12 +148,25 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         ..ControlConfig::default()
     };
     let prometheus = PrometheusBuilder::new().install_recorder()?;
+    // As `rim` runs it (`src/telemetry.rs`): histogram samples drained every 5 s, so they cost
+    // what they cost in production.
+    let upkeep = {
+        let prometheus = prometheus.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                ticks.tick().await;
+                prometheus.run_upkeep();
+            }
+        })
+    };
     let control = rim_control::start(config, SECRET, store, bus, prometheus).await?;
     println!("addr={}", control.local_addr());
     let mut sink = [0u8; 64];
     let mut stdin = tokio::io::stdin();
     while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
     control.shutdown().await?;
+    upkeep.abort();
     if let Some(drainer) = drainer {
         drainer.abort();
     }
@@ -640,11 +653,14 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         args.seconds, args.warmup_secs, args.concurrency, args.users, args.keys_per_push
     );
 
+    // Requests that failed, over all measurements: the run fails if any did.
+    let mut failed = 0;
     if args.no_memory_bus {
         println!("pushes accepted (memory store, memory bus):  skipped (--no-memory-bus)");
     } else {
         let measured = push_rate(args, None, None).await?;
         println!("pushes accepted (memory store, memory bus):  {measured}");
+        failed += measured.failed;
     }
 
     if args.no_kafka {
@@ -653,6 +669,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         let broker = rim_testkit::kafka::TestKafka::start();
         let measured = push_rate(args, None, Some(&broker.bootstrap())).await?;
         println!("pushes accepted (memory store, Kafka/tansu): {measured}");
+        failed += measured.failed;
         let records = kafka_records(&broker, "sh")?;
         println!(
             "  Kafka records: {records} for {} pushes to {} keys each ({:.2} per push)",
@@ -669,6 +686,7 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
         let cluster = rim_testkit::postgres::TestPostgres::start();
         let measured = push_rate(args, Some(&cluster.fresh_database()), None).await?;
         println!("pushes stored and accepted (PostgreSQL store and inbox, memory bus): {measured}");
+        failed += measured.failed;
         if !args.no_kafka {
             let broker = rim_testkit::kafka::TestKafka::start();
             let measured = push_rate(
@@ -680,16 +698,19 @@ async fn bench(args: &Args) -> anyhow::Result<()> {
             println!(
                 "pushes stored and accepted (PostgreSQL store and inbox, Kafka/tansu): {measured}"
             );
+            failed += measured.failed;
         }
         let measured = ingest_rate(args, &cluster).await?;
         println!(
             "session events ingested (PostgreSQL, {} nodes x {}-event batches): {measured}",
             args.nodes, args.batch
         );
+        failed += measured.failed;
     }
     println!(
         "load average before {load_before:?}, after {:?}",
         procfs::load_average()?
     );
+    anyhow::ensure!(failed == 0, "{failed} requests failed");
     Ok(())
 }
