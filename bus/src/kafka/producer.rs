@@ -32,6 +32,7 @@ use super::topics::TopicCreator;
 use super::{KafkaSettings, millis};
 use crate::{BusError, BusHealth, BusProducer, OutgoingPush, OutgoingRecord};
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use parking_lot::{Mutex, RwLock};
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -465,8 +466,9 @@ async fn settle(
     // The publishes' reports awaited in turn, under one deadline for the group: one timer and
     // one waiting task instead of one of each per publish.
     let mut outcomes = Vec::with_capacity(enqueued.len());
+    let mut pending = enqueued.into_iter();
     let in_turn = async {
-        for deliveries in enqueued {
+        for deliveries in pending.by_ref() {
             let outcome = match deliveries {
                 Ok(deliveries) => reports(deliveries).await,
                 Err(err) => Err(err),
@@ -478,8 +480,14 @@ async fn settle(
         .await
         .is_err()
     {
-        // The publish being awaited and those after it.
-        outcomes.resize_with(records.len(), || Err(overdue()));
+        // The publish being awaited is overdue; each one after it is answered by the reports it
+        // already has, as if it had been awaited on its own.
+        outcomes.push(Err(overdue()));
+        outcomes.extend(pending.map(|deliveries| {
+            reports(deliveries?)
+                .now_or_never()
+                .unwrap_or_else(|| Err(overdue()))
+        }));
     }
     if outcomes.iter().any(Result::is_err) {
         shared.replace_if_broken(&producer).await;
