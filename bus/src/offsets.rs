@@ -9,9 +9,15 @@
 //! One log record may carry several pushes (a group of one push's records, see the Kafka bus's
 //! `group` module), all handed out with the same position: the record counts as done once every
 //! one of them is marked done.
+//!
+//! Offsets are handed out in increasing order within a partition, so each partition keeps its
+//! pending records in a queue sorted by offset: handing one out appends, marking one done finds it
+//! by binary search, and the done records at the front leave the queue (a record done out of
+//! order stays, at zero, until the ones before it are done too). A record handed out again (after
+//! a seek back) is found, or put in its place, as in any sorted map.
 
 use crate::LogPosition;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 
 /// Records handed out by one consumer and not yet done, per partition.
 #[derive(Debug, Default)]
@@ -21,8 +27,9 @@ pub(crate) struct PendingOffsets {
 
 #[derive(Debug, Default)]
 struct PartitionPending {
-    /// Offsets handed out and not yet done, with how many of their pushes are not done yet.
-    pending: BTreeMap<i64, usize>,
+    /// Offsets handed out, in increasing order, with how many of their pushes are not done yet;
+    /// the first is never at zero (done records at the front are removed).
+    pending: VecDeque<(i64, usize)>,
     /// The offset after the highest one handed out.
     next: i64,
 }
@@ -31,8 +38,41 @@ impl PartitionPending {
     /// The offset to commit: nothing at or after it is known to be done for sure.
     fn commit_point(&self) -> i64 {
         self.pending
-            .first_key_value()
+            .front()
             .map_or(self.next, |(offset, _)| *offset)
+    }
+
+    /// Notes `offset` as handed out with `pushes` pushes not done.
+    fn hand_out(&mut self, offset: i64, pushes: usize) {
+        match self.pending.back() {
+            Some((last, _)) if *last >= offset => {
+                match self.pending.binary_search_by_key(&offset, |(at, _)| *at) {
+                    Ok(at) => self.pending[at].1 = pushes,
+                    Err(at) => self.pending.insert(at, (offset, pushes)),
+                }
+            }
+            _ => self.pending.push_back((offset, pushes)),
+        }
+        self.next = self.next.max(offset + 1);
+    }
+
+    /// Marks one push of the record at `offset` done; says whether the commit point moved.
+    fn done(&mut self, offset: i64) -> bool {
+        let Ok(at) = self.pending.binary_search_by_key(&offset, |(at, _)| *at) else {
+            return false;
+        };
+        let left = &mut self.pending[at].1;
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        if *left > 0 || at > 0 {
+            return false;
+        }
+        while self.pending.front().is_some_and(|(_, left)| *left == 0) {
+            self.pending.pop_front();
+        }
+        true
     }
 }
 
@@ -40,9 +80,10 @@ impl PendingOffsets {
     /// Notes a record handed out to the caller as `pushes` pushes (offsets grow within a
     /// partition).
     pub(crate) fn delivered(&mut self, position: LogPosition, pushes: usize) {
-        let partition = self.partitions.entry(position.partition).or_default();
-        partition.pending.insert(position.offset, pushes.max(1));
-        partition.next = partition.next.max(position.offset + 1);
+        self.partitions
+            .entry(position.partition)
+            .or_default()
+            .hand_out(position.offset, pushes.max(1));
     }
 
     /// Marks pushes done (one position per push) and returns, for each partition whose commit point this moved, the
@@ -57,16 +98,7 @@ impl PendingOffsets {
             let Some(partition) = self.partitions.get_mut(&position.partition) else {
                 continue;
             };
-            let Some(left) = partition.pending.get_mut(&position.offset) else {
-                continue;
-            };
-            *left -= 1;
-            if *left > 0 {
-                continue;
-            }
-            let before = partition.commit_point();
-            partition.pending.remove(&position.offset);
-            if partition.commit_point() > before {
+            if partition.done(position.offset) {
                 moved.insert(position.partition, partition.commit_point());
             }
         }
@@ -132,6 +164,27 @@ mod tests {
         assert_eq!(offsets.done([at(0, 4), at(0, 5)]), vec![]);
         assert_eq!(offsets.done([at(0, 4)]), vec![]);
         assert_eq!(offsets.done([at(0, 4)]), vec![(0, 6)]);
+    }
+
+    #[test]
+    fn a_record_handed_out_again_after_a_seek_back_is_pending_again() {
+        let mut offsets = PendingOffsets::default();
+        for offset in [3, 5, 6] {
+            offsets.delivered(at(0, offset), 1);
+        }
+        assert_eq!(offsets.done([at(0, 5)]), vec![]);
+        // A seek back hands out 4 (never seen) and 5 (done) again.
+        offsets.delivered(at(0, 4), 1);
+        offsets.delivered(at(0, 5), 2);
+        assert_eq!(offsets.done([at(0, 3)]), vec![(0, 4)]);
+        assert_eq!(offsets.done([at(0, 4), at(0, 5)]), vec![(0, 5)]);
+        assert_eq!(offsets.done([at(0, 5)]), vec![(0, 6)]);
+        assert_eq!(offsets.done([at(0, 6)]), vec![(0, 7)]);
+        assert_eq!(
+            offsets.done([at(0, 6)]),
+            vec![],
+            "done twice commits nothing"
+        );
     }
 
     #[test]

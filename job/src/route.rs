@@ -54,8 +54,11 @@ fn is_listed(node_id: &str, edges: &[EdgeTarget]) -> bool {
     edges.iter().any(|edge| edge.node_id == node_id)
 }
 
-/// Splits a batch into per-edge requests.
-pub(crate) fn route(batch: &[IncomingPush], edges: &[EdgeTarget]) -> Routing {
+/// Splits a batch into per-edge requests. The records give their ids, receipt targets, keys and
+/// rooms to the edge pushes made of them (each field is moved into the last edge push of its
+/// record and copied only into the others), so the batch keeps only what a commit and the lag
+/// metrics read: positions and acceptance times.
+pub(crate) fn route(batch: &mut [IncomingPush], edges: &[EdgeTarget]) -> Routing {
     let index: HashMap<&str, usize> = edges
         .iter()
         .enumerate()
@@ -64,49 +67,69 @@ pub(crate) fn route(batch: &[IncomingPush], edges: &[EdgeTarget]) -> Routing {
     let mut per_edge: Vec<Vec<EdgePush>> = vec![Vec::new(); edges.len()];
     let mut routing = Routing::default();
     for push in batch {
-        let message = &push.message;
-        match &message.target {
+        let message = &mut push.message;
+        let mut fanout = Fanout::default();
+        match message.target.take() {
             Some(Target::Keys(target)) => {
-                // Group keys by node, keeping the nodes in first-seen order.
-                let mut by_node: Vec<(&str, Vec<String>)> = Vec::new();
-                for key in &target.keys {
-                    match by_node.iter_mut().find(|(node, _)| *node == key.node_id) {
-                        Some((_, keys)) => keys.push(key.key.clone()),
-                        None => by_node.push((&key.node_id, vec![key.key.clone()])),
+                // Group keys by node, keeping the nodes in first-seen order; keys that all sit on
+                // one node (the usual case) need no list of groups.
+                let mut keys = target.keys.into_iter();
+                let Some(first) = keys.next() else { continue };
+                let (first_node, mut first_keys) = (first.node_id, vec![first.key]);
+                let mut others: Vec<(String, Vec<String>)> = Vec::new();
+                for key in keys {
+                    if key.node_id == first_node {
+                        first_keys.push(key.key);
+                        continue;
+                    }
+                    match others.iter_mut().find(|(node, _)| *node == key.node_id) {
+                        Some((_, keys)) => keys.push(key.key),
+                        None => others.push((key.node_id, vec![key.key])),
                     }
                 }
-                for (node, keys) in by_node {
-                    match index.get(node) {
-                        Some(&position) => {
-                            per_edge[position]
-                                .push(edge_push(message, EdgeTargetKind::Keys(EdgeKeys { keys })));
-                        }
+                for (node, keys) in std::iter::once((first_node, first_keys)).chain(others) {
+                    match index.get(node.as_str()) {
+                        Some(&position) => fanout.add(
+                            &mut per_edge,
+                            message,
+                            position,
+                            EdgeTargetKind::Keys(EdgeKeys { keys }),
+                        ),
                         None => routing.to_gone_edges += 1,
                     }
                 }
             }
             Some(Target::Superseded(session)) => match index.get(session.node_id.as_str()) {
-                Some(&position) => per_edge[position].push(edge_push(
+                Some(&position) => fanout.add(
+                    &mut per_edge,
                     message,
+                    position,
                     EdgeTargetKind::Superseded(EdgeSuperseded {
-                        key: session.key.clone(),
+                        key: session.key,
                         connection_id: session.connection_id,
                     }),
-                )),
+                ),
                 None => routing.to_gone_edges += 1,
             },
-            Some(Target::Room(room)) => {
-                for pushes in &mut per_edge {
-                    pushes.push(edge_push(message, EdgeTargetKind::Room(room.room.clone())));
+            Some(Target::Room(mut room)) => {
+                for position in 0..per_edge.len() {
+                    let room = if position + 1 == per_edge.len() {
+                        std::mem::take(&mut room.room)
+                    } else {
+                        room.room.clone()
+                    };
+                    fanout.add(&mut per_edge, message, position, EdgeTargetKind::Room(room));
                 }
             }
             Some(Target::Broadcast(broadcast)) => {
-                for pushes in &mut per_edge {
-                    pushes.push(edge_push(message, EdgeTargetKind::Broadcast(*broadcast)));
+                for position in 0..per_edge.len() {
+                    let target = EdgeTargetKind::Broadcast(broadcast);
+                    fanout.add(&mut per_edge, message, position, target);
                 }
             }
             None => routing.without_target += 1,
         }
+        fanout.finish(&mut per_edge, message);
     }
     routing.requests = edges
         .iter()
@@ -118,17 +141,60 @@ pub(crate) fn route(batch: &[IncomingPush], edges: &[EdgeTarget]) -> Routing {
     routing
 }
 
+/// The edge pushes of one record, handed out one step late: when the next one comes (or the
+/// record ends), the one held is queued, so only the last takes the record's id and receipt target
+/// and the others copy them.
+#[derive(Default)]
+struct Fanout {
+    /// The edge (its index) and target of the edge push not queued yet.
+    held: Option<(usize, EdgeTargetKind)>,
+}
+
+impl Fanout {
+    /// Adds an edge push of `message` for the edge at `position`.
+    fn add(
+        &mut self,
+        per_edge: &mut [Vec<EdgePush>],
+        message: &PushMessage,
+        position: usize,
+        target: EdgeTargetKind,
+    ) {
+        if let Some((earlier, target)) = self.held.replace((position, target)) {
+            per_edge[earlier].push(edge_push(
+                message.message_id.clone(),
+                message.receipt_target.clone(),
+                message,
+                target,
+            ));
+        }
+    }
+
+    /// Queues the last edge push of `message`, which takes its id and receipt target.
+    fn finish(self, per_edge: &mut [Vec<EdgePush>], message: &mut PushMessage) {
+        if let Some((position, target)) = self.held {
+            let message_id = std::mem::take(&mut message.message_id);
+            let receipt_target = std::mem::take(&mut message.receipt_target);
+            per_edge[position].push(edge_push(message_id, receipt_target, message, target));
+        }
+    }
+}
+
 /// The edge's view of one push; it keeps the record index, so (message_id, record) still names
 /// one delivery at the edge, and the durable position and receipt target, so rim-aware
 /// connections get the push with its place in its stream.
-fn edge_push(message: &PushMessage, target: EdgeTargetKind) -> EdgePush {
+fn edge_push(
+    message_id: String,
+    receipt_target: String,
+    message: &PushMessage,
+    target: EdgeTargetKind,
+) -> EdgePush {
     EdgePush {
-        message_id: message.message_id.clone(),
+        message_id,
         record: message.record,
         operation: message.operation,
         body: message.body.clone(),
         position: message.position,
-        receipt_target: message.receipt_target.clone(),
+        receipt_target,
         target: Some(target),
     }
 }
@@ -215,7 +281,7 @@ mod tests {
         };
         stored.message.position = Some(position);
         stored.message.receipt_target = "mid:7".into();
-        let routing = route(&[stored], &edges);
+        let routing = route(&mut [stored], &edges);
         let pushes: Vec<&EdgePush> = routing
             .requests
             .iter()
@@ -231,7 +297,7 @@ mod tests {
     #[test]
     fn keys_go_to_their_nodes_and_rooms_to_every_edge_in_batch_order() {
         let edges = [edge("n1"), edge("n2"), edge("idle")];
-        let batch = [
+        let mut batch = [
             incoming(0, "m0", keys(&[("a", "n1"), ("b", "n2"), ("c", "n1")])),
             incoming(
                 1,
@@ -243,7 +309,7 @@ mod tests {
             incoming(2, "m2", keys(&[("d", "n2")])),
             incoming(3, "m3", Target::Broadcast(BroadcastTarget { speed: 7 })),
         ];
-        let routing = route(&batch, &edges);
+        let routing = route(&mut batch, &edges);
         let room = Some(EdgeTargetKind::Room("live://1".into()));
         let broadcast = Some(EdgeTargetKind::Broadcast(BroadcastTarget { speed: 7 }));
         assert_eq!(
@@ -279,14 +345,14 @@ mod tests {
     #[test]
     fn keys_on_unknown_nodes_are_counted_not_sent() {
         let edges = [edge("n1")];
-        let batch = [incoming(
+        let mut batch = [incoming(
             0,
             "m0",
             keys(&[("a", "gone"), ("b", "n1"), ("c", "gone")]),
         )];
         assert_eq!(unknown_edges(&batch, &edges).len(), 1);
         assert!(unknown_edges(&batch[..0], &edges).is_empty());
-        let routing = route(&batch, &edges);
+        let routing = route(&mut batch, &edges);
         assert_eq!(
             summary(&routing),
             vec![("n1".into(), vec![("m0".into(), only_keys(&["b"]))])]
@@ -304,7 +370,7 @@ mod tests {
                 connection_id: 9,
             })
         };
-        let batch = [
+        let mut batch = [
             incoming(3, "m0", keys(&[("a", "n1")])),
             incoming(4, "m0", keys(&[("b", "n2")])),
             incoming(5, "s", superseded("n2")),
@@ -312,7 +378,7 @@ mod tests {
         ];
         assert!(!unknown_edges(&batch[3..], &edges).is_empty());
         assert!(unknown_edges(&batch[..3], &edges).is_empty());
-        let routing = route(&batch, &edges);
+        let routing = route(&mut batch, &edges);
         let records: Vec<(String, Vec<(String, u32)>)> = routing
             .requests
             .iter()
@@ -344,13 +410,13 @@ mod tests {
 
     #[test]
     fn a_region_without_edges_gets_no_requests() {
-        let batch = [incoming(
+        let mut batch = [incoming(
             0,
             "m0",
             Target::Room(RoomTarget {
                 room: "live://1".into(),
             }),
         )];
-        assert_eq!(route(&batch, &[]), Routing::default());
+        assert_eq!(route(&mut batch, &[]), Routing::default());
     }
 }

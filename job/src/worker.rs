@@ -169,13 +169,13 @@ impl<C: BusConsumer> Worker<C> {
     async fn dispatch(
         &mut self,
         state: &mut LoopState,
-        batch: Vec<IncomingPush>,
+        mut batch: Vec<IncomingPush>,
     ) -> Result<(), (Vec<IncomingPush>, DirectoryError)> {
         let edges = match self.edges_for(&batch).await {
             Ok(edges) => edges,
             Err(err) => return Err((batch, err)),
         };
-        let routing = route(&batch, &edges);
+        let routing = route(&mut batch, &edges);
         for (reason, count) in [
             ("edge_gone", routing.to_gone_edges),
             ("no_target", routing.without_target),

@@ -6,8 +6,9 @@
 //! settings, and the clock runs until the edges have taken every push. The edges are minimal
 //! in-process HTTP servers that decode each `/internal/push` request and answer it, so the figure
 //! is the worker's (reading, routing, per-edge pipelines, commits), not an edge's fan-out. The
-//! broker, the worker and the edges share the machine's cores; the process CPU shown covers the
-//! worker and the edges (not the broker).
+//! broker, the worker and the edges share the machine's cores. The edges run on their own
+//! runtime (threads named `bench-edge`), so the CPU shown is split: the worker's (every other
+//! thread of the process: its runtime and librdkafka's) and the edges' (not the broker's).
 //!
 //! Run in release: `cargo run --release -p rim-bench --bin job-bench -- --help`.
 
@@ -97,12 +98,29 @@ async fn start_edges(count: usize, taken: &Arc<AtomicU64>) -> anyhow::Result<Arc
     Ok(edges.into())
 }
 
-/// CPU time this process used so far (user + system), from `/proc/self/stat`; `None` off Linux.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+/// The name of the edges' runtime threads.
+const EDGE_THREADS: &str = "bench-edge";
+
+/// User + system CPU seconds in a `stat` file of `/proc` (a process's or a thread's).
+fn stat_cpu_seconds(path: &std::path::Path) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// CPU seconds used so far by the whole process and by the edges' threads; `None` off Linux.
+fn cpu_seconds() -> Option<(f64, f64)> {
+    let process = stat_cpu_seconds("/proc/self/stat".as_ref())?;
+    let mut edges = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let task = task.ok()?.path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if name.trim_end() == EDGE_THREADS {
+            edges += stat_cpu_seconds(&task.join("stat")).unwrap_or_default();
+        }
+    }
+    Some((process, edges))
 }
 
 /// Publishes the key pushes, in calls of 1,000 records.
@@ -151,7 +169,17 @@ async fn main() -> anyhow::Result<()> {
         ..KafkaSettings::new(broker.bootstrap())
     };
     let taken = Arc::new(AtomicU64::new(0));
-    let edges = start_edges(args.edges, &taken).await?;
+    let edge_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(EDGE_THREADS)
+        .enable_all()
+        .build()?;
+    let edges = edge_runtime
+        .spawn({
+            let (count, taken) = (args.edges, taken.clone());
+            async move { start_edges(count, &taken).await }
+        })
+        .await??;
 
     let producer = KafkaProducer::new(&settings)?;
     let started = Instant::now();
@@ -197,9 +225,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let elapsed = started.elapsed();
-    let cores = cpu_before
-        .zip(cpu_seconds())
-        .map(|(before, after)| (after - before) / elapsed.as_secs_f64());
+    let cpu = cpu_before.zip(cpu_seconds()).map(|(before, after)| {
+        let edges = after.1 - before.1;
+        (after.0 - before.0 - edges, edges)
+    });
     // From the first delivery on: the group join before it is no part of the throughput.
     let first = first_at.unwrap_or_default();
     let delivering = elapsed.saturating_sub(first).as_secs_f64().max(1e-6);
@@ -207,11 +236,14 @@ async fn main() -> anyhow::Result<()> {
         "one worker: {expected} pushes to the edges in {elapsed:.2?} ({:.2?} to join and take the first) = {:.0} pushes/s while delivering{}",
         first,
         expected as f64 / delivering,
-        cores.map_or(String::new(), |cores| format!(
-            "; worker+edges process CPU {cores:.2} cores"
+        cpu.map_or(String::new(), |(worker, edges)| format!(
+            "; worker CPU {worker:.2} s ({:.2} cores, {:.0} pushes per worker CPU-second), edges CPU {edges:.2} s",
+            worker / elapsed.as_secs_f64(),
+            expected as f64 / worker.max(1e-6)
         ))
     );
     let _ = stop.send(());
     worker.await??;
+    edge_runtime.shutdown_background();
     Ok(())
 }

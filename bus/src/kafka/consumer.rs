@@ -358,11 +358,16 @@ const LOW_LATENCY: &[(&str, &str)] = &[
 /// queues, and a bound on the read's work should errors keep coming.
 const ERRORS_PER_READ: usize = 1024;
 
-/// Decodes a record into its pushes (one, or a group's), or says why it is corrupt.
+/// The most pushes [`KafkaConsumer::next_batch`] makes room for up front, whatever it is asked for.
+const MAX_BATCH_CAPACITY: usize = 4096;
+
+/// Decodes a record into its pushes (one, or a group's) appended to `batch`, and says how many
+/// (appending nothing if the record is corrupt, then it says why).
 fn decode(
     message: &BorrowedMessage<'_>,
     position: LogPosition,
-) -> Result<Vec<IncomingPush>, BusError> {
+    batch: &mut Vec<IncomingPush>,
+) -> Result<usize, BusError> {
     let corrupt = |reason: String| BusError::Corrupt {
         partition: position.partition,
         offset: position.offset,
@@ -376,7 +381,11 @@ fn decode(
     });
     if grouped {
         // One copy of the record; the members' bodies share it.
-        return group::expand(bytes::Bytes::copy_from_slice(payload), position).map_err(corrupt);
+        let pushes =
+            group::expand(bytes::Bytes::copy_from_slice(payload), position).map_err(corrupt)?;
+        let count = pushes.len();
+        batch.extend(pushes);
+        return Ok(count);
     }
     let key = message
         .key()
@@ -388,11 +397,12 @@ fn decode(
     if push.message_id.is_empty() || push.target.is_none() {
         return Err(corrupt("push without message id or target".into()));
     }
-    Ok(vec![IncomingPush {
+    batch.push(IncomingPush {
         partition_key: key.to_owned(),
         position,
         message: push,
-    }])
+    });
+    Ok(1)
 }
 
 #[async_trait]
@@ -405,7 +415,8 @@ impl BusConsumer for KafkaConsumer {
         if self.recovering {
             self.recover().await?;
         }
-        let mut batch = Vec::new();
+        // Sized once for a full batch (a group's records may add more).
+        let mut batch = Vec::with_capacity(max.clamp(1, MAX_BATCH_CAPACITY));
         // librdkafka queues an error for every failed connection attempt of each of its broker
         // connections, and the records fetched later wait behind them. A worker does not read
         // while it pauses after a failed read, so after an outage many stale errors are queued:
@@ -439,11 +450,8 @@ impl BusConsumer for KafkaConsumer {
                 partition: message.partition(),
                 offset: message.offset(),
             };
-            match decode(&message, position) {
-                Ok(pushes) => {
-                    self.pending.lock().delivered(position, pushes.len());
-                    batch.extend(pushes);
-                }
+            match decode(&message, position, &mut batch) {
+                Ok(pushes) => self.pending.lock().delivered(position, pushes),
                 Err(err) => {
                     tracing::warn!(topic = %self.topic, %err, "skipping undecodable record");
                     metrics::counter!("rim_bus_corrupt_total").increment(1);
