@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use rim_bench::report::Report;
 use rim_bench::scenarios;
 
+/// The allocator `rim` itself runs with (see the `rim` binary's `src/main.rs`), so that what this
+/// benchmark measures is what a deployment runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A goim-protocol load generator and rim's benchmark scenarios.
 #[derive(Parser, Debug)]
 #[command(name = "rim-bench", version)]

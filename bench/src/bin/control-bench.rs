@@ -53,6 +53,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+/// The allocator `rim` itself runs with (see the `rim` binary's `src/main.rs`), so that what this
+/// benchmark measures is what a deployment runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Cluster secret of the benchmark instance.
 const SECRET: &str = "bench-secret";
 /// Admin key the load generator pushes with.

@@ -14,6 +14,11 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use rim_edge::{Edge, EdgeConfig, EdgeHooks};
 use tokio::io::AsyncReadExt;
 
+/// The allocator `rim` itself runs with (see the `rim` binary's `src/main.rs`), so that what this
+/// benchmark measures is what a deployment runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The edge options, exactly as the `rim edge` command takes them.
 #[derive(Parser, Debug)]
 struct Args {

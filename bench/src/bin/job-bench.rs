@@ -28,6 +28,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The allocator `rim` itself runs with (see the `rim` binary's `src/main.rs`), so that what this
+/// benchmark measures is what a deployment runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Command-line options.
 #[derive(Parser, Debug)]
 struct Args {
