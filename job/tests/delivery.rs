@@ -472,15 +472,21 @@ async fn an_edge_gets_its_pushes_in_order_across_batches_and_failures() {
     assert!(cluster.uncommitted().await.is_empty());
 }
 
-#[tokio::test]
-async fn pushes_queued_behind_a_slow_edge_leave_together_and_in_order() {
+/// A worker whose one edge takes 200 ms per request, every push a batch (so a part of the edge's
+/// lane) of its own: pushes queue behind the requests in flight.
+async fn behind_a_slow_edge() -> (Cluster, FakeEdge, RunningWorker) {
     let mut cluster = Cluster::new();
-    // Every push is a batch of its own, so each is a part of its own in the edge's lane.
     cluster.config.job_batch_size = 1;
     let edge = FakeEdge::start().await;
     edge.log.lock().unwrap().delay = Duration::from_millis(200);
     cluster.register("n1", REGION, &edge.url).await;
     let worker = cluster.start_worker();
+    (cluster, edge, worker)
+}
+
+#[tokio::test]
+async fn pushes_queued_behind_a_slow_edge_leave_together_and_in_order() {
+    let (cluster, edge, worker) = behind_a_slow_edge().await;
 
     // One room: its pushes may not overtake each other, so they go one delivery at a time.
     let ids: Vec<String> = (0..20).map(|n| format!("r{n}")).collect();
@@ -551,13 +557,7 @@ fn assert_each_rooms_order(edge: &FakeEdge, sent: &[(String, &str)]) {
 
 #[tokio::test]
 async fn room_pushes_queued_behind_busy_rooms_leave_room_by_room() {
-    let mut cluster = Cluster::new();
-    // Every push is a part of its own in the lane.
-    cluster.config.job_batch_size = 1;
-    let edge = FakeEdge::start().await;
-    edge.log.lock().unwrap().delay = Duration::from_millis(200);
-    cluster.register("n1", REGION, &edge.url).await;
-    let worker = cluster.start_worker();
+    let (cluster, edge, worker) = behind_a_slow_edge().await;
 
     // The first push of each room goes at once; the rest queue behind them. When room 1's
     // request returns, rooms 2 and 3 are still in flight: the delivery that starts takes every
