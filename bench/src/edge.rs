@@ -4,13 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use prost::Message;
 use rim_proto::schema::{EdgePushRequest, EdgePushResponse};
-use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::child::spawn_announced;
 use tokio::process::{Child, ChildStdin, Command};
 
 /// A running `edge-under-test`.
@@ -67,7 +67,8 @@ impl EdgeProcess {
     /// address line.
     pub async fn start(binary: &Path, extra: &[String]) -> anyhow::Result<Self> {
         let secret = format!("bench-{}", std::process::id());
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args([
                 "--edge-tcp-listen=127.0.0.1:0",
                 "--edge-ws-listen=127.0.0.1:0",
@@ -78,33 +79,16 @@ impl EdgeProcess {
                 "--edge-handshake-timeout-ms=60000",
             ])
             .args(extra)
-            .env("RIM_BENCH_SECRET", &secret)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stdout = child.stdout.take().context("no child stdout")?;
-        let mut line = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            BufReader::new(stdout).read_line(&mut line),
-        )
-        .await
-        .context("edge-under-test did not print its addresses")??;
-        let addr = |name: &str| -> anyhow::Result<SocketAddr> {
-            line.split_whitespace()
-                .find_map(|part| part.strip_prefix(name)?.strip_prefix('='))
-                .with_context(|| format!("no {name}= in {line:?}"))?
-                .parse()
-                .with_context(|| format!("bad {name} address"))
-        };
+            .env("RIM_BENCH_SECRET", &secret);
+        let what = binary.display().to_string();
+        let (mut child, announced) =
+            spawn_announced(&mut command, &what, Duration::from_secs(30)).await?;
         Ok(Self {
             pid: child.id().context("edge exited")?,
             stdin: child.stdin.take(),
-            tcp: addr("tcp")?,
-            ws: addr("ws")?,
-            internal: addr("internal")?,
+            tcp: announced.addr("tcp")?,
+            ws: announced.addr("ws")?,
+            internal: announced.addr("internal")?,
             child,
             http: reqwest::Client::new(),
             secret,

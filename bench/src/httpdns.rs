@@ -27,7 +27,6 @@
 //!    the default, `sleep`, is the tokio client that sleeps like real clients' machines do.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -37,9 +36,10 @@ use rim_balancer::{
     BalancerConfig, Client, GeoPoint, NodeCandidate, NodeState, Platform, Ports, Rankings,
 };
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::child::spawn_announced;
 use crate::procfs::{self, Cpu, Watched};
 
 /// `httpdns`: the options.
@@ -311,31 +311,16 @@ fn in_process(args: &HttpdnsArgs) -> anyhow::Result<Vec<InProcess>> {
 
 async fn over_http(args: &HttpdnsArgs) -> anyhow::Result<OverHttp> {
     let binary = std::env::current_exe()?;
-    let mut server = tokio::process::Command::new(binary)
-        .args([
-            "httpdns-server".to_owned(),
-            format!("--nodes={}", args.nodes),
-            format!("--regions={}", args.regions),
-            format!("--threads={}", args.server_threads),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting httpdns-server")?;
-    let stdout = server.stdout.take().context("no server stdout")?;
-    let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        BufReader::new(stdout).read_line(&mut line),
-    )
-    .await
-    .context("httpdns-server did not print its address")??;
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("addr=")
-        .context("no addr= line")?
-        .parse()?;
+    let mut command = tokio::process::Command::new(binary);
+    command.args([
+        "httpdns-server".to_owned(),
+        format!("--nodes={}", args.nodes),
+        format!("--regions={}", args.regions),
+        format!("--threads={}", args.server_threads),
+    ]);
+    let (mut server, announced) =
+        spawn_announced(&mut command, "httpdns-server", Duration::from_secs(30)).await?;
+    let addr = announced.addr("addr")?;
     let pid = server.id().context("server exited")?;
     let watched = Watched::new(vec![("server".into(), pid)]);
     let me = Watched::new(vec![("load".into(), std::process::id())]);

@@ -9,6 +9,7 @@
 //! - [`worker`]: a process holding up to ~9,000 of them (20,000 open files per process here);
 //! - [`swarm`]: the coordinator's view of all workers: summed counters, marks, merged histograms;
 //! - [`edge`], [`cluster`]: the servers a scenario starts (one edge alone, or a whole deployment);
+//!   [`child`]: starting one in a process of its own and reading where it listens;
 //! - [`push`]: how a scenario pushes (into an edge, or through a goim-compatible REST API);
 //! - [`procfs`]: server CPU (user, system) and memory from `/proc`;
 //! - [`scenarios`], [`httpdns`]: the commands; [`report`]: what they print and write as JSON.
@@ -17,6 +18,7 @@
 //! counts (deliveries against pushes, per connection where that is uniform, send times present)
 //! and says so in its report.
 
+pub mod child;
 pub mod client;
 pub mod cluster;
 pub mod edge;

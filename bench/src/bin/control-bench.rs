@@ -34,6 +34,7 @@ use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use prost::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rim_bench::child::spawn_announced;
 use rim_bench::httpdns::Responses;
 use rim_bench::procfs::{self, Cpu, Watched};
 use rim_bus::kafka::KafkaOptions;
@@ -45,11 +46,10 @@ use rim_proto::schema::{NodeRegistration, SessionBatch, SessionEvent};
 use rim_store::Store;
 use rim_store::memory::MemoryStore;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
@@ -211,25 +211,13 @@ impl Instance {
                 command.arg(format!("--kafka-option={key}={value}"));
             }
         }
-        let mut server = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting control-bench --serve")?;
-        let stdout = server.stdout.take().context("no server stdout")?;
-        let mut line = String::new();
-        tokio::time::timeout(
+        let (server, announced) = spawn_announced(
+            &mut command,
+            "control-bench --serve",
             Duration::from_secs(60),
-            BufReader::new(stdout).read_line(&mut line),
         )
-        .await
-        .context("the control instance did not print its address")??;
-        let addr: SocketAddr = line
-            .trim()
-            .strip_prefix("addr=")
-            .with_context(|| format!("no addr= line from the control instance: {line:?}"))?
-            .parse()?;
+        .await?;
+        let addr = announced.addr("addr")?;
         let pid = server.id().context("the control instance exited")?;
         Ok(Self {
             server,
