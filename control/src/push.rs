@@ -1220,7 +1220,7 @@ impl<N: Ord + Clone> LookupPart<N> {
             Err(error) => {
                 for (_, answer) in self.lookups {
                     // A caller that went away does not need its answer.
-                    let _ = answer.send(Err(copy_error(&error)));
+                    let _ = answer.send(Err(error.clone()));
                 }
                 return;
             }
@@ -1252,15 +1252,6 @@ impl<N: Ord + Clone> LookupPart<N> {
         for ((_, answer), sessions) in self.lookups.into_iter().zip(parts) {
             let _ = answer.send(Ok(sessions));
         }
-    }
-}
-
-/// The same store error for another caller of a batched look-up.
-fn copy_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::UnknownNode(node) => StoreError::UnknownNode(node.clone()),
-        StoreError::Invalid(message) => StoreError::Invalid(message.clone()),
-        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
     }
 }
 

@@ -46,8 +46,7 @@ use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rim_bus::{BusProducer, OutgoingRecord};
-use rim_proto::limits::MAX_KEY_LEN;
-use rim_proto::limits::MAX_ROOM_LEN;
+use rim_proto::limits::{MAX_KEY_LEN, MAX_PLATFORM_LEN, MAX_ROOM_LEN};
 use rim_proto::schema::{UpstreamBatch, UpstreamRequest, UpstreamVerdict, UpstreamVerdicts};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -66,9 +65,6 @@ pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Longest error text passed from the backend to a client.
 const MAX_ERROR_LEN: usize = 256;
-
-/// Longest platform name (as the auth webhook's).
-const MAX_PLATFORM_LEN: usize = 64;
 
 /// The route of this module, to be bounded by `control_upstream_max_in_flight`.
 pub fn routes() -> Router<AppState> {

@@ -19,8 +19,7 @@
 
 use crate::error::ApiError;
 use crate::push::validate_room;
-use rim_proto::limits::MAX_KEY_LEN;
-use rim_proto::limits::{MAX_ROOM_LEN, MAX_WATCH_OPS};
+use rim_proto::limits::{MAX_KEY_LEN, MAX_PLATFORM_LEN, MAX_ROOM_LEN, MAX_WATCH_OPS};
 use rim_proto::schema::AuthResponse;
 use serde::Deserialize;
 use std::time::Duration;
@@ -30,9 +29,6 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Most rooms or room patterns one identity may be granted.
 const MAX_ROOM_GRANTS: usize = 64;
-
-/// Longest platform name.
-const MAX_PLATFORM_LEN: usize = 64;
 
 /// A configured business auth webhook.
 pub struct AuthWebhook {

@@ -1,7 +1,7 @@
 //! Why a store call failed, in terms the API layer can map to status codes.
 
 /// A store failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The node id was never registered (the edge API answers 404 and the edge re-registers).
     #[error("unknown node {0:?}")]
