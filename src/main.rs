@@ -26,6 +26,11 @@ use std::ffi::OsString;
 /// 74-78 -> 40-48 us (memory bus), job 1.15-1.2x pushes/s, the edge's user CPU per delivery
 /// 0.51-0.55 -> 0.45-0.46 us, idle edge memory 1,833 -> 1,750 B per connection (after 64 KiB pushes
 /// +500-580 B instead of +157 B: mimalloc keeps freed pages a little longer, within issue 8's 1 KB).
+/// mimalloc is built without transparent huge pages (the `no_thp` feature): by default it asks the
+/// kernel for 2 MiB pages on its segments, so every page it purged (after 10 ms unused) came back
+/// as a fresh huge page zeroed in a fault (38% of control's samples at 1,000 pushes/s), and the
+/// RSS of each role doubled (control 62 -> 33 MB, an edge of 2,000 connections 37 -> 25 MB; idle
+/// edge 1,756 -> 1,679 B per connection, +878 -> +233 B after 64 KiB pushes).
 /// The benchmarks that host rim's servers in their own processes declare the same allocator, so
 /// they measure what `rim` runs.
 #[global_allocator]
