@@ -44,8 +44,11 @@
 //! transaction: a writer task ([`DurableWriter`]) takes every durable push waiting at that moment
 //! (up to the inbox's batch bounds), appends them in one transaction (one statement for all users,
 //! one for all rooms, one for the receipts), publishes all their records in one bus call, and
-//! answers each push; up to [`MAX_BATCHES_IN_FLIGHT`] batches run at once (concurrent batches that
-//! share a user wait for each other on its head). The pushes of a batch succeed or fail together.
+//! answers each push; up to [`MAX_BATCHES_IN_FLIGHT`] batches run at once. Batches that shared a
+//! user's or room's head would run one after the other in PostgreSQL anyway, each holding a
+//! connection and a slot while it waits, so a push whose head a running batch holds waits in the
+//! writer (never delaying other users' and rooms' pushes behind it), and the next batch for that
+//! head takes every push queued for it meanwhile. The pushes of a batch succeed or fail together.
 //!
 //! The session look-ups of key and user pushes are batched while the store is busy
 //! ([`SessionLookups`]): a look-up that finds none running calls the store at once; the ones that
@@ -101,7 +104,7 @@ use rim_store::inbox::{
 };
 use rim_store::{NodeSnapshot, NodeState, Session, Store, StoreError, TargetKind};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -271,6 +274,8 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
     // What the push stores (empty for broadcasts) and, per record, which entry's position it
     // carries.
     let mut durable = Durable::new(id, &template);
+    // A room push's count of its room's connections, taken beside its delivery.
+    let mut room_count: Option<RoomCount<'_>> = None;
     let records = match request.target {
         PushTarget::Keys(keys) => {
             let keys = dedup(keys);
@@ -360,16 +365,11 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
             records
         }
         PushTarget::Room(room) => {
-            // Only informative: a store that does not answer must not stop a room push.
-            match timed_store(
-                "room_online",
-                state.store.room_online(std::slice::from_ref(&room)),
-            )
-            .await
-            {
-                Ok(online) => report.sessions = online.values().sum(),
-                Err(error) => report.count_unavailable = Some(error.to_string()),
-            }
+            // Only informative: counted while the push is stored and sent, not before it.
+            let counted = room.clone();
+            room_count = Some(Box::pin(async move {
+                timed_store("room_online", state.store.room_online(&[counted])).await
+            }));
             let nodes = state.directory.snapshot().await?;
             let target = Target::Room(RoomTarget { room: room.clone() });
             let slot = durable.room(room.clone());
@@ -414,26 +414,19 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    if durable.is_empty() {
-        if !records.is_empty() {
-            let records = records.into_iter().map(|(record, _)| record).collect();
-            publish_within(state.bus.as_ref(), records, publish_timeout(state)).await?;
+    let count = async {
+        match room_count {
+            Some(count) => Some(count.await),
+            None => None,
         }
-    } else {
-        let job = durable.into_job(records);
-        if let Err(failure) = state.writer.write(state, job.job).await {
-            match (failure.store_failed, job.room_fallback) {
-                // The room log did not answer and nothing went out: send the room push as
-                // before durable delivery, without a position.
-                (true, Some(records)) => {
-                    report.room_log_unavailable = Some(failure.error.to_string());
-                    if !records.is_empty() {
-                        publish_within(state.bus.as_ref(), records, publish_timeout(state)).await?;
-                    }
-                }
-                _ => return Err(failure.error),
-            }
-        }
+    };
+    let (delivered, counted) = tokio::join!(deliver(state, durable, records), count);
+    report.room_log_unavailable = delivered?;
+    match counted {
+        Some(Ok(online)) => report.sessions = online.values().sum(),
+        // A store that does not answer must not stop a room push.
+        Some(Err(error)) => report.count_unavailable = Some(error.to_string()),
+        None => {}
     }
     metrics::counter!("rim_control_pushes_total", "type" => kind).increment(1);
     tracing::debug!(
@@ -445,6 +438,40 @@ pub async fn push(state: &AppState, request: PushRequest) -> Result<PushReport, 
         "push accepted"
     );
     Ok(report)
+}
+
+/// A room's count of live connections in the store, for a room push's report.
+type RoomCount<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<HashMap<String, u64>, StoreError>> + Send + 'a>>;
+
+/// Sends a push's records: through the durable writer when it stores anything, else straight to
+/// the bus. For a room push whose room log did not answer (nothing went out), the records are
+/// sent without a position, as before durable delivery, and the answer is why.
+async fn deliver(
+    state: &AppState,
+    durable: Durable<'_>,
+    records: SlottedRecords,
+) -> Result<Option<String>, ApiError> {
+    if durable.is_empty() {
+        if !records.is_empty() {
+            let records = records.into_iter().map(|(record, _)| record).collect();
+            publish_within(state.bus.as_ref(), records, publish_timeout(state)).await?;
+        }
+        return Ok(None);
+    }
+    let job = durable.into_job(records);
+    let Err(failure) = state.writer.write(state, job.job).await else {
+        return Ok(None);
+    };
+    match (failure.store_failed, job.room_fallback) {
+        (true, Some(records)) => {
+            if !records.is_empty() {
+                publish_within(state.bus.as_ref(), records, publish_timeout(state)).await?;
+            }
+            Ok(Some(failure.error.to_string()))
+        }
+        _ => Err(failure.error),
+    }
 }
 
 /// Which entry of a push's durable batch a record's position comes from.
@@ -773,46 +800,108 @@ async fn carried_or_next<T>(carried: &mut Option<T>, queue: &mut mpsc::Receiver<
     }
 }
 
-/// The writer task: takes every job waiting once a batch may start (never waiting for more to
-/// come) and runs the batch; a job too large to join goes first into the next batch. During an
-/// outage whose probe is running, jobs are answered at once instead.
+/// A stream head a durable job's append locks until its batch commits: a user's inbox head (user
+/// and key pushes) or a room's. Two batches that share one would run one after the other in
+/// PostgreSQL, the second holding its connection while it waits; so the writer never runs them
+/// together, and the second takes everything queued for that head meanwhile instead.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Head {
+    User(i64),
+    Room(String),
+}
+
+impl Job {
+    /// The heads this job's append locks.
+    fn heads(&self) -> impl Iterator<Item = Head> + '_ {
+        let users = self.batch.users.iter().map(|entry| Head::User(entry.mid));
+        let rooms = (self.batch.rooms.iter()).map(|entry| Head::Room(entry.room.clone()));
+        users.chain(rooms)
+    }
+}
+
+/// The writer task: whenever fewer than [`MAX_BATCHES_IN_FLIGHT`] batches run, starts one with
+/// every waiting job that shares no head with a running batch (never waiting for more to come);
+/// see [`take_batch`]. During an outage whose probe is running, jobs are answered at once instead.
+/// Once the queue's senders are gone, it runs what is waiting and stops.
 async fn run_writer(writer: Arc<Writer>, mut queue: mpsc::Receiver<Queued>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
-    let mut carried: Option<Queued> = None;
+    // Each finished batch hands back the heads it held.
+    let (finished_sender, mut finished) = mpsc::unbounded_channel::<Vec<Head>>();
+    let mut running = 0;
+    let mut busy: HashSet<Head> = HashSet::new();
+    let mut waiting: VecDeque<Queued> = VecDeque::new();
+    let mut open = true;
     loop {
-        let Some(first) = carried_or_next(&mut carried, &mut queue).await else {
-            return;
-        };
-        let Some(first) = refuse(&writer, first) else {
-            continue;
-        };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        // Asked again: an outage may have begun while the batches in flight ran.
-        let Some(first) = refuse(&writer, first) else {
-            continue;
-        };
-        // Taken after the permit: what arrived while batches were in flight joins this one.
-        let mut size = BatchSize::default();
-        size.add(&first.job);
-        let mut jobs = vec![first];
-        while let Ok(next) = queue.try_recv() {
-            if !size.fits(&next.job) {
-                carried = Some(next);
+        while running < MAX_BATCHES_IN_FLIGHT {
+            let jobs = take_batch(&writer, &mut waiting, &busy);
+            if jobs.is_empty() {
                 break;
             }
-            size.add(&next.job);
-            jobs.push(next);
+            let heads: Vec<Head> = jobs.iter().flat_map(|queued| queued.job.heads()).collect();
+            busy.extend(heads.iter().cloned());
+            running += 1;
+            let probe = writer.health.lock().begin();
+            let (writer, finished) = (writer.clone(), finished_sender.clone());
+            tokio::spawn(async move {
+                let outcome = run_batch(&writer, jobs).await;
+                writer.health.lock().end(probe, outcome);
+                // The writer is gone only once it has nothing left to start.
+                let _ = finished.send(heads);
+            });
         }
-        let probe = writer.health.lock().begin();
-        let writer = writer.clone();
-        tokio::spawn(async move {
-            let outcome = run_batch(&writer, jobs).await;
-            writer.health.lock().end(probe, outcome);
-            drop(permit);
-        });
+        if !open && waiting.is_empty() {
+            return;
+        }
+        tokio::select! {
+            Some(heads) = finished.recv() => {
+                running -= 1;
+                for head in &heads {
+                    busy.remove(head);
+                }
+            }
+            next = queue.recv(), if open && waiting.len() < WRITER_QUEUE => match next {
+                Some(queued) => waiting.extend(refuse(&writer, queued)),
+                None => open = false,
+            },
+        }
+        // What else arrived meanwhile waits too, so the next batch takes it.
+        while waiting.len() < WRITER_QUEUE {
+            let Ok(queued) = queue.try_recv() else {
+                break;
+            };
+            waiting.extend(refuse(&writer, queued));
+        }
     }
+}
+
+/// The next batch, taken out of `waiting`: in order, every job that shares no head with a running
+/// batch (`busy`) nor with a job left waiting before it (so each user's and room's pushes are
+/// numbered in the order they came), within the inbox's batch bounds (the first job always fits).
+/// Jobs are answered at once instead while the writer refuses them (see [`Health::refusal`]).
+fn take_batch(
+    writer: &Writer,
+    waiting: &mut VecDeque<Queued>,
+    busy: &HashSet<Head>,
+) -> Vec<Queued> {
+    let mut size = BatchSize::default();
+    let mut taken = Vec::new();
+    let mut blocked: HashSet<Head> = HashSet::new();
+    let mut left = VecDeque::new();
+    while let Some(queued) = waiting.pop_front() {
+        let Some(queued) = refuse(writer, queued) else {
+            continue;
+        };
+        let free =
+            (queued.job.heads()).all(|head| !busy.contains(&head) && !blocked.contains(&head));
+        if free && (taken.is_empty() || size.fits(&queued.job)) {
+            size.add(&queued.job);
+            taken.push(queued);
+        } else {
+            blocked.extend(queued.job.heads());
+            left.push_back(queued);
+        }
+    }
+    *waiting = left;
+    taken
 }
 
 /// Answers `queued` at once if the writer is refusing pushes (see [`Health::refusal`]); hands
