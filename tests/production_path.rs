@@ -38,7 +38,11 @@ impl Clients {
         ];
         let mut all = Vec::new();
         for (mid, key, edge) in layout {
-            let room = if mid % 2 == 0 { "live://even" } else { "" };
+            let room = if mid % 2 == 0 {
+                "live://even"
+            } else {
+                "live://odd"
+            };
             let recorder = cluster
                 .client(mid, key, room, &[cluster.tcp_of(edge)])
                 .await;
@@ -176,6 +180,41 @@ async fn every_target_of_every_push_is_reached_once_in_order() {
         assert_eq!(targeted(&answer), 8, "{answer}");
     }
     clients.check(&cluster, "all", |_, _| true).await;
+}
+
+/// Pushes to two rooms, to users and to keys sent at the same time, each stream one push after
+/// another: the durable writer, the job's lanes and the edges carry them side by side (several
+/// rooms in one batch, one request, one write), and every client still gets each of its streams
+/// once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_to_rooms_users_and_keys_each_arrive_once_in_order() {
+    let cluster = Cluster::two_regions().await;
+    let clients = Clients::connect(&cluster).await;
+    let streams = [
+        ("/v1/push/room", "even", json!({"room": "live://even"})),
+        ("/v1/push/room", "odd", json!({"room": "live://odd"})),
+        ("/v1/push/users", "users", json!({"mids": [2, 3, 5]})),
+        ("/v1/push/keys", "keys", json!({"keys": ["k4", "k6"]})),
+    ];
+    let cluster = &cluster;
+    let sent = streams.iter().map(|(path, tag, target)| async move {
+        for n in 0..PUSHES {
+            let mut body = target.clone();
+            body["operation"] = json!(OPERATION);
+            body["body_text"] = json!(format!("{tag}:{n}"));
+            let (status, answer) = cluster.v1(path, body).await;
+            assert_eq!(status, 202, "{tag}:{n}: {answer}");
+        }
+    });
+    futures_util::future::join_all(sent).await;
+    clients.check(cluster, "even", |mid, _| mid % 2 == 0).await;
+    clients.check(cluster, "odd", |mid, _| mid % 2 == 1).await;
+    clients
+        .check(cluster, "users", |mid, _| [2, 3, 5].contains(&mid))
+        .await;
+    clients
+        .check(cluster, "keys", |_, key| ["k4", "k6"].contains(&key))
+        .await;
 }
 
 /// A push sent the moment a client has its auth reply reaches it: the edge reports the session
