@@ -15,7 +15,7 @@
 //! With `control_tls_cert` and `control_tls_key` the listener speaks HTTPS only (HTTP/1.1 and h2,
 //! chosen by ALPN), so enrollment, the edge API and the business API run over TLS; nodes trust a
 //! private CA with `edge_control_ca_file` / `job_control_ca_file`. The certificate machinery is
-//! the edge's too, in rim-tls ([`rim_tls::acceptor`]: the pair is reloaded when its files change
+//! the edge's too, in rim-tls ([`rim_tls::acceptor()`]: the pair is reloaded when its files change
 //! or on SIGHUP, session tickets), and so is the listener ([`rim_tls::TlsListener`]: handshakes
 //! run concurrently, each bounded in time, so a silent peer holds up nobody). Without them (the
 //! default, and `rim dev` on loopback) it is plain HTTP.

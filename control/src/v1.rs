@@ -5,7 +5,7 @@
 //! UTF-8 text (`body_text`) or as base64 bytes (`body_base64`, standard alphabet, padded), exactly
 //! one of the two. The decoded payload is limited to `control_push_body_limit` bytes (413), the
 //! JSON request to [`MAX_JSON_BODY`]. A push is answered `202 Accepted` once the bus holds it, with
-//! the [`PushReport`](crate::push::PushReport). Reads need the read scope, pushes the push scope;
+//! the [`crate::push::PushReport`]. Reads need the read scope, pushes the push scope;
 //! the HTTPDNS answer (`/v1/dns`) is public, as clients call it before they have any credentials.
 
 use crate::dns;
