@@ -17,8 +17,6 @@ use rim_bus::memory::MemoryBus;
 use rim_bus::{BusConsumer, BusError, BusHealth, BusProducer, OutgoingPush};
 use rim_proto::durable::Position;
 use rim_store::inbox::{Inbox, ReadOutcome};
-use rim_store::postgres::PostgresStore;
-use rim_testkit::postgres::TestPostgres;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,12 +98,7 @@ async fn stored(inbox: &dyn Inbox) -> (Vec<u64>, Position) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_that_stops_answering_gets_every_push_a_503_in_time_and_recovers_at_once() {
-    let url = TestPostgres::shared().fresh_database();
-    let store = Arc::new(
-        PostgresStore::connect(&url, rim_store::StoreSettings::default())
-            .await
-            .unwrap(),
-    );
+    let store = fresh_postgres().await;
     let memory = MemoryBus::new(10_000);
     let bus = SwitchedBus {
         bus: memory.clone(),

@@ -15,8 +15,6 @@ use rim_bus::memory::MemoryBus;
 use rim_bus::{BusConsumer, BusError, BusHealth, BusProducer, OutgoingPush};
 use rim_proto::schema::PushMessage;
 use rim_proto::schema::push_message::Target;
-use rim_store::postgres::PostgresStore;
-use rim_testkit::postgres::TestPostgres;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,12 +65,7 @@ async fn room_push(h: &Harness, room: &str, text: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_to_a_room_whose_batch_runs_leave_together_after_it_and_other_rooms_do_not_wait() {
-    let url = TestPostgres::shared().fresh_database();
-    let store = Arc::new(
-        PostgresStore::connect(&url, rim_store::StoreSettings::default())
-            .await
-            .unwrap(),
-    );
+    let store = fresh_postgres().await;
     let memory = MemoryBus::new(10_000);
     let bus = GatedBus {
         bus: memory.clone(),

@@ -29,6 +29,16 @@ pub struct Harness {
     pub store: Arc<dyn Store>,
 }
 
+/// A PostgreSQL store on a fresh database of the shared test cluster (rim-testkit).
+pub async fn fresh_postgres() -> Arc<rim_store::postgres::PostgresStore> {
+    let url = rim_testkit::postgres::TestPostgres::shared().fresh_database();
+    Arc::new(
+        rim_store::postgres::PostgresStore::connect(&url, rim_store::StoreSettings::default())
+            .await
+            .unwrap(),
+    )
+}
+
 /// The configuration tests start from: free port, bootstrap admin key.
 pub fn config() -> ControlConfig {
     ControlConfig {
