@@ -41,6 +41,7 @@ async fn setup_with(config: ControlConfig, database: &str) -> Setup {
         PoolSettings {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(1),
+            ..PoolSettings::default()
         },
     )
     .await

@@ -19,6 +19,7 @@ async fn postgres_restart_gives_503_then_recovers() {
     let pool = PoolSettings {
         max_connections: 4,
         acquire_timeout: Duration::from_secs(1),
+        ..PoolSettings::default()
     };
     let store = PostgresStore::connect_with(
         &cluster.fresh_database(),

@@ -117,6 +117,7 @@ async fn the_last_good_snapshot_is_served_while_postgres_is_down() {
     let pool = PoolSettings {
         max_connections: 2,
         acquire_timeout: Duration::from_millis(500),
+        ..PoolSettings::default()
     };
     let url = pg.fresh_database();
     let store = Arc::new(

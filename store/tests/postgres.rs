@@ -6,6 +6,7 @@ mod suite;
 use rim_store::postgres::{PoolSettings, PostgresStore};
 use rim_store::{NodeState, Store, StoreError};
 use rim_testkit::postgres::TestPostgres;
+use sqlx::Connection;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,66 @@ async fn database_restart_fails_fast_then_recovers() {
     );
 }
 
+/// A statement stuck behind a lock that is not released (an operator's open transaction, a table
+/// rewrite) fails as unavailable at the statement timeout, giving back its caller and its pooled
+/// connection, and the store answers again once the lock is gone. A migration is not bounded by it.
+#[tokio::test]
+async fn a_statement_stuck_behind_a_lock_fails_at_the_statement_timeout() {
+    let url = TestPostgres::shared().fresh_database();
+    let timeout = Duration::from_millis(300);
+    let pool = PoolSettings {
+        max_connections: 2,
+        statement_timeout: timeout,
+        ..PoolSettings::default()
+    };
+    let store = PostgresStore::connect_with(&url, suite::settings(), pool)
+        .await
+        .unwrap();
+    store
+        .register_node(&suite::registration("n1"), suite::T0)
+        .await
+        .unwrap();
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE nodes IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // More calls than the pool has connections: each one's connection comes back when it fails.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let result = tokio::time::timeout(FAIL_FAST, store.nodes())
+            .await
+            .expect("a call behind the lock hung past the statement timeout");
+        match result {
+            Err(StoreError::Unavailable(message)) => assert!(
+                message.contains("statement timeout"),
+                "the reason names the timeout: {message}"
+            ),
+            other => panic!("nodes behind the lock: {other:?}"),
+        }
+        assert!(
+            started.elapsed() >= timeout,
+            "failed after {:?}, before the timeout",
+            started.elapsed()
+        );
+    }
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(store.nodes().await.unwrap().len(), 1);
+    // Migrations run without the bound: a new database is migrated under a timeout far below
+    // what its migrations take.
+    let tiny = PoolSettings {
+        statement_timeout: Duration::from_millis(1),
+        ..PoolSettings::default()
+    };
+    let fresh = TestPostgres::shared().fresh_database();
+    PostgresStore::connect_with(&fresh, suite::settings(), tiny)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn malformed_url_is_invalid_and_unreachable_database_unavailable() {
     let result = PostgresStore::connect("not a url", suite::settings()).await;
@@ -95,6 +156,7 @@ async fn malformed_url_is_invalid_and_unreachable_database_unavailable() {
     let pool = PoolSettings {
         max_connections: 2,
         acquire_timeout: Duration::from_millis(500),
+        ..PoolSettings::default()
     };
     let url = format!("postgres://postgres@127.0.0.1:{port}/none");
     assert_unavailable(

@@ -4,7 +4,10 @@
 //! at most [`PoolSettings::acquire_timeout`] for a connection, so while the database is down calls
 //! fail quickly with [`StoreError::Unavailable`] instead of queueing, and the pool reconnects by
 //! itself when the database is back (each pooled connection is pinged before use, so connections
-//! broken by a database restart are replaced rather than handed out). Migrations (`migrations/` at
+//! broken by a database restart are replaced rather than handed out). Every statement is bounded by
+//! the server's `statement_timeout` ([`PoolSettings::statement_timeout`]): a call stuck behind a
+//! lock nobody releases (an operator's open transaction, a table rewrite) fails as unavailable and
+//! gives its pooled connection back, instead of holding both until the lock goes. Migrations (`migrations/` at
 //! the repository root) are embedded and applied by [`PostgresStore::connect`]; sqlx serialises
 //! concurrent migrators with an advisory lock, so instances may start together.
 //!
@@ -51,6 +54,11 @@ pub struct PoolSettings {
     pub max_connections: u32,
     /// Longest a call waits for a connection before failing with [`StoreError::Unavailable`].
     pub acquire_timeout: Duration,
+    /// Longest one statement may run (waiting on locks included) before the server cancels it and
+    /// the call fails with [`StoreError::Unavailable`]. It bounds a durable append waiting on a
+    /// head that another instance holds while it publishes, so it must exceed the publish timeout
+    /// (`control_publish_timeout_ms`, 3 s by default) with room to spare. Migrations run without it.
+    pub statement_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -58,6 +66,7 @@ impl Default for PoolSettings {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -86,18 +95,35 @@ impl PostgresStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|err| StoreError::Invalid(format!("database URL: {err}")))?;
+        let statement_timeout = pool.statement_timeout.as_millis().max(1).to_string();
+        let options = options.options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(pool.max_connections)
             .acquire_timeout(pool.acquire_timeout)
             .connect_with(options)
             .await
             .map_err(store_error)?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|err| StoreError::Unavailable(format!("migrating the database: {err}")))?;
+        migrate(&pool).await?;
         Ok(Self { pool, settings })
     }
+}
+
+/// Brings the schema up to date on a connection of its own without the statement timeout (a
+/// migration may rewrite a large table), closed afterwards so the pool never hands it out.
+async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let failed = |err: &dyn std::fmt::Display| {
+        StoreError::Unavailable(format!("migrating the database: {err}"))
+    };
+    let mut migrating = pool.acquire().await.map_err(store_error)?;
+    migrating.close_on_drop();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut *migrating)
+        .await
+        .map_err(|err| failed(&err))?;
+    MIGRATOR
+        .run(&mut *migrating)
+        .await
+        .map_err(|err| failed(&err))
 }
 
 /// What a session delete returns for [`EndedUsers`]: the user and its node's region.
