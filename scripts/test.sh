@@ -61,6 +61,13 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "tests"
+# The durable client tests (Rust and JavaScript) run `rim dev`. Without RIM_BIN each builds it with
+# `cargo build -p rim`, whose feature set differs from the workspace's: that rebuilds rim (minutes)
+# and replaces target/debug/rim while other tests run it. The whole workspace's build below makes
+# that binary first, so they are told to use it; a filtered run (arguments) may not build it.
+if [ $# -eq 0 ] && [ -z "${RIM_BIN:-}" ]; then
+    export RIM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/rim"
+fi
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 cargo test --workspace --doc --locked
 

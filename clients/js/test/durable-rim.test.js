@@ -4,9 +4,9 @@
 // in order, once), then live pushes; a new client object with the same store resumes after a
 // "restart" of the app.
 //
-// Uses the rim binary from RIM_BIN, or builds it (`cargo build -p rim --bin rim`, a no-op when it is
-// fresh, as after the workspace's cargo tests); skipped only when neither is available (a checkout
-// of the JavaScript package alone).
+// Uses the rim binary from RIM_BIN (scripts/test.sh names the one its workspace build made), or
+// builds it (`cargo build -p rim --bin rim`, which has rim's own feature set, so it may rebuild rim);
+// skipped only when neither is available (a checkout of the JavaScript package alone).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -3,9 +3,10 @@
 //! cut by a proxy comes back by itself and receives what was sent meanwhile, replayed, in order,
 //! once, then the "resumed n" answer, then live pushes; acks follow what the app processed.
 //!
-//! The rim binary comes from `RIM_BIN`, or is the workspace's `target/debug/rim`, built first when
-//! the test runs under cargo-nextest (which holds no build lock while tests run; a no-op when it
-//! is fresh, as in `scripts/test.sh`). Under plain `cargo test`, build it first
+//! The rim binary comes from `RIM_BIN` (`scripts/test.sh` names the one its workspace build made),
+//! or is the workspace's `target/debug/rim`, built first when the test runs under cargo-nextest
+//! (which holds no build lock while tests run). That build has rim's own feature set, not the
+//! workspace's, so it may rebuild rim. Under plain `cargo test`, build it first
 //! (`cargo build -p rim --bin rim`).
 
 use rim_client::{
