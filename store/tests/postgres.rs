@@ -42,6 +42,14 @@ async fn assert_unavailable<T: std::fmt::Debug>(
     );
 }
 
+/// Registers node `n1`, which the tests below read back once the database answers again.
+async fn register_n1(store: &PostgresStore) {
+    store
+        .register_node(&suite::registration("n1"), suite::T0)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn database_restart_fails_fast_then_recovers() {
     let pg = TestPostgres::start();
@@ -49,10 +57,7 @@ async fn database_restart_fails_fast_then_recovers() {
     let store = PostgresStore::connect(&url, suite::settings())
         .await
         .unwrap();
-    store
-        .register_node(&suite::registration("n1"), suite::T0)
-        .await
-        .unwrap();
+    register_n1(&store).await;
     let connect = [suite::connect("k1", 1, 1, suite::T0, "")];
     store
         .apply_session_events("n1", &connect, suite::T0)
@@ -103,10 +108,7 @@ async fn a_statement_stuck_behind_a_lock_fails_at_the_statement_timeout() {
     let store = PostgresStore::connect_with(&url, suite::settings(), pool)
         .await
         .unwrap();
-    store
-        .register_node(&suite::registration("n1"), suite::T0)
-        .await
-        .unwrap();
+    register_n1(&store).await;
     let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql("BEGIN; LOCK TABLE nodes IN ACCESS EXCLUSIVE MODE")
         .execute(&mut holder)
