@@ -4,25 +4,49 @@
 //! done, and keeps starting batches for other heads meanwhile.
 //!
 //! The store is real PostgreSQL (rim-testkit); the bus is a memory bus behind a gate that holds
-//! every publish carrying a record for one room until the test opens it, and counts publishes.
+//! every publish carrying a record for one room until the test opens it, and counts publishes. The
+//! tests watch the writer's queue through its gauge, `rim_control_durable_waiting`, in this test
+//! binary's global recorder.
 
 mod common;
 
 use async_trait::async_trait;
 use common::*;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use reqwest::Method;
 use rim_bus::memory::MemoryBus;
 use rim_bus::{BusConsumer, BusError, BusHealth, BusProducer, OutgoingPush};
 use rim_proto::schema::PushMessage;
 use rim_proto::schema::push_message::Target;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// The room whose publishes the gate holds.
 const HELD_ROOM: &str = "live://held";
+
+/// The body of a push whose publish panics.
+const PANIC_BODY: &[u8] = b"panic";
+
+/// This test binary's global recorder (installed once, whichever test comes first).
+fn recorder() -> &'static PrometheusHandle {
+    static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+    RECORDER.get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
+}
+
+/// Waits until the writer holds `count` pushes back (its gauge says so).
+async fn writer_holds(count: usize) {
+    let line = format!("rim_control_durable_waiting {count}");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !recorder().render().lines().any(|l| l == line) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the writer never held {count} pushes"));
+}
 
 /// A memory bus that holds publishes to [`HELD_ROOM`] until `open` has a permit, and counts them.
 #[derive(Clone)]
@@ -39,6 +63,10 @@ fn to_held_room(message: &PushMessage) -> bool {
 #[async_trait]
 impl BusProducer for GatedBus {
     async fn publish(&self, pushes: Vec<OutgoingPush>) -> Result<(), BusError> {
+        assert!(
+            !pushes.iter().any(|push| push.message.body == PANIC_BODY),
+            "a publish that panics"
+        );
         if pushes.iter().any(|push| to_held_room(&push.message)) {
             self.held_room_publishes.fetch_add(1, Ordering::SeqCst);
             // Opened once for good: every publish after the first permit passes.
@@ -65,6 +93,7 @@ async fn room_push(h: &Harness, room: &str, text: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_to_a_room_whose_batch_runs_leave_together_after_it_and_other_rooms_do_not_wait() {
+    recorder();
     let store = fresh_postgres().await;
     let memory = MemoryBus::new(10_000);
     let bus = GatedBus {
@@ -94,7 +123,7 @@ async fn pushes_to_a_room_whose_batch_runs_leave_together_after_it_and_other_roo
         queued.push(tokio::spawn(async move {
             room_push(&h, HELD_ROOM, &n.to_string()).await
         }));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        writer_holds(n).await;
     }
     // A push to another room is not held behind them.
     let (status, report) = tokio::time::timeout(
@@ -140,4 +169,34 @@ async fn pushes_to_a_room_whose_batch_runs_leave_together_after_it_and_other_roo
         Ok(h) => h.control.shutdown().await.unwrap(),
         Err(_) => panic!("the harness is still shared"),
     }
+}
+
+/// A batch that panics (here in its publish) gives its heads back: the next push to its room goes
+/// out, where it would otherwise wait on the panicked batch's head for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_panics_gives_its_heads_back() {
+    recorder();
+    let store = fresh_postgres().await;
+    let memory = MemoryBus::new(10_000);
+    let bus = GatedBus {
+        bus: memory.clone(),
+        open: Arc::new(Semaphore::new(1)),
+        held_room_publishes: Arc::default(),
+    };
+    let h = start(config(), store, Arc::new(bus)).await;
+    h.register("n1", "sh").await;
+    let (status, report) = room_push(&h, HELD_ROOM, "panic").await;
+    assert_eq!(status, 503, "the panicked batch's push failed: {report}");
+    for round in 0..(2 * rim_control::push::MAX_BATCHES_IN_FLIGHT) {
+        let (status, report) = tokio::time::timeout(
+            Duration::from_secs(10),
+            room_push(&h, HELD_ROOM, &round.to_string()),
+        )
+        .await
+        .expect("a push to the panicked batch's room waited for its head");
+        assert_eq!(status, 202, "{report}");
+        let (status, report) = room_push(&h, HELD_ROOM, "panic").await;
+        assert_eq!(status, 503, "{report}");
+    }
+    h.control.shutdown().await.unwrap();
 }

@@ -73,7 +73,9 @@ struct Queued {
 /// its append and publish).
 pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
-/// Durable pushes waiting for the writer beyond which callers wait to queue theirs.
+/// The bound of each of the writer's two queues: the channel callers send their pushes into, and
+/// the pushes the writer holds until a batch may take them (`rim_control_durable_waiting`). Beyond
+/// twice this many waiting pushes, callers wait to queue theirs.
 const WRITER_QUEUE: usize = 16 * 1024;
 
 /// The durable writer of one control instance: batches concurrent durable pushes into shared
@@ -285,18 +287,19 @@ impl Job {
 
 /// The writer task: whenever fewer than [`MAX_BATCHES_IN_FLIGHT`] batches run, starts one with
 /// every waiting job that shares no head with a running batch (never waiting for more to come);
-/// see [`take_batch`]. During an outage whose probe is running, jobs are answered at once instead.
-/// Once the queue's senders are gone, it runs what is waiting and stops.
+/// see [`Waiting::take_batch`]. During an outage whose probe is running, jobs are answered at once
+/// instead. Once the queue's senders are gone, it runs what is waiting and stops.
 async fn run_writer(writer: Arc<Writer>, mut queue: mpsc::Receiver<Queued>) {
-    // Each finished batch hands back the heads it held.
+    // Each finished batch hands back the heads it held (also when it panicked: see `HeadsBack`).
     let (finished_sender, mut finished) = mpsc::unbounded_channel::<Vec<Head>>();
     let mut running = 0;
     let mut busy: HashSet<Head> = HashSet::new();
-    let mut waiting: VecDeque<Queued> = VecDeque::new();
+    let mut waiting = Waiting::default();
+    let waiting_gauge = metrics::gauge!("rim_control_durable_waiting");
     let mut open = true;
     loop {
         while running < MAX_BATCHES_IN_FLIGHT {
-            let jobs = take_batch(&writer, &mut waiting, &busy);
+            let jobs = waiting.take_batch(&writer, &busy);
             if jobs.is_empty() {
                 break;
             }
@@ -304,14 +307,23 @@ async fn run_writer(writer: Arc<Writer>, mut queue: mpsc::Receiver<Queued>) {
             busy.extend(heads.iter().cloned());
             running += 1;
             let probe = writer.health.lock().begin();
-            let (writer, finished) = (writer.clone(), finished_sender.clone());
+            if probe {
+                // What waits is now refused: the next look goes over all of it.
+                waiting.rescan();
+            }
+            let back = HeadsBack {
+                writer: writer.clone(),
+                probe,
+                outcome: None,
+                heads,
+                finished: finished_sender.clone(),
+            };
             tokio::spawn(async move {
-                let outcome = run_batch(&writer, jobs).await;
-                writer.health.lock().end(probe, outcome);
-                // The writer is gone only once it has nothing left to start.
-                let _ = finished.send(heads);
+                let mut back = back;
+                back.outcome = Some(run_batch(&back.writer, jobs).await);
             });
         }
+        waiting_gauge.set(waiting.len() as f64);
         if !open && waiting.is_empty() {
             return;
         }
@@ -321,6 +333,8 @@ async fn run_writer(writer: Arc<Writer>, mut queue: mpsc::Receiver<Queued>) {
                 for head in &heads {
                     busy.remove(head);
                 }
+                // Jobs held back by those heads may go now.
+                waiting.rescan();
             }
             next = queue.recv(), if open && waiting.len() < WRITER_QUEUE => match next {
                 Some(queued) => waiting.extend(refuse(&writer, queued)),
@@ -337,35 +351,93 @@ async fn run_writer(writer: Arc<Writer>, mut queue: mpsc::Receiver<Queued>) {
     }
 }
 
-/// The next batch, taken out of `waiting`: in order, every job that shares no head with a running
-/// batch (`busy`) nor with a job left waiting before it (so each user's and room's pushes are
-/// numbered in the order they came), within the inbox's batch bounds (the first job always fits).
-/// Jobs are answered at once instead while the writer refuses them (see [`Health::refusal`]).
-fn take_batch(
-    writer: &Writer,
-    waiting: &mut VecDeque<Queued>,
-    busy: &HashSet<Head>,
-) -> Vec<Queued> {
-    let mut size = BatchSize::default();
-    let mut taken = Vec::new();
-    let mut blocked: HashSet<Head> = HashSet::new();
-    let mut left = VecDeque::new();
-    while let Some(queued) = waiting.pop_front() {
-        let Some(queued) = refuse(writer, queued) else {
-            continue;
-        };
-        let free =
-            (queued.job.heads()).all(|head| !busy.contains(&head) && !blocked.contains(&head));
-        if free && (taken.is_empty() || size.fits(&queued.job)) {
-            size.add(&queued.job);
-            taken.push(queued);
-        } else {
-            blocked.extend(queued.job.heads());
-            left.push_back(queued);
-        }
+/// A running batch's hand-back: when the batch's task ends, normally or by a panic, its outcome
+/// goes to the writer's health (a panic counts as saying nothing about the store or the bus) and
+/// its heads back to the writer task. Without it a panicking batch would hold its heads, and its
+/// users' and rooms' pushes would wait, for good.
+struct HeadsBack {
+    writer: Arc<Writer>,
+    probe: bool,
+    outcome: Option<Result<(), Option<(Side, String)>>>,
+    heads: Vec<Head>,
+    finished: mpsc::UnboundedSender<Vec<Head>>,
+}
+
+impl Drop for HeadsBack {
+    fn drop(&mut self) {
+        let outcome = self.outcome.take().unwrap_or(Err(None));
+        self.writer.health.lock().end(self.probe, outcome);
+        // The writer is gone only once it has nothing left to start.
+        let _ = self.finished.send(std::mem::take(&mut self.heads));
     }
-    *waiting = left;
-    taken
+}
+
+/// The jobs waiting for a batch, in arrival order. Those before `scanned` were looked at since the
+/// last change that could free them (a batch finished, or an outage's probe started) and found
+/// held back: by a running batch's head or by a head of a job before them (in `blocked`, the heads
+/// of all of them). So a new arrival is judged alone, and one look over a long queue held back by
+/// one hot room costs nothing per arrival.
+#[derive(Default)]
+struct Waiting {
+    jobs: VecDeque<Queued>,
+    scanned: usize,
+    blocked: HashSet<Head>,
+}
+
+impl Waiting {
+    fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Queues what arrived (nothing, if it was refused).
+    fn extend(&mut self, queued: Option<Queued>) {
+        self.jobs.extend(queued);
+    }
+
+    /// The next look goes over every job again.
+    fn rescan(&mut self) {
+        self.scanned = 0;
+        self.blocked.clear();
+    }
+
+    /// The next batch, taken out of the queue: in order, every job not looked at yet that shares
+    /// no head with a running batch (`busy`) nor with a job left waiting before it (so each user's
+    /// and room's pushes are numbered in the order they came), within the inbox's batch bounds (the
+    /// first job always fits). Jobs are answered at once instead while the writer refuses them
+    /// (see [`Health::refusal`]).
+    fn take_batch(&mut self, writer: &Writer, busy: &HashSet<Head>) -> Vec<Queued> {
+        let mut size = BatchSize::default();
+        let mut taken = Vec::new();
+        // Whether a job free to go was left only because the batch was full.
+        let mut full = false;
+        let unseen = self.jobs.split_off(self.scanned);
+        for queued in unseen {
+            let Some(queued) = refuse(writer, queued) else {
+                continue;
+            };
+            let heads: Vec<Head> = queued.job.heads().collect();
+            let free =
+                (heads.iter()).all(|head| !busy.contains(head) && !self.blocked.contains(head));
+            if free && (taken.is_empty() || size.fits(&queued.job)) {
+                size.add(&queued.job);
+                taken.push(queued);
+            } else {
+                full |= free;
+                self.blocked.extend(heads);
+                self.jobs.push_back(queued);
+            }
+        }
+        self.scanned = self.jobs.len();
+        if full {
+            // The next batch may take what did not fit in this one: it looks at everything again.
+            self.rescan();
+        }
+        taken
+    }
 }
 
 /// Answers `queued` at once if the writer is refusing pushes (see [`Health::refusal`]); hands
@@ -553,5 +625,106 @@ pub(super) async fn publish_within(
                 "the bus did not acknowledge the records within {within:?}"
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rim_bus::memory::MemoryBus;
+    use rim_proto::durable::MessageId;
+    use rim_store::inbox::{InboxSettings, RoomEntry, UserEntry};
+    use rim_store::memory::MemoryInbox;
+
+    fn writer() -> Writer {
+        Writer {
+            inbox: Arc::new(MemoryInbox::new(InboxSettings::default()).unwrap()),
+            bus: Arc::new(MemoryBus::new(16)),
+            publish_timeout: Duration::from_secs(1),
+            health: Mutex::default(),
+        }
+    }
+
+    /// A job for users `mids` and rooms `rooms`, its body naming it.
+    fn job(name: &str, mids: &[i64], rooms: &[&str]) -> Queued {
+        let user = |&mid: &i64| UserEntry {
+            mid,
+            key: None,
+            message_id: MessageId([0; 16]),
+            operation: 1000,
+            body: name.as_bytes().to_vec(),
+        };
+        let room = |&room: &&str| RoomEntry {
+            room: room.to_owned(),
+            message_id: MessageId([0; 16]),
+            operation: 1000,
+            body: name.as_bytes().to_vec(),
+        };
+        let batch = DurableBatch {
+            users: mids.iter().map(user).collect(),
+            rooms: rooms.iter().map(room).collect(),
+            receipts: Vec::new(),
+        };
+        // Nobody listens for the answer here.
+        let (answer, _) = oneshot::channel();
+        Queued {
+            job: Job {
+                batch,
+                records: Vec::new(),
+            },
+            answer,
+        }
+    }
+
+    fn names(jobs: &[Queued]) -> Vec<String> {
+        let name = |queued: &Queued| {
+            let body = (queued.job.batch.users.first().map(|u| &u.body))
+                .or_else(|| queued.job.batch.rooms.first().map(|r| &r.body));
+            String::from_utf8_lossy(body.map_or(&[][..], |b| b)).into_owned()
+        };
+        jobs.iter().map(name).collect()
+    }
+
+    #[test]
+    fn a_batch_takes_in_order_what_no_running_batch_or_earlier_waiting_job_holds() {
+        let writer = writer();
+        let mut waiting = Waiting::default();
+        for queued in [
+            job("u1", &[1], &[]),
+            job("ra", &[], &["a"]),
+            job("u1-rb", &[1], &["b"]),
+            job("u2", &[2], &[]),
+        ] {
+            waiting.extend(Some(queued));
+        }
+        let busy = HashSet::from([Head::User(1)]);
+        // User 1 runs: its jobs wait, and so does room b behind one of them.
+        let taken = waiting.take_batch(&writer, &busy);
+        assert_eq!(names(&taken), ["ra", "u2"]);
+        assert_eq!(waiting.len(), 2);
+        // Arrivals are judged against what waits before them: room b's waits, user 3's goes.
+        waiting.extend(Some(job("rb", &[], &["b"])));
+        waiting.extend(Some(job("u3", &[3], &[])));
+        let taken = waiting.take_batch(&writer, &busy);
+        assert_eq!(names(&taken), ["u3"]);
+        assert!(waiting.take_batch(&writer, &busy).is_empty());
+        // Once user 1's batch is done, everything left goes together, in order.
+        waiting.rescan();
+        let taken = waiting.take_batch(&writer, &HashSet::new());
+        assert_eq!(names(&taken), ["u1", "u1-rb", "rb"]);
+        assert!(waiting.is_empty());
+    }
+
+    #[test]
+    fn what_did_not_fit_in_a_batch_goes_in_the_next_without_a_rescan() {
+        let writer = writer();
+        let mut waiting = Waiting::default();
+        let half: Vec<i64> = (1..=(MAX_APPEND_BATCH as i64 / 2 + 1)).collect();
+        let other: Vec<i64> = half.iter().map(|mid| mid + 100_000).collect();
+        waiting.extend(Some(job("first", &half, &[])));
+        waiting.extend(Some(job("second", &other, &[])));
+        let busy = HashSet::new();
+        assert_eq!(names(&waiting.take_batch(&writer, &busy)), ["first"]);
+        assert_eq!(names(&waiting.take_batch(&writer, &busy)), ["second"]);
     }
 }
