@@ -101,6 +101,17 @@ pub struct ControlArgs {
     /// PostgreSQL URL of the store, e.g. `postgres://rim:secret@db:5432/rim` (migrated at start).
     #[arg(long, env = "RIM_CONTROL_DATABASE_URL", hide_env_values = true)]
     pub control_database_url: String,
+    /// Longest one PostgreSQL statement may run, waiting on locks included, in milliseconds (0:
+    /// unbounded). Past it the call fails (503) and gives its connection back, so a lock nobody
+    /// releases cannot hold requests and connections for good. A durable push may wait on a
+    /// user's or room's head that other instances hold while they publish, so it must be above
+    /// `--control-publish-timeout-ms`.
+    #[arg(
+        long,
+        env = "RIM_CONTROL_DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = millis(rim_store::postgres::DEFAULT_STATEMENT_TIMEOUT)
+    )]
+    pub control_database_statement_timeout_ms: u64,
     /// Kafka bootstrap servers (`host:port,...`) the push pipeline produces to.
     #[arg(
         long,
@@ -133,6 +144,19 @@ pub struct JobArgs {
     /// PostgreSQL URL of the store, where the worker finds the edges of its region.
     #[arg(long, env = "RIM_JOB_DATABASE_URL", hide_env_values = true)]
     pub job_database_url: String,
+    /// Longest one PostgreSQL statement may run, in milliseconds (0: unbounded); past it the
+    /// worker keeps its last view of the region's edges and reads again later.
+    #[arg(
+        long,
+        env = "RIM_JOB_DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = millis(rim_store::postgres::DEFAULT_STATEMENT_TIMEOUT)
+    )]
+    pub job_database_statement_timeout_ms: u64,
+}
+
+/// `duration` in whole milliseconds, for a flag's default.
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// How log lines are written.

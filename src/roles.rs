@@ -32,7 +32,7 @@ use rim_edgelink::{
 use rim_job::StoreDirectory;
 use rim_proto::node_token::NodeRole;
 use rim_store::memory::MemoryStore;
-use rim_store::postgres::PostgresStore;
+use rim_store::postgres::{PoolSettings, PostgresStore};
 use rim_store::{Store, StoreSettings};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -232,15 +232,33 @@ fn loopback_if_unspecified(mut addr: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// The PostgreSQL store at `url`, its statements bounded by `statement_timeout` (zero: unbounded).
+async fn connect_store(url: &str, statement_timeout: Duration) -> anyhow::Result<PostgresStore> {
+    let pool = PoolSettings {
+        statement_timeout,
+        ..PoolSettings::default()
+    };
+    PostgresStore::connect_with(url, StoreSettings::default(), pool)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
 /// Runs a control-plane instance on PostgreSQL and Kafka until a stop signal.
 pub async fn control(
     args: ControlArgs,
     secret: String,
     prometheus: PrometheusHandle,
 ) -> anyhow::Result<()> {
-    let store = PostgresStore::connect(&args.control_database_url, StoreSettings::default())
-        .await
-        .context("connecting to PostgreSQL")?;
+    let statement_timeout = Duration::from_millis(args.control_database_statement_timeout_ms);
+    let publish_timeout = Duration::from_millis(args.control.control_publish_timeout_ms);
+    if !statement_timeout.is_zero() && statement_timeout <= publish_timeout {
+        anyhow::bail!(
+            "--control-database-statement-timeout-ms ({statement_timeout:?}) must be above \
+             --control-publish-timeout-ms ({publish_timeout:?}): a durable push waits on heads \
+             that other instances hold while they publish"
+        );
+    }
+    let store = connect_store(&args.control_database_url, statement_timeout).await?;
     let settings = KafkaSettings {
         topic_prefix: args.control_topic_prefix,
         client_options: args.control_kafka_option.into_iter().collect(),
@@ -265,9 +283,8 @@ pub async fn job(
     secret: String,
     prometheus: PrometheusHandle,
 ) -> anyhow::Result<()> {
-    let store = PostgresStore::connect(&args.job_database_url, StoreSettings::default())
-        .await
-        .context("connecting to PostgreSQL")?;
+    let statement_timeout = Duration::from_millis(args.job_database_statement_timeout_ms);
+    let store = connect_store(&args.job_database_url, statement_timeout).await?;
     let directory = Arc::new(StoreDirectory::new(
         Arc::new(store),
         args.job.directory_cache(),

@@ -4,11 +4,12 @@
 //! at most [`PoolSettings::acquire_timeout`] for a connection, so while the database is down calls
 //! fail quickly with [`StoreError::Unavailable`] instead of queueing, and the pool reconnects by
 //! itself when the database is back (each pooled connection is pinged before use, so connections
-//! broken by a database restart are replaced rather than handed out). Every statement is bounded by
-//! the server's `statement_timeout` ([`PoolSettings::statement_timeout`]): a call stuck behind a
-//! lock nobody releases (an operator's open transaction, a table rewrite) fails as unavailable and
-//! gives its pooled connection back, instead of holding both until the lock goes. Migrations (`migrations/` at
-//! the repository root) are embedded and applied by [`PostgresStore::connect`]; sqlx serialises
+//! broken by a database restart are replaced rather than handed out). Every statement is bounded
+//! by the server's `statement_timeout` ([`PoolSettings::statement_timeout`], 30 s by default): a
+//! call stuck behind a lock nobody releases (an operator's open transaction, a table rewrite)
+//! fails as unavailable and gives its pooled connection back, instead of holding both until the
+//! lock goes. Migrations (`migrations/` at the repository root) are embedded and applied by
+//! [`PostgresStore::connect`], without that bound; sqlx serialises
 //! concurrent migrators with an advisory lock, so instances may start together.
 //!
 //! Liveness uses the database's clock (`rim_now_ms()`, defined by the migrations): `last_seen` is
@@ -47,6 +48,9 @@ use std::time::Duration;
 /// The schema, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
+/// [`PoolSettings::statement_timeout`] by default.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How the store uses its connection pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
@@ -55,9 +59,10 @@ pub struct PoolSettings {
     /// Longest a call waits for a connection before failing with [`StoreError::Unavailable`].
     pub acquire_timeout: Duration,
     /// Longest one statement may run (waiting on locks included) before the server cancels it and
-    /// the call fails with [`StoreError::Unavailable`]. It bounds a durable append waiting on a
-    /// head that another instance holds while it publishes, so it must exceed the publish timeout
-    /// (`control_publish_timeout_ms`, 3 s by default) with room to spare. Migrations run without it.
+    /// the call fails with [`StoreError::Unavailable`]; zero: unbounded. A durable append may wait
+    /// on a head that other instances hold while they publish, one after another, so it must
+    /// exceed the publish timeout (`control_publish_timeout_ms`, 3 s by default) many times over.
+    /// Migrations run without it.
     pub statement_timeout: Duration,
 }
 
@@ -66,7 +71,7 @@ impl Default for PoolSettings {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(2),
-            statement_timeout: Duration::from_secs(10),
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 }
@@ -95,7 +100,8 @@ impl PostgresStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|err| StoreError::Invalid(format!("database URL: {err}")))?;
-        let statement_timeout = pool.statement_timeout.as_millis().max(1).to_string();
+        // Appended to what the URL sets, so it is the value that holds.
+        let statement_timeout = pool.statement_timeout.as_millis().to_string();
         let options = options.options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(pool.max_connections)
