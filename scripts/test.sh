@@ -64,9 +64,12 @@ log "tests"
 # The durable client tests (Rust and JavaScript) run `rim dev`. Without RIM_BIN each builds it with
 # `cargo build -p rim`, whose feature set differs from the workspace's: that rebuilds rim (minutes)
 # and replaces target/debug/rim while other tests run it. The whole workspace's build below makes
-# that binary first, so they are told to use it; a filtered run (arguments) may not build it.
-if [ $# -eq 0 ] && [ -z "${RIM_BIN:-}" ]; then
-    export RIM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/rim"
+# that binary first, so they are told to use it; a filtered run (arguments) may not build it. The
+# target directory is cargo's own answer (absolute, whatever configures it).
+if [ $# -eq 0 ] && [ -z "${RIM_BIN:-}" ] && [ -z "${CARGO_BUILD_TARGET:-}" ]; then
+    target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    export RIM_BIN="$target_dir/debug/rim"
 fi
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 cargo test --workspace --doc --locked

@@ -25,7 +25,10 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The rim binary, or null when it cannot be had. */
 function rimBinary() {
-  if (process.env.RIM_BIN) return process.env.RIM_BIN;
+  if (process.env.RIM_BIN) {
+    assert.ok(existsSync(process.env.RIM_BIN), `RIM_BIN names ${process.env.RIM_BIN}, which is missing`);
+    return process.env.RIM_BIN;
+  }
   if (!existsSync(join(root, 'Cargo.toml'))) return null;
   const built = spawnSync('cargo', ['build', '--quiet', '--locked', '-p', 'rim', '--bin', 'rim'], { cwd: root, stdio: 'inherit' });
   if (built.error && built.error.code === 'ENOENT') return null;

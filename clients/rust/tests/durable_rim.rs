@@ -29,7 +29,13 @@ const MID: i64 = 4343;
 /// The rim binary to run.
 fn rim_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("RIM_BIN") {
-        return PathBuf::from(path);
+        let path = PathBuf::from(path);
+        assert!(
+            path.exists(),
+            "RIM_BIN names {}, which is missing",
+            path.display()
+        );
+        return path;
     }
     // This test runs from target/<profile>/deps/; the binary is target/<profile>/rim.
     let exe = std::env::current_exe().expect("the test's own path");
