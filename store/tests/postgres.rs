@@ -3,7 +3,7 @@
 
 mod suite;
 
-use rim_store::postgres::{PoolSettings, PostgresStore};
+use rim_store::postgres::{PoolSettings, PostgresStore, SESSIONS_PER_ROUND};
 use rim_store::{NodeState, Store, StoreError};
 use rim_testkit::postgres::TestPostgres;
 use sqlx::Connection;
@@ -148,6 +148,54 @@ async fn a_statement_stuck_behind_a_lock_fails_at_the_statement_timeout() {
     PostgresStore::connect_with(&fresh, suite::settings(), tiny)
         .await
         .unwrap();
+}
+
+/// A node holding more sessions than one statement removes dies with all of them in one sweep
+/// (they go in rounds, so no statement nears the statement timeout), and other nodes keep theirs.
+#[tokio::test]
+async fn a_node_with_more_sessions_than_a_round_dies_with_all_of_them() {
+    let url = TestPostgres::shared().fresh_database();
+    let store = PostgresStore::connect(&url, suite::settings())
+        .await
+        .unwrap();
+    let timeout = 400;
+    for id in ["n1", "n2"] {
+        store
+            .register_node(&suite::registration(id), suite::wall())
+            .await
+            .unwrap();
+    }
+    let many = 2 * SESSIONS_PER_ROUND + 7;
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sessions (key, mid, node_id, room, platform, accepts, connection_id, ip, \
+         connected_at, expires_at) \
+         SELECT 'k' || g, g, 'n1', '', 'web', '{}', g, '127.0.0.1', 0, 9000000000000000 \
+         FROM generate_series(1, $1) g",
+    )
+    .bind(many)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let kept = [suite::connect("other", many + 1, 1, suite::wall(), "")];
+    store
+        .apply_session_events("n2", &kept, suite::wall())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(timeout as u64 + 200)).await;
+    store
+        .node_heartbeat(&suite::heartbeat("n2", 1, 1, &[]), suite::wall())
+        .await
+        .unwrap();
+    let swept = store.expire(suite::wall(), timeout).await.unwrap();
+    assert_eq!(swept.nodes_marked_dead, 1);
+    assert_eq!(swept.sessions_removed, many as u64);
+    assert_eq!(swept.ended_users.len(), many as usize);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "only n2's session is left");
 }
 
 #[tokio::test]

@@ -163,6 +163,12 @@ async fn end_previous_life(
     clear_nodes(tx, &[node_id.to_owned()], ended).await
 }
 
+/// Most sessions of dead or restarted nodes one statement removes. A large edge's sessions go in
+/// rounds of this many (each found through the node index), all in the caller's transaction, so
+/// no statement comes near the statement timeout however many sessions the node held; one
+/// statement for all of them could exceed it and then fail the same way on every retry.
+pub const SESSIONS_PER_ROUND: i64 = 10_000;
+
 /// Removes the sessions and room counts of `node_ids`, noting the sessions' users in `ended`;
 /// returns how many sessions ended.
 async fn clear_nodes(
@@ -174,14 +180,24 @@ async fn clear_nodes(
         .bind(node_ids)
         .execute(&mut *tx)
         .await?;
-    let removed: Vec<(i64, String)> = sqlx::query_as(concat!(
-        "DELETE FROM sessions WHERE node_id = ANY($1) RETURNING ",
-        ended_user!()
-    ))
-    .bind(node_ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(note_ended(ended, removed))
+    let mut count = 0;
+    loop {
+        // By primary key: a session renewed meanwhile is still found (and removed) by its key.
+        let removed: Vec<(i64, String)> = sqlx::query_as(concat!(
+            "DELETE FROM sessions WHERE key IN \
+             (SELECT key FROM sessions WHERE node_id = ANY($1) LIMIT $2) RETURNING ",
+            ended_user!()
+        ))
+        .bind(node_ids)
+        .bind(SESSIONS_PER_ROUND)
+        .fetch_all(&mut *tx)
+        .await?;
+        let last = (removed.len() as i64) < SESSIONS_PER_ROUND;
+        count += note_ended(ended, removed);
+        if last {
+            return Ok(count);
+        }
+    }
 }
 
 /// Adds the removed sessions' users (not user 0) to `ended`; returns how many sessions ended.
