@@ -151,7 +151,8 @@ async fn a_statement_stuck_behind_a_lock_fails_at_the_statement_timeout() {
 }
 
 /// A node holding more sessions than one statement removes dies with all of them in one sweep
-/// (they go in rounds, so no statement nears the statement timeout), and other nodes keep theirs.
+/// (they go in rounds, so no statement nears the statement timeout), and other nodes keep theirs,
+/// including one taken over from it during the sweep.
 #[tokio::test]
 async fn a_node_with_more_sessions_than_a_round_dies_with_all_of_them() {
     let url = TestPostgres::shared().fresh_database();
@@ -187,15 +188,32 @@ async fn a_node_with_more_sessions_than_a_round_dies_with_all_of_them() {
         .node_heartbeat(&suite::heartbeat("n2", 1, 1, &[]), suite::wall())
         .await
         .unwrap();
-    let swept = store.expire(suite::wall(), timeout).await.unwrap();
-    assert_eq!(swept.nodes_marked_dead, 1);
-    assert_eq!(swept.sessions_removed, many as u64);
-    assert_eq!(swept.ended_users.len(), many as usize);
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
-        .fetch_one(&mut db)
+    // One of n1's sessions is being taken over by n2 while the sweep runs: the sweep waits for
+    // it, and then it is n2's and stays.
+    let mut takeover = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; UPDATE sessions SET node_id = 'n2' WHERE key = 'k5'")
+        .execute(&mut takeover)
         .await
         .unwrap();
-    assert_eq!(left, 1, "only n2's session is left");
+    let sweep = {
+        let store = store.clone();
+        tokio::spawn(async move { store.expire(suite::wall(), timeout).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut takeover)
+        .await
+        .unwrap();
+    let swept = sweep.await.unwrap().unwrap();
+    assert_eq!(swept.nodes_marked_dead, 1);
+    assert_eq!(swept.sessions_removed, many as u64 - 1);
+    assert_eq!(swept.ended_users.len(), many as usize - 1);
+    assert!(!swept.ended_users.contains_key(&5), "user 5 is on n2 now");
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM sessions ORDER BY key")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(left, ["k5", "other"], "only n2's sessions are left");
 }
 
 #[tokio::test]

@@ -101,7 +101,12 @@ impl PostgresStore {
             .parse()
             .map_err(|err| StoreError::Invalid(format!("database URL: {err}")))?;
         // Appended to what the URL sets, so it is the value that holds.
-        let statement_timeout = pool.statement_timeout.as_millis().to_string();
+        // 0 is PostgreSQL's "unbounded"; a bound under a millisecond is one millisecond.
+        let statement_timeout = match pool.statement_timeout.as_millis() {
+            0 if !pool.statement_timeout.is_zero() => 1,
+            millis => millis,
+        }
+        .to_string();
         let options = options.options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(pool.max_connections)
@@ -182,9 +187,10 @@ async fn clear_nodes(
         .await?;
     let mut count = 0;
     loop {
-        // By primary key: a session renewed meanwhile is still found (and removed) by its key.
+        // The node is checked again on the row itself: a session another node took over while
+        // this statement waited for it is that node's now, and stays.
         let removed: Vec<(i64, String)> = sqlx::query_as(concat!(
-            "DELETE FROM sessions WHERE key IN \
+            "DELETE FROM sessions WHERE node_id = ANY($1) AND key IN \
              (SELECT key FROM sessions WHERE node_id = ANY($1) LIMIT $2) RETURNING ",
             ended_user!()
         ))
@@ -192,11 +198,12 @@ async fn clear_nodes(
         .bind(SESSIONS_PER_ROUND)
         .fetch_all(&mut *tx)
         .await?;
-        let last = (removed.len() as i64) < SESSIONS_PER_ROUND;
-        count += note_ended(ended, removed);
-        if last {
+        // A short round may only mean that some sessions moved meanwhile: done once a round
+        // finds nothing left.
+        if removed.is_empty() {
             return Ok(count);
         }
+        count += note_ended(ended, removed);
     }
 }
 
