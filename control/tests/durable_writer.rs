@@ -30,6 +30,10 @@ const HELD_ROOM: &str = "live://held";
 /// The body of a push whose publish panics.
 const PANIC_BODY: &[u8] = b"panic";
 
+/// Held by each test: the writer's gauge is one per process, so under `cargo test` (one process
+/// for the binary) one test's writer must not set it while the other waits on it.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// This test binary's global recorder (installed once, whichever test comes first).
 fn recorder() -> &'static PrometheusHandle {
     static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -93,6 +97,7 @@ async fn room_push(h: &Harness, room: &str, text: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_to_a_room_whose_batch_runs_leave_together_after_it_and_other_rooms_do_not_wait() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     recorder();
     let store = fresh_postgres().await;
     let memory = MemoryBus::new(10_000);
@@ -175,6 +180,7 @@ async fn pushes_to_a_room_whose_batch_runs_leave_together_after_it_and_other_roo
 /// out, where it would otherwise wait on the panicked batch's head for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_panics_gives_its_heads_back() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     recorder();
     let store = fresh_postgres().await;
     let memory = MemoryBus::new(10_000);

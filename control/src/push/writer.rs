@@ -101,15 +101,21 @@ impl DurableWriter {
             sender
         });
         let (answer, outcome) = oneshot::channel();
-        let stopped = || WriteFailure {
-            error: ApiError::Unavailable("the durable writer stopped".into()),
+        let failure = |reason: &str| WriteFailure {
+            error: ApiError::Unavailable(reason.into()),
             store_failed: false,
         };
         queue
             .send(Queued { job, answer })
             .await
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+            .map_err(|_| failure("the durable writer stopped"))?;
+        // Only a batch task that failed (panicked) drops its answers.
+        outcome.await.map_err(|_| {
+            failure(
+                "the push's durable batch failed unexpectedly; it may have been stored and \
+                 published, so retrying may deliver it twice",
+            )
+        })?
     }
 }
 
@@ -373,7 +379,8 @@ impl Drop for HeadsBack {
 }
 
 /// The jobs waiting for a batch, in arrival order. Those before `scanned` were looked at since the
-/// last change that could free them (a batch finished, or an outage's probe started) and found
+/// last change that could free them (a batch finished, an outage's probe started, or a batch was
+/// full) and found
 /// held back: by a running batch's head or by a head of a job before them (in `blocked`, the heads
 /// of all of them). So a new arrival is judged alone, and one look over a long queue held back by
 /// one hot room costs nothing per arrival.
