@@ -60,6 +60,18 @@ struct GatedBus {
     held_room_publishes: Arc<AtomicUsize>,
 }
 
+impl GatedBus {
+    /// A gate over a fresh memory bus, open from the start or closed until the test opens it
+    /// (once open, it stays open).
+    fn new(open: bool) -> Self {
+        GatedBus {
+            bus: MemoryBus::new(10_000),
+            open: Arc::new(Semaphore::new(usize::from(open))),
+            held_room_publishes: Arc::default(),
+        }
+    }
+}
+
 fn to_held_room(message: &PushMessage) -> bool {
     matches!(&message.target, Some(Target::Room(room)) if room.room == HELD_ROOM)
 }
@@ -100,12 +112,8 @@ async fn pushes_to_a_room_whose_batch_runs_leave_together_after_it_and_other_roo
     let _alone = ONE_AT_A_TIME.lock().await;
     recorder();
     let store = fresh_postgres().await;
-    let memory = MemoryBus::new(10_000);
-    let bus = GatedBus {
-        bus: memory.clone(),
-        open: Arc::new(Semaphore::new(0)),
-        held_room_publishes: Arc::default(),
-    };
+    let bus = GatedBus::new(false);
+    let memory = bus.bus.clone();
     let config = rim_control::ControlConfig {
         control_publish_timeout_ms: 30_000,
         ..config()
@@ -183,12 +191,7 @@ async fn a_batch_that_panics_gives_its_heads_back() {
     let _alone = ONE_AT_A_TIME.lock().await;
     recorder();
     let store = fresh_postgres().await;
-    let memory = MemoryBus::new(10_000);
-    let bus = GatedBus {
-        bus: memory.clone(),
-        open: Arc::new(Semaphore::new(1)),
-        held_room_publishes: Arc::default(),
-    };
+    let bus = GatedBus::new(true);
     let h = start(config(), store, Arc::new(bus)).await;
     h.register("n1", "sh").await;
     let (status, report) = room_push(&h, HELD_ROOM, "panic").await;
