@@ -380,10 +380,9 @@ impl Drop for HeadsBack {
 
 /// The jobs waiting for a batch, in arrival order. Those before `scanned` were looked at since the
 /// last change that could free them (a batch finished, an outage's probe started, or a batch was
-/// full) and found
-/// held back: by a running batch's head or by a head of a job before them (in `blocked`, the heads
-/// of all of them). So a new arrival is judged alone, and one look over a long queue held back by
-/// one hot room costs nothing per arrival.
+/// full) and found held back: by a running batch's head or by a head of a job before them (in
+/// `blocked`, the heads of all of them). So a new arrival is judged alone, and one look over a long
+/// queue held back by one hot room costs nothing per arrival.
 #[derive(Default)]
 struct Waiting {
     jobs: VecDeque<Queued>,
@@ -426,15 +425,14 @@ impl Waiting {
             let Some(queued) = refuse(writer, queued) else {
                 continue;
             };
-            let heads: Vec<Head> = queued.job.heads().collect();
-            let free =
-                (heads.iter()).all(|head| !busy.contains(head) && !self.blocked.contains(head));
+            let free = (queued.job.heads())
+                .all(|head| !busy.contains(&head) && !self.blocked.contains(&head));
             if free && (taken.is_empty() || size.fits(&queued.job)) {
                 size.add(&queued.job);
                 taken.push(queued);
             } else {
                 full |= free;
-                self.blocked.extend(heads);
+                self.blocked.extend(queued.job.heads());
                 self.jobs.push_back(queued);
             }
         }
